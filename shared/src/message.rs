@@ -1,0 +1,332 @@
+//! The closed message set of v1 as typed enums. Handshake messages ([`Challenge`], [`Hello`],
+//! [`Welcome`], [`Reject`]) and session messages ([`C2s`] client to server, [`S2c`] server to
+//! client). Every session message carries `seq` as its first field after `type`; the session
+//! assigns it when encoding.
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::b64;
+use crate::error::RejectCode;
+
+/// First frame, server to client, unsigned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename = "challenge")]
+pub struct Challenge {
+    /// Protocol version spoken by the server (1).
+    pub v: u64,
+    /// 32 random bytes, echoed in the hello.
+    #[serde(with = "b64::nonce32")]
+    pub server_nonce: [u8; 32],
+    /// Server time, unix seconds.
+    pub time: u64,
+    /// Largest frame either side may send, in bytes.
+    pub max_frame: u64,
+}
+
+/// Who the delegate is; carried in the hello.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DelegateInfo {
+    /// Operator-chosen name (`DELEGATE_NAME`).
+    pub name: String,
+    /// A UUID per process start, to tell replicas of one name apart.
+    pub instance: Uuid,
+    /// The delegate's software version.
+    pub version: String,
+    /// Host name the delegate runs on.
+    pub host: String,
+}
+
+/// Second frame, client to server, tagged with `HMAC(K_token, "tether/v1/hello\n" || payload)`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename = "hello")]
+pub struct Hello {
+    /// Protocol version spoken by the client (1).
+    pub v: u64,
+    /// The account the token belongs to.
+    pub account_id: String,
+    /// The public id of the token.
+    pub token_id: Uuid,
+    /// The challenge's nonce, echoed.
+    #[serde(with = "b64::nonce32")]
+    pub server_nonce: [u8; 32],
+    /// 32 random bytes from the client.
+    #[serde(with = "b64::nonce32")]
+    pub client_nonce: [u8; 32],
+    /// Client time, unix seconds.
+    pub time: u64,
+    /// Who is connecting.
+    pub delegate: DelegateInfo,
+}
+
+/// Server to client, tagged with `K_s2c`, seq 0: the handshake succeeded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename = "welcome")]
+pub struct Welcome {
+    /// Always 0: the welcome is the first s2c frame of the session.
+    pub seq: u64,
+    /// The session's id, as shown in the manager's delegate list.
+    pub session_id: Uuid,
+    /// How often the client must send a heartbeat.
+    pub heartbeat_secs: u64,
+    /// When the token expires, unix seconds, if it does.
+    pub token_expires_at: Option<u64>,
+}
+
+/// Server to client, then close: the handshake failed. Signed with `K_s2c` only when the
+/// hello's tag verified (revoked, expired, ip_not_allowed); otherwise unsigned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename = "reject")]
+pub struct Reject {
+    /// Why.
+    pub code: RejectCode,
+    /// A human-readable explanation; never contains secrets.
+    pub message: String,
+}
+
+/// The status a delegate reports in each heartbeat.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatStatus {
+    /// Seconds since the delegate process started.
+    pub uptime_secs: u64,
+    /// How the delegate would apply a rotation: `docker`, `file` or `manual`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apply_mode: Option<String>,
+}
+
+/// How a delegate applied a rotated token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RotateOutcome {
+    /// The new token is in use (docker or file mode).
+    Applied,
+    /// Applying failed; the delegate stays on the old token.
+    Failed,
+    /// The delegate cannot apply it itself; an operator must.
+    Manual,
+}
+
+/// The kinds of task v1 knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskKind {
+    /// Reply with the same payload: connectivity checks and benchmarks.
+    Echo,
+}
+
+/// Why a peer says goodbye.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GoodbyeReason {
+    /// The peer is shutting down.
+    Shutdown,
+    /// The peer restarts and will be back soon.
+    Restart,
+    /// The delegate is being replaced by its successor container.
+    Replaced,
+    /// An operator disconnected this session.
+    Disconnected,
+}
+
+/// Why a live session's token stopped being valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RevokedReason {
+    /// An operator revoked the token, or a rotation finished.
+    Revoked,
+    /// The token reached its expiry.
+    Expired,
+}
+
+/// Client-to-server session messages, tagged with `K_c2s`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum C2s {
+    /// Liveness and status, every `heartbeat_secs`.
+    Heartbeat {
+        /// Assigned by the session.
+        seq: u64,
+        /// The delegate's status.
+        status: HeartbeatStatus,
+    },
+    /// The outcome of a `rotate`.
+    RotateAck {
+        /// Assigned by the session.
+        seq: u64,
+        /// The rotation this answers.
+        rotation_id: Uuid,
+        /// What happened.
+        outcome: RotateOutcome,
+        /// Human-readable detail (never the token).
+        detail: String,
+    },
+    /// The reply to a `task`.
+    TaskResult {
+        /// Assigned by the session.
+        seq: u64,
+        /// The task this answers.
+        task_id: Uuid,
+        /// Whether the task succeeded.
+        ok: bool,
+        /// The result (for `echo`, the payload received).
+        payload: String,
+    },
+    /// The delegate is going away; the manager may forget the session at once.
+    Goodbye {
+        /// Assigned by the session.
+        seq: u64,
+        /// Why.
+        reason: GoodbyeReason,
+    },
+}
+
+/// Server-to-client session messages, tagged with `K_s2c`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum S2c {
+    /// The token rotates: here is its successor, sealed under `K_seal`.
+    Rotate {
+        /// Assigned by the session.
+        seq: u64,
+        /// The rotation's id (also the AEAD associated data).
+        rotation_id: Uuid,
+        /// The successor token's id.
+        token_id: Uuid,
+        /// `B64(nonce[12] || ChaCha20-Poly1305(K_seal, nonce, token, aad = rotation_id))`.
+        sealed_token: String,
+        /// Until when the current token stays valid, unix seconds.
+        old_token_valid_until: u64,
+    },
+    /// The session's token was revoked (or expired); the server closes with 4003 (or 4004).
+    Revoked {
+        /// Assigned by the session.
+        seq: u64,
+        /// Which token.
+        token_id: Uuid,
+        /// Revoked or expired.
+        reason: RevokedReason,
+        /// What happened and what to do.
+        message: String,
+    },
+    /// A small request the delegate answers with `task_result`.
+    Task {
+        /// Assigned by the session.
+        seq: u64,
+        /// Echoed in the result.
+        task_id: Uuid,
+        /// What to do.
+        kind: TaskKind,
+        /// Input.
+        payload: String,
+    },
+    /// The manager is going away; reconnect soon, with jitter.
+    Goodbye {
+        /// Assigned by the session.
+        seq: u64,
+        /// Why.
+        reason: GoodbyeReason,
+    },
+}
+
+/// Message types the handshake knows.
+pub(crate) const HANDSHAKE_TYPES: &[&str] = &["challenge", "hello", "welcome", "reject"];
+/// Message types a client sends in a session.
+pub(crate) const C2S_TYPES: &[&str] = &["heartbeat", "rotate_ack", "task_result", "goodbye"];
+/// Message types a server sends in a session.
+pub(crate) const S2C_TYPES: &[&str] = &["rotate", "revoked", "task", "goodbye"];
+
+/// A session message with a sequence number.
+pub trait Sequenced: Serialize + serde::de::DeserializeOwned {
+    /// Message types of this direction.
+    const TYPES: &'static [&'static str];
+    /// Message types of the opposite direction.
+    const OTHER_TYPES: &'static [&'static str];
+    /// The sequence number.
+    fn seq(&self) -> u64;
+    /// Replaces the sequence number.
+    fn set_seq(&mut self, seq: u64);
+}
+
+impl Sequenced for C2s {
+    const TYPES: &'static [&'static str] = C2S_TYPES;
+    const OTHER_TYPES: &'static [&'static str] = S2C_TYPES;
+    fn seq(&self) -> u64 {
+        match self {
+            Self::Heartbeat { seq, .. }
+            | Self::RotateAck { seq, .. }
+            | Self::TaskResult { seq, .. }
+            | Self::Goodbye { seq, .. } => *seq,
+        }
+    }
+    fn set_seq(&mut self, new: u64) {
+        match self {
+            Self::Heartbeat { seq, .. }
+            | Self::RotateAck { seq, .. }
+            | Self::TaskResult { seq, .. }
+            | Self::Goodbye { seq, .. } => *seq = new,
+        }
+    }
+}
+
+impl Sequenced for S2c {
+    const TYPES: &'static [&'static str] = S2C_TYPES;
+    const OTHER_TYPES: &'static [&'static str] = C2S_TYPES;
+    fn seq(&self) -> u64 {
+        match self {
+            Self::Rotate { seq, .. }
+            | Self::Revoked { seq, .. }
+            | Self::Task { seq, .. }
+            | Self::Goodbye { seq, .. } => *seq,
+        }
+    }
+    fn set_seq(&mut self, new: u64) {
+        match self {
+            Self::Rotate { seq, .. }
+            | Self::Revoked { seq, .. }
+            | Self::Task { seq, .. }
+            | Self::Goodbye { seq, .. } => *seq = new,
+        }
+    }
+}
+
+/// Reads only the `type` field, to tell an unknown type from a malformed known one.
+#[derive(Deserialize)]
+struct TypeOnly {
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+/// The `type` of a JSON payload, if it has one.
+pub(crate) fn peek_type(payload: &[u8]) -> Option<String> {
+    serde_json::from_slice::<TypeOnly>(payload).ok().map(|t| {
+        let mut kind = t.kind;
+        kind.truncate(64);
+        kind
+    })
+}
+
+/// Parses `payload` as `T`, mapping failures to precise errors: unknown type, a message that
+/// belongs elsewhere (`expected`), or malformed.
+pub(crate) fn parse<T: serde::de::DeserializeOwned>(
+    payload: &[u8],
+    own_types: &[&str],
+    expected: &'static str,
+) -> Result<T, crate::ProtocolError> {
+    use crate::ProtocolError;
+    serde_json::from_slice(payload).map_err(|err| match peek_type(payload) {
+        Some(kind) if own_types.contains(&kind.as_str()) => ProtocolError::Malformed(err.to_string()),
+        Some(kind) if is_known(&kind) => ProtocolError::Unexpected { expected, got: kind },
+        Some(kind) => ProtocolError::UnknownType(kind),
+        None => ProtocolError::Malformed(err.to_string()),
+    })
+}
+
+fn is_known(kind: &str) -> bool {
+    [HANDSHAKE_TYPES, C2S_TYPES, S2C_TYPES].iter().any(|set| set.contains(&kind))
+}
+
+/// Serializes a message to its payload bytes.
+pub(crate) fn to_payload<T: Serialize>(msg: &T) -> Vec<u8> {
+    serde_json::to_vec(msg).expect("message types always serialize")
+}

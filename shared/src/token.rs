@@ -1,0 +1,188 @@
+//! The `tdt_` delegate token string: generation from caller-supplied bytes, strict parsing,
+//! and a redacted `Display`/`Debug` that never shows the secret.
+//!
+//! Layout: `tdt_` + base64url(token_id[16] || secret[32] || crc32_be(token_id || secret)[4]),
+//! 74 characters in all.
+use std::fmt;
+
+use uuid::Uuid;
+use zeroize::{ZeroizeOnDrop, Zeroizing};
+
+use crate::b64;
+use crate::error::TokenError;
+use crate::keys::TokenKey;
+
+/// The fixed prefix that lets secret scanners find leaked tokens.
+pub const PREFIX: &str = "tdt_";
+/// Length of the token string in characters.
+pub const TOKEN_LEN: usize = 74;
+/// Length of the secret in bytes.
+pub const SECRET_LEN: usize = 32;
+const BODY_LEN: usize = 16 + SECRET_LEN + 4;
+
+/// The 32 secret bytes of a token. Zeroized on drop; no `Debug` content, no `Clone`.
+#[derive(ZeroizeOnDrop)]
+pub struct TokenSecret([u8; SECRET_LEN]);
+
+impl TokenSecret {
+    /// The raw bytes, for key derivation only.
+    pub fn expose_bytes(&self) -> &[u8; SECRET_LEN] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for TokenSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TokenSecret(<redacted>)")
+    }
+}
+
+/// A delegate token: a public id and a secret.
+///
+/// `Display` and `Debug` print only the redacted form `tdt_<token id>…`; the full string is
+/// available through [`Token::expose`] only.
+pub struct Token {
+    id: Uuid,
+    secret: TokenSecret,
+}
+
+impl Token {
+    /// Builds a token from its id and secret (the caller draws the secret from a CSPRNG).
+    pub fn from_parts(id: Uuid, secret: [u8; SECRET_LEN]) -> Self {
+        Self { id, secret: TokenSecret(secret) }
+    }
+
+    /// Parses a token string. Errors name what is wrong, never the value.
+    ///
+    /// Checks, in order: prefix, length, encoding, checksum.
+    pub fn parse(text: &str) -> Result<Self, TokenError> {
+        if !text.starts_with(PREFIX) {
+            return Err(TokenError::Prefix);
+        }
+        let got = text.chars().count();
+        if got != TOKEN_LEN || text.len() != TOKEN_LEN {
+            return Err(TokenError::Length { got });
+        }
+        let body: Zeroizing<Vec<u8>> =
+            Zeroizing::new(b64::decode(&text[PREFIX.len()..]).ok_or(TokenError::Encoding)?);
+        if body.len() != BODY_LEN {
+            return Err(TokenError::Encoding);
+        }
+        let (data, crc) = body.split_at(BODY_LEN - 4);
+        if crc32fast::hash(data).to_be_bytes() != crc {
+            return Err(TokenError::Checksum);
+        }
+        let id = Uuid::from_slice(&data[..16]).map_err(|_| TokenError::Encoding)?;
+        let mut secret = [0u8; SECRET_LEN];
+        secret.copy_from_slice(&data[16..]);
+        let token = Self::from_parts(id, secret);
+        zeroize::Zeroize::zeroize(&mut secret);
+        Ok(token)
+    }
+
+    /// The public token id.
+    pub fn id(&self) -> Uuid {
+        self.id
+    }
+
+    /// The secret.
+    pub fn secret(&self) -> &TokenSecret {
+        &self.secret
+    }
+
+    /// `K_token = HMAC(secret, "tether/v1/token-key")`.
+    pub fn key(&self) -> TokenKey {
+        TokenKey::derive(&self.secret)
+    }
+
+    /// The full token string. Handle with care: it is the credential.
+    pub fn expose(&self) -> Zeroizing<String> {
+        let mut body = Zeroizing::new(Vec::with_capacity(BODY_LEN));
+        body.extend_from_slice(self.id.as_bytes());
+        body.extend_from_slice(&self.secret.0);
+        let crc = crc32fast::hash(&body).to_be_bytes();
+        body.extend_from_slice(&crc);
+        let mut out = Zeroizing::new(String::with_capacity(TOKEN_LEN));
+        out.push_str(PREFIX);
+        out.push_str(&b64::encode(&body));
+        out
+    }
+
+    /// Constant-time equality of the whole token.
+    pub fn same_as(&self, other: &Token) -> bool {
+        use subtle::ConstantTimeEq;
+        self.id == other.id && bool::from(self.secret.0.ct_eq(&other.secret.0))
+    }
+}
+
+impl fmt::Display for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{PREFIX}{}…", self.id)
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Token({PREFIX}{}…)", self.id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Token {
+        Token::from_parts(Uuid::from_u128(0x7c9e6679_7425_40de_944b_e07fc1f90ae7), [7u8; 32])
+    }
+
+    #[test]
+    fn round_trip() {
+        let t = sample();
+        let s = t.expose();
+        assert_eq!(s.len(), TOKEN_LEN);
+        let back = Token::parse(&s).unwrap();
+        assert!(back.same_as(&t));
+    }
+
+    #[test]
+    fn display_and_debug_are_redacted() {
+        let t = sample();
+        let full = t.expose();
+        let secret_part = &full[PREFIX.len() + 22..PREFIX.len() + 60];
+        for shown in [format!("{t}"), format!("{t:?}"), format!("{:?}", t.secret())] {
+            assert!(!shown.contains(secret_part), "{shown}");
+            assert!(!shown.contains(full.as_str()));
+        }
+        assert_eq!(format!("{t}"), "tdt_7c9e6679-7425-40de-944b-e07fc1f90ae7…");
+    }
+
+    #[test]
+    fn errors_in_order() {
+        let good = sample().expose();
+        assert_eq!(Token::parse("xyz").unwrap_err(), TokenError::Prefix);
+        assert_eq!(Token::parse("tdt_abc").unwrap_err(), TokenError::Length { got: 7 });
+        let mut long = good.to_string();
+        long.push('A');
+        assert_eq!(Token::parse(&long).unwrap_err(), TokenError::Length { got: 75 });
+        let bad_char = format!("{}*{}", &good[..10], &good[11..]);
+        assert_eq!(Token::parse(&bad_char).unwrap_err(), TokenError::Encoding);
+        let padded = format!("{}=", &good[..73]);
+        assert_eq!(Token::parse(&padded).unwrap_err(), TokenError::Encoding);
+        // A multi-byte character keeps the char count but not the byte count.
+        let multibyte = format!("{}é", &good[..72]);
+        assert!(matches!(Token::parse(&multibyte).unwrap_err(), TokenError::Length { .. }));
+        let mut flipped = good.as_bytes().to_vec();
+        flipped[20] = if flipped[20] == b'A' { b'B' } else { b'A' };
+        let flipped = String::from_utf8(flipped).unwrap();
+        assert_eq!(Token::parse(&flipped).unwrap_err(), TokenError::Checksum);
+    }
+
+    #[test]
+    fn errors_never_contain_the_value() {
+        let good = sample().expose();
+        let bad = format!("{}A", &good[..73]);
+        if let Err(e) = Token::parse(&bad) {
+            assert!(!e.to_string().contains(&good[4..30]));
+        }
+    }
+}
