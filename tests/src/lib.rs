@@ -1,1 +1,2 @@
-//! placeholder
+//! End-to-end test support for Tether: helpers that run the real `tether-manager` and
+//! `tether-delegate` binaries (and Docker compose projects), used by the tests in `tests/tests/`.
