@@ -1,0 +1,383 @@
+//! Validated configuration of `run`: raw flags and environment in, a [`Config`] out, or a
+//! [`ConfigError`] that names the variable and says why, never its value.
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+use tether_protocol::Token;
+
+use crate::cli::RunFlags;
+use crate::strings::Strings;
+
+/// Default directory for the state files when no token file is configured.
+pub const DEFAULT_STATE_DIR: &str = "/run/tether";
+/// Default Docker engine socket.
+pub const DEFAULT_DOCKER_SOCKET: &str = "/var/run/docker.sock";
+const DEFAULT_REPLACE_TIMEOUT_SECS: u64 = 60;
+const DEFAULT_FATAL_BACKOFF_SECS: u64 = 60;
+
+/// Bad configuration: which variable, and why. Never carries the value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{var}: {reason}")]
+pub struct ConfigError {
+    /// The environment variable (or its flag) at fault.
+    pub var: &'static str,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(var: &'static str, reason: impl Into<String>) -> Self {
+        Self { var, reason: reason.into() }
+    }
+}
+
+/// Where a candidate token came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    /// The token file (`ACCOUNT_SECRET_FILE`).
+    File,
+    /// An environment variable or its flag.
+    Env(&'static str),
+}
+
+impl std::fmt::Display for TokenSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::File => f.write_str("ACCOUNT_SECRET_FILE"),
+            Self::Env(var) => f.write_str(var),
+        }
+    }
+}
+
+/// A token to try at start, with its origin.
+#[derive(Debug)]
+pub struct Candidate {
+    /// Where it came from.
+    pub source: TokenSource,
+    /// The token.
+    pub token: Token,
+}
+
+/// The manager's address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Host name or IP address (IPv6 without brackets).
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+}
+
+impl Endpoint {
+    /// `wss://host:port/api/v1/delegates/connect`.
+    pub fn url(&self) -> String {
+        if self.host.contains(':') {
+            format!("wss://[{}]:{}/api/v1/delegates/connect", self.host, self.port)
+        } else {
+            format!("wss://{}:{}/api/v1/delegates/connect", self.host, self.port)
+        }
+    }
+}
+
+/// How a rotated token is applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApplyModeSetting {
+    /// Docker if possible, then file, then manual.
+    Auto,
+    /// Only docker (fails the rotation if Docker is unavailable).
+    Docker,
+    /// Only the token file.
+    File,
+    /// Never apply; warn.
+    Manual,
+}
+
+/// Validated settings of `run`.
+#[derive(Debug)]
+pub struct Config {
+    /// Account id.
+    pub account_id: String,
+    /// Tokens to try at start, in order: the file's first, then the environment's.
+    pub candidates: Vec<Candidate>,
+    /// The token file, if configured.
+    pub secret_file: Option<PathBuf>,
+    /// The manager's address.
+    pub endpoint: Endpoint,
+    /// Delegate name.
+    pub delegate_name: String,
+    /// Host name announced in the hello.
+    pub host: String,
+    /// Pinned CA certificates; empty means the compiled-in public roots.
+    pub ca_certs: Vec<CertificateDer<'static>>,
+    /// Directory of the health and fatal-exit state files.
+    pub state_dir: PathBuf,
+    /// How rotations are applied.
+    pub apply_mode: ApplyModeSetting,
+    /// Docker engine socket.
+    pub docker_socket: PathBuf,
+    /// Explicit container id override.
+    pub container_id: Option<String>,
+    /// How long a successor container has to authenticate.
+    pub replace_timeout: Duration,
+    /// Quiet period after a fatal exit.
+    pub fatal_backoff: Duration,
+}
+
+/// A value from its flag, else from the environment; empty counts as unset.
+fn pick(flag: &Option<String>, env: &dyn Strings, var: &str) -> Option<String> {
+    flag.clone().or_else(|| env.get(var)).filter(|v| !v.trim().is_empty())
+}
+
+/// Parses a token, naming the variable and the reason on failure.
+pub fn parse_token(text: &str, var: &'static str) -> Result<Token, ConfigError> {
+    Token::parse(text.trim()).map_err(|err| ConfigError::new(var, format!("malformed token: {err}")))
+}
+
+fn parse_secs(
+    flag: &Option<String>,
+    env: &dyn Strings,
+    var: &'static str,
+    default: u64,
+) -> Result<Duration, ConfigError> {
+    match pick(flag, env, var) {
+        None => Ok(Duration::from_secs(default)),
+        Some(text) => text
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|secs| *secs <= 86_400)
+            .map(Duration::from_secs)
+            .ok_or_else(|| ConfigError::new(var, "expected a whole number of seconds up to 86400")),
+    }
+}
+
+/// Parses `host:port`, `https://host:port` or `wss://host:port` (port 443 when omitted).
+pub fn parse_endpoint(text: &str) -> Result<Endpoint, ConfigError> {
+    const VAR: &str = "MANAGER_HOST_AND_PORT";
+    let text = text.trim();
+    let rest = if let Some(rest) = text.strip_prefix("https://").or_else(|| text.strip_prefix("wss://")) {
+        rest
+    } else if text.contains("://") {
+        return Err(ConfigError::new(
+            VAR,
+            "unsupported scheme: use host:port, https://host:port or wss://host:port (TLS only)",
+        ));
+    } else {
+        text
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.contains('/') || rest.contains('?') || rest.contains('@') {
+        return Err(ConfigError::new(VAR, "expected only host and port, without a path, query or user"));
+    }
+    let (host, port) = if let Some(bracketed) = rest.strip_prefix('[') {
+        let (host, after) =
+            bracketed.split_once(']').ok_or_else(|| ConfigError::new(VAR, "unclosed `[` in IPv6 address"))?;
+        match after {
+            "" => (host, None),
+            _ => match after.strip_prefix(':') {
+                Some(port) => (host, Some(port)),
+                None => return Err(ConfigError::new(VAR, "expected `:port` after `]`")),
+            },
+        }
+    } else {
+        match rest.rsplit_once(':') {
+            Some((host, _)) if host.contains(':') => {
+                return Err(ConfigError::new(VAR, "write IPv6 addresses in brackets, e.g. [::1]:8443"))
+            }
+            Some((host, port)) => (host, Some(port)),
+            None => (rest, None),
+        }
+    };
+    if host.is_empty() {
+        return Err(ConfigError::new(VAR, "the host is empty"));
+    }
+    let port = match port {
+        None => 443,
+        Some(port) => port
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| ConfigError::new(VAR, "the port is not a number in 1..=65535"))?,
+    };
+    Ok(Endpoint { host: host.to_owned(), port })
+}
+
+fn read_ca(path: &Path) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+    const VAR: &str = "MANAGER_CA_CERT";
+    let pem = std::fs::read(path)
+        .map_err(|err| ConfigError::new(VAR, format!("cannot read {}: {err}", path.display())))?;
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<_, _>>()
+        .map_err(|_| ConfigError::new(VAR, format!("{} is not valid PEM", path.display())))?;
+    if certs.is_empty() {
+        return Err(ConfigError::new(VAR, format!("{} holds no CERTIFICATE block", path.display())));
+    }
+    Ok(certs)
+}
+
+/// Reads the token file: `Ok(None)` when it does not exist or is empty (it is seeded later).
+pub fn read_token_file(path: &Path) -> Result<Option<Token>, ConfigError> {
+    const VAR: &str = "ACCOUNT_SECRET_FILE";
+    match std::fs::read_to_string(path) {
+        Ok(text) if text.trim().is_empty() => Ok(None),
+        Ok(text) => parse_token(&text, VAR).map(Some),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(ConfigError::new(VAR, format!("cannot read {}: {}", path.display(), err.kind()))),
+    }
+}
+
+impl Config {
+    /// Validates the flags, falling back to `env` for each unset flag.
+    pub fn load(flags: &RunFlags, env: &dyn Strings) -> Result<Self, ConfigError> {
+        let account_id = pick(&flags.account_id, env, "ACCOUNT_ID")
+            .map(|v| v.trim().to_owned())
+            .ok_or_else(|| ConfigError::new("ACCOUNT_ID", "is not set"))?;
+        if account_id.len() > 128 || account_id.chars().any(char::is_control) {
+            return Err(ConfigError::new("ACCOUNT_ID", "must be at most 128 printable characters"));
+        }
+
+        let secret = pick(&flags.account_secret, env, "ACCOUNT_SECRET")
+            .map(|v| parse_token(&v, "ACCOUNT_SECRET"))
+            .transpose()?;
+        let alias = pick(&flags.delegate_token, env, "DELEGATE_TOKEN")
+            .map(|v| parse_token(&v, "DELEGATE_TOKEN"))
+            .transpose()?;
+        let env_token = match (secret, alias) {
+            (Some(a), Some(b)) if !a.same_as(&b) => {
+                return Err(ConfigError::new(
+                    "DELEGATE_TOKEN",
+                    "holds a different token than ACCOUNT_SECRET; set only one",
+                ))
+            }
+            (Some(a), _) => Some(Candidate { source: TokenSource::Env("ACCOUNT_SECRET"), token: a }),
+            (None, Some(b)) => Some(Candidate { source: TokenSource::Env("DELEGATE_TOKEN"), token: b }),
+            (None, None) => None,
+        };
+
+        let secret_file = pick(&flags.account_secret_file, env, "ACCOUNT_SECRET_FILE").map(PathBuf::from);
+        let file_token = match &secret_file {
+            Some(path) => read_token_file(path)?,
+            None => None,
+        };
+        let mut candidates = Vec::new();
+        if let Some(token) = file_token {
+            candidates.push(Candidate { source: TokenSource::File, token });
+        }
+        if let Some(env_token) = env_token {
+            if !candidates.iter().any(|c| c.token.same_as(&env_token.token)) {
+                candidates.push(env_token);
+            }
+        }
+        if candidates.is_empty() {
+            return Err(match &secret_file {
+                Some(_) => ConfigError::new(
+                    "ACCOUNT_SECRET_FILE",
+                    "the file is missing or empty and neither ACCOUNT_SECRET nor DELEGATE_TOKEN is set",
+                ),
+                None => ConfigError::new(
+                    "ACCOUNT_SECRET",
+                    "is not set (nor DELEGATE_TOKEN or ACCOUNT_SECRET_FILE)",
+                ),
+            });
+        }
+
+        let endpoint = pick(&flags.manager_host_and_port, env, "MANAGER_HOST_AND_PORT")
+            .ok_or_else(|| ConfigError::new("MANAGER_HOST_AND_PORT", "is not set"))
+            .and_then(|v| parse_endpoint(&v))?;
+
+        let host = env
+            .get("HOSTNAME")
+            .filter(|h| !h.is_empty())
+            .or_else(|| {
+                std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_owned())
+            })
+            .unwrap_or_else(|| "unknown".to_owned());
+        let delegate_name = pick(&flags.delegate_name, env, "DELEGATE_NAME")
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_else(|| host.clone());
+        if delegate_name.len() > 128 || delegate_name.chars().any(char::is_control) {
+            return Err(ConfigError::new("DELEGATE_NAME", "must be at most 128 printable characters"));
+        }
+
+        let ca_certs = match pick(&flags.manager_ca_cert, env, "MANAGER_CA_CERT") {
+            Some(path) => read_ca(Path::new(path.trim()))?,
+            None => Vec::new(),
+        };
+
+        let state_dir = match pick(&flags.state_dir, env, "TETHER_STATE_DIR") {
+            Some(dir) => PathBuf::from(dir),
+            None => default_state_dir(secret_file.as_deref()),
+        };
+
+        let apply_mode = match pick(&flags.apply_mode, env, "TETHER_APPLY_MODE").as_deref().map(str::trim) {
+            None | Some("auto") => ApplyModeSetting::Auto,
+            Some("docker") => ApplyModeSetting::Docker,
+            Some("file") => ApplyModeSetting::File,
+            Some("manual") => ApplyModeSetting::Manual,
+            Some(_) => {
+                return Err(ConfigError::new(
+                    "TETHER_APPLY_MODE",
+                    "expected one of auto, docker, file, manual",
+                ))
+            }
+        };
+        if apply_mode == ApplyModeSetting::File && secret_file.is_none() {
+            return Err(ConfigError::new("TETHER_APPLY_MODE", "file mode needs ACCOUNT_SECRET_FILE"));
+        }
+
+        let docker_socket = pick(&flags.docker_socket, env, "TETHER_DOCKER_SOCKET")
+            .map(|s| PathBuf::from(s.strip_prefix("unix://").unwrap_or(&s)))
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DOCKER_SOCKET));
+        let container_id = pick(&flags.container_id, env, "TETHER_CONTAINER_ID").map(|v| v.trim().to_owned());
+        if let Some(id) = &container_id {
+            if id.len() < 12 || !id.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(ConfigError::new(
+                    "TETHER_CONTAINER_ID",
+                    "expected a container id (12 to 64 hex digits)",
+                ));
+            }
+        }
+        let replace_timeout = parse_secs(
+            &flags.replace_timeout_secs,
+            env,
+            "TETHER_REPLACE_TIMEOUT_SECS",
+            DEFAULT_REPLACE_TIMEOUT_SECS,
+        )?;
+        let fatal_backoff = parse_secs(
+            &flags.fatal_backoff_secs,
+            env,
+            "TETHER_FATAL_BACKOFF_SECS",
+            DEFAULT_FATAL_BACKOFF_SECS,
+        )?;
+
+        Ok(Self {
+            account_id,
+            candidates,
+            secret_file,
+            endpoint,
+            delegate_name,
+            host,
+            ca_certs,
+            state_dir,
+            apply_mode,
+            docker_socket,
+            container_id,
+            replace_timeout,
+            fatal_backoff,
+        })
+    }
+}
+
+/// The state directory when none is configured: the token file's directory, else
+/// [`DEFAULT_STATE_DIR`].
+pub fn default_state_dir(secret_file: Option<&Path>) -> PathBuf {
+    secret_file
+        .and_then(Path::parent)
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,169 @@
+//! Unit tests of configuration validation, with a `HashMap` as the environment.
+use std::collections::HashMap;
+
+use tether_protocol::Token;
+use uuid::Uuid;
+
+use super::*;
+
+fn token(byte: u8) -> String {
+    Token::from_parts(Uuid::new_v4(), [byte; 32]).expose().to_string()
+}
+
+fn base(secret: &str) -> HashMap<String, String> {
+    HashMap::from([
+        ("ACCOUNT_ID".to_owned(), "acme".to_owned()),
+        ("ACCOUNT_SECRET".to_owned(), secret.to_owned()),
+        ("MANAGER_HOST_AND_PORT".to_owned(), "manager.example:8443".to_owned()),
+        ("DELEGATE_NAME".to_owned(), "d1".to_owned()),
+    ])
+}
+
+fn load(env: &HashMap<String, String>) -> Result<Config, ConfigError> {
+    Config::load(&RunFlags::default(), env)
+}
+
+#[test]
+fn valid_environment_loads() {
+    let secret = token(1);
+    let config = load(&base(&secret)).unwrap();
+    assert_eq!(config.account_id, "acme");
+    assert_eq!(config.endpoint, Endpoint { host: "manager.example".into(), port: 8443 });
+    assert_eq!(config.delegate_name, "d1");
+    assert_eq!(config.candidates.len(), 1);
+    assert_eq!(config.candidates[0].source, TokenSource::Env("ACCOUNT_SECRET"));
+    assert_eq!(config.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
+    assert_eq!(config.apply_mode, ApplyModeSetting::Auto);
+}
+
+#[test]
+fn flags_override_environment() {
+    let env = base(&token(1));
+    let flags = RunFlags { delegate_name: Some("from-flag".into()), ..RunFlags::default() };
+    assert_eq!(Config::load(&flags, &env).unwrap().delegate_name, "from-flag");
+}
+
+#[test]
+fn missing_variables_are_named() {
+    for var in ["ACCOUNT_ID", "MANAGER_HOST_AND_PORT", "ACCOUNT_SECRET"] {
+        let mut env = base(&token(1));
+        env.remove(var);
+        assert_eq!(load(&env).unwrap_err().var, var);
+    }
+}
+
+#[test]
+fn malformed_tokens_give_the_reason_and_never_the_value() {
+    let good = token(2);
+    let mut flipped: Vec<char> = good.chars().collect();
+    flipped[40] = if flipped[40] == 'A' { 'B' } else { 'A' };
+    let flipped: String = flipped.into_iter().collect();
+    let cases = [
+        (flipped, "checksum"),
+        (format!("xyz_{}", &good[4..]), "prefix"),
+        (good[..60].to_owned(), "characters, expected 74"),
+    ];
+    for (bad, reason) in cases {
+        let err = load(&base(&bad)).unwrap_err();
+        assert_eq!(err.var, "ACCOUNT_SECRET");
+        let text = err.to_string();
+        assert!(text.contains(reason), "{text}");
+        assert!(!text.contains(&bad[4..20]), "value leaked: {text}");
+    }
+}
+
+#[test]
+fn delegate_token_is_an_alias_and_must_agree() {
+    let secret = token(3);
+    let mut env = base(&secret);
+    env.remove("ACCOUNT_SECRET");
+    env.insert("DELEGATE_TOKEN".into(), secret.clone());
+    assert_eq!(load(&env).unwrap().candidates[0].source, TokenSource::Env("DELEGATE_TOKEN"));
+    env.insert("ACCOUNT_SECRET".into(), token(4));
+    assert_eq!(load(&env).unwrap_err().var, "DELEGATE_TOKEN");
+}
+
+#[test]
+fn token_whitespace_is_trimmed() {
+    let secret = token(5);
+    assert!(load(&base(&format!("  {secret}\n"))).is_ok());
+}
+
+#[test]
+fn endpoint_forms() {
+    let ok = [
+        ("host:1", "host", 1),
+        ("https://host:8443", "host", 8443),
+        ("wss://host:8443/", "host", 8443),
+        ("host", "host", 443),
+        ("[::1]:8443", "::1", 8443),
+        ("127.0.0.1:9", "127.0.0.1", 9),
+    ];
+    for (text, host, port) in ok {
+        assert_eq!(parse_endpoint(text).unwrap(), Endpoint { host: host.into(), port }, "{text}");
+    }
+    for bad in ["http://host:1", "ws://host:1", "host:0", "host:x", ":8443", "host:1/path", "::1:8443"] {
+        assert_eq!(parse_endpoint(bad).unwrap_err().var, "MANAGER_HOST_AND_PORT", "{bad}");
+    }
+    assert_eq!(parse_endpoint("[::1]:8443").unwrap().url(), "wss://[::1]:8443/api/v1/delegates/connect");
+}
+
+#[test]
+fn file_token_is_tried_before_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    let (env_secret, file_secret) = (token(6), token(7));
+    std::fs::write(&file, format!("{file_secret}\n")).unwrap();
+    let mut env = base(&env_secret);
+    env.insert("ACCOUNT_SECRET_FILE".into(), file.display().to_string());
+    let config = load(&env).unwrap();
+    let sources: Vec<_> = config.candidates.iter().map(|c| c.source.clone()).collect();
+    assert_eq!(sources, [TokenSource::File, TokenSource::Env("ACCOUNT_SECRET")]);
+    assert_eq!(config.state_dir, dir.path());
+
+    // Same token in both: tried once.
+    std::fs::write(&file, &env_secret).unwrap();
+    assert_eq!(load(&env).unwrap().candidates.len(), 1);
+
+    // Missing file: seeded later from the environment.
+    std::fs::remove_file(&file).unwrap();
+    assert_eq!(load(&env).unwrap().candidates.len(), 1);
+
+    // Missing file and no environment token.
+    env.remove("ACCOUNT_SECRET");
+    assert_eq!(load(&env).unwrap_err().var, "ACCOUNT_SECRET_FILE");
+
+    // Malformed file content.
+    std::fs::write(&file, "tdt_garbage").unwrap();
+    let err = load(&env).unwrap_err();
+    assert_eq!(err.var, "ACCOUNT_SECRET_FILE");
+    assert!(!err.to_string().contains("garbage"));
+}
+
+#[test]
+fn ca_file_must_hold_a_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, "not pem").unwrap();
+    let mut env = base(&token(8));
+    env.insert("MANAGER_CA_CERT".into(), ca.display().to_string());
+    assert_eq!(load(&env).unwrap_err().var, "MANAGER_CA_CERT");
+    env.insert("MANAGER_CA_CERT".into(), dir.path().join("missing.pem").display().to_string());
+    assert_eq!(load(&env).unwrap_err().var, "MANAGER_CA_CERT");
+}
+
+#[test]
+fn numbers_and_modes_are_validated() {
+    let mut env = base(&token(9));
+    env.insert("TETHER_REPLACE_TIMEOUT_SECS".into(), "soon".into());
+    assert_eq!(load(&env).unwrap_err().var, "TETHER_REPLACE_TIMEOUT_SECS");
+    env.remove("TETHER_REPLACE_TIMEOUT_SECS");
+    env.insert("TETHER_APPLY_MODE".into(), "file".into());
+    assert_eq!(load(&env).unwrap_err().var, "TETHER_APPLY_MODE");
+    env.insert("TETHER_APPLY_MODE".into(), "sometimes".into());
+    assert_eq!(load(&env).unwrap_err().var, "TETHER_APPLY_MODE");
+    env.insert("TETHER_APPLY_MODE".into(), "manual".into());
+    assert_eq!(load(&env).unwrap().apply_mode, ApplyModeSetting::Manual);
+    env.insert("TETHER_CONTAINER_ID".into(), "not-hex".into());
+    assert_eq!(load(&env).unwrap_err().var, "TETHER_CONTAINER_ID");
+}
