@@ -33,7 +33,7 @@ fn bench(c: &mut Criterion) {
 }
 
 /// Mean time per iteration in ns from criterion's saved estimates.
-fn mean_ns(dir: &PathBuf, name: &str, label: &str) -> Option<f64> {
+fn mean_ns(dir: &std::path::Path, name: &str, label: &str) -> Option<f64> {
     let path = dir.join("tag").join(name).join(label).join("new").join("estimates.json");
     let text = std::fs::read_to_string(path).ok()?;
     let v: serde_json::Value = serde_json::from_str(&text).ok()?;
@@ -53,7 +53,10 @@ fn main() {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
     let dir = target.join("criterion");
     println!("\nratio of throughput to raw SHA-256 of the same bytes (1.00 = as fast as SHA-256):");
-    println!("{:>8} {:>12} {:>12} {:>12} {:>8} {:>8}", "size", "sha256 ns", "sign ns", "verify ns", "sign", "verify");
+    println!(
+        "{:>8} {:>12} {:>12} {:>12} {:>8} {:>8}",
+        "size", "sha256 ns", "sign ns", "verify ns", "sign", "verify"
+    );
     for (size, label) in SIZES {
         let (Some(sha), Some(sign), Some(verify)) =
             (mean_ns(&dir, "sha256", label), mean_ns(&dir, "sign", label), mean_ns(&dir, "verify", label))

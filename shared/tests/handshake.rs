@@ -138,7 +138,9 @@ fn client_rejects_bad_challenges() {
 
 #[test]
 fn signed_reject_is_final_only_for_revoked_and_expired() {
-    for (code, fin) in [(RejectCode::Revoked, true), (RejectCode::Expired, true), (RejectCode::IpNotAllowed, false)] {
+    for (code, fin) in
+        [(RejectCode::Revoked, true), (RejectCode::Expired, true), (RejectCode::IpNotAllowed, false)]
+    {
         let t = token(1);
         let (received, awaiting) = received(&t);
         let verified = received.verify(Some(&t.key())).unwrap();

@@ -120,23 +120,22 @@ fn sealed_token_round_trip_and_mismatches() {
     client.decode(&f).unwrap();
     assert!(client.open_sealed_token(rotation, next.id(), &sealed).unwrap().same_as(&next));
     assert_eq!(client.open_sealed_token(Uuid::nil(), next.id(), &sealed).unwrap_err(), SealError::Open);
-    assert_eq!(
-        client.open_sealed_token(rotation, Uuid::nil(), &sealed).unwrap_err(),
-        SealError::IdMismatch
-    );
+    assert_eq!(client.open_sealed_token(rotation, Uuid::nil(), &sealed).unwrap_err(), SealError::IdMismatch);
     assert_eq!(client.open_sealed_token(rotation, next.id(), "!!").unwrap_err(), SealError::Encoding);
     // Sealed for another session: does not open.
     let (other_client, _) = sessions_with_other_nonce();
     assert_eq!(other_client.open_sealed_token(rotation, next.id(), &sealed).unwrap_err(), SealError::Open);
 }
 
-fn sessions_with_other_nonce() -> (tether_protocol::session::ClientSession, tether_protocol::session::ServerSession) {
+fn sessions_with_other_nonce(
+) -> (tether_protocol::session::ClientSession, tether_protocol::session::ServerSession) {
     use tether_protocol::handshake::client::ClientHandshake;
     use tether_protocol::handshake::server::ServerHandshake;
     let t = common::token(1);
     let (server, challenge) = ServerHandshake::new([0x01; 32], common::NOW, 65_536);
-    let (awaiting, hello) =
-        ClientHandshake::new("acct", &t, common::delegate()).receive_challenge(&challenge, [2; 32], common::NOW).unwrap();
+    let (awaiting, hello) = ClientHandshake::new("acct", &t, common::delegate())
+        .receive_challenge(&challenge, [2; 32], common::NOW)
+        .unwrap();
     let v = server.receive_hello(&hello, common::NOW).unwrap().verify(Some(&t.key())).unwrap();
     let (s, w) = v.accept(Uuid::nil(), 30, None);
     (awaiting.receive_welcome(&w).unwrap().0, s)
@@ -145,7 +144,12 @@ fn sessions_with_other_nonce() -> (tether_protocol::session::ClientSession, teth
 #[test]
 fn task_round_trip() {
     let (mut client, mut server) = sessions();
-    let f = server.encode(S2c::Task { seq: 0, task_id: Uuid::from_u128(1), kind: TaskKind::Echo, payload: "hi".into() });
+    let f = server.encode(S2c::Task {
+        seq: 0,
+        task_id: Uuid::from_u128(1),
+        kind: TaskKind::Echo,
+        payload: "hi".into(),
+    });
     match client.decode(&f).unwrap() {
         S2c::Task { task_id, payload, .. } => {
             let r = client.encode(C2s::TaskResult { seq: 0, task_id, ok: true, payload });

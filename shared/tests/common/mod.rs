@@ -10,7 +10,10 @@ use uuid::Uuid;
 pub const NOW: u64 = 1_795_000_000;
 
 pub fn token(seed: u8) -> Token {
-    Token::from_parts(Uuid::from_u128(0x1111_2222_3333_4444_5555_6666_7777_8800 + u128::from(seed)), [seed; 32])
+    Token::from_parts(
+        Uuid::from_u128(0x1111_2222_3333_4444_5555_6666_7777_8800 + u128::from(seed)),
+        [seed; 32],
+    )
 }
 
 pub fn delegate() -> DelegateInfo {
