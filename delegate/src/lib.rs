@@ -7,6 +7,10 @@
 //! - [`config`]: validation into [`config::Config`]; errors name the variable, never its value.
 #![forbid(unsafe_code)]
 
+pub mod backoff;
 pub mod cli;
 pub mod config;
+pub mod docker;
+pub mod state;
 pub mod strings;
+pub mod token_file;

@@ -1,0 +1,201 @@
+//! Small state files in the state directory, shared between the running delegate and other
+//! invocations of the binary (the image is `FROM scratch`: no shell, maybe no `/tmp`):
+//!
+//! - `health`: refreshed by the running delegate while it holds an authenticated session and
+//!   removed when it loses it; `tether-delegate health` checks it is present and fresh.
+//! - `fatal`: the time of the last fatal exit (signed revoked/expired), so that a container
+//!   restart policy does not turn exit 78 into a hot loop of failed handshakes.
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// File name of the health record.
+pub const HEALTH_FILE: &str = "health";
+/// File name of the fatal-exit record.
+pub const FATAL_FILE: &str = "fatal";
+
+/// What the running delegate records while it holds an authenticated session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    /// Process id of the delegate.
+    pub pid: u32,
+    /// The session id from the manager's welcome.
+    pub session_id: Uuid,
+    /// The token id in use (public).
+    pub token_id: Uuid,
+    /// Heartbeat interval of the session, seconds.
+    pub heartbeat_secs: u64,
+    /// Last refresh, unix seconds.
+    pub updated_at: u64,
+}
+
+/// Why `health` fails.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Unhealthy {
+    /// No record: the delegate has no authenticated session (or never ran here).
+    #[error("no authenticated session (no health record in {0})")]
+    Missing(String),
+    /// The record is not valid.
+    #[error("health record is unreadable")]
+    Corrupt,
+    /// The record was not refreshed in time: the delegate hangs or died.
+    #[error("health record is stale: last refreshed {age_secs} s ago (limit {limit_secs} s)")]
+    Stale {
+        /// Seconds since the last refresh.
+        age_secs: u64,
+        /// The allowed age.
+        limit_secs: u64,
+    },
+    /// The process that wrote the record is gone.
+    #[error("the delegate process {0} that wrote the health record is gone")]
+    Gone(u32),
+}
+
+impl Health {
+    /// How old a record may be: two heartbeats and some slack.
+    pub fn max_age_secs(&self) -> u64 {
+        self.heartbeat_secs.saturating_mul(2).saturating_add(10)
+    }
+}
+
+/// The state directory and the files in it.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    dir: PathBuf,
+}
+
+fn write_replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp.{}", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}
+
+impl StateDir {
+    /// The state directory at `dir` (created on first write).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    fn ensure(&self) -> std::io::Result<()> {
+        std::fs::create_dir_all(&self.dir)
+    }
+
+    /// Records an authenticated session (called at welcome and at every heartbeat).
+    pub fn write_health(&self, health: &Health) -> std::io::Result<()> {
+        self.ensure()?;
+        let bytes = serde_json::to_vec(health).map_err(std::io::Error::other)?;
+        write_replace(&self.dir.join(HEALTH_FILE), &bytes)
+    }
+
+    /// Removes the health record (the session ended).
+    pub fn clear_health(&self) {
+        let _ = std::fs::remove_file(self.dir.join(HEALTH_FILE));
+    }
+
+    /// Checks the health record at `now` (unix seconds).
+    pub fn check_health(&self, now: u64) -> Result<Health, Unhealthy> {
+        let path = self.dir.join(HEALTH_FILE);
+        let bytes = std::fs::read(&path).map_err(|_| Unhealthy::Missing(self.dir.display().to_string()))?;
+        let health: Health = serde_json::from_slice(&bytes).map_err(|_| Unhealthy::Corrupt)?;
+        let age_secs = now.saturating_sub(health.updated_at);
+        let limit_secs = health.max_age_secs();
+        if age_secs > limit_secs {
+            return Err(Unhealthy::Stale { age_secs, limit_secs });
+        }
+        if Path::new("/proc/self").exists() && !Path::new(&format!("/proc/{}", health.pid)).exists() {
+            return Err(Unhealthy::Gone(health.pid));
+        }
+        Ok(health)
+    }
+
+    /// Records a fatal exit at `now`.
+    pub fn write_fatal(&self, now: u64) -> std::io::Result<()> {
+        self.ensure()?;
+        write_replace(&self.dir.join(FATAL_FILE), now.to_string().as_bytes())
+    }
+
+    /// Removes the fatal-exit record (a session authenticated again).
+    pub fn clear_fatal(&self) {
+        let _ = std::fs::remove_file(self.dir.join(FATAL_FILE));
+    }
+
+    /// How long to stay quiet at start because of a recent fatal exit, if at all.
+    pub fn fatal_quiet_period(&self, now: u64, backoff: Duration) -> Option<Duration> {
+        let text = std::fs::read_to_string(self.dir.join(FATAL_FILE)).ok()?;
+        let at: u64 = text.trim().parse().ok()?;
+        let elapsed = Duration::from_secs(now.saturating_sub(at));
+        backoff.checked_sub(elapsed).filter(|d| !d.is_zero())
+    }
+}
+
+/// Unix seconds now.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(updated_at: u64) -> Health {
+        Health {
+            pid: std::process::id(),
+            session_id: Uuid::new_v4(),
+            token_id: Uuid::new_v4(),
+            heartbeat_secs: 5,
+            updated_at,
+        }
+    }
+
+    #[test]
+    fn health_is_fresh_then_stale_then_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path().join("nested"));
+        assert!(matches!(state.check_health(1000), Err(Unhealthy::Missing(_))));
+        let health = record(1000);
+        state.write_health(&health).unwrap();
+        assert_eq!(state.check_health(1000).unwrap(), health);
+        assert_eq!(state.check_health(1020).unwrap(), health);
+        assert_eq!(state.check_health(1021), Err(Unhealthy::Stale { age_secs: 21, limit_secs: 20 }));
+        state.clear_health();
+        assert!(matches!(state.check_health(1000), Err(Unhealthy::Missing(_))));
+    }
+
+    #[test]
+    fn health_of_a_dead_process_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path());
+        let mut health = record(1000);
+        health.pid = u32::MAX - 1;
+        state.write_health(&health).unwrap();
+        assert_eq!(state.check_health(1000), Err(Unhealthy::Gone(u32::MAX - 1)));
+        std::fs::write(dir.path().join(HEALTH_FILE), "{").unwrap();
+        assert_eq!(state.check_health(1000), Err(Unhealthy::Corrupt));
+    }
+
+    #[test]
+    fn fatal_quiet_period_counts_down() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path());
+        let backoff = Duration::from_secs(60);
+        assert_eq!(state.fatal_quiet_period(1000, backoff), None);
+        state.write_fatal(1000).unwrap();
+        assert_eq!(state.fatal_quiet_period(1000, backoff), Some(Duration::from_secs(60)));
+        assert_eq!(state.fatal_quiet_period(1045, backoff), Some(Duration::from_secs(15)));
+        assert_eq!(state.fatal_quiet_period(1060, backoff), None);
+        state.clear_fatal();
+        assert_eq!(state.fatal_quiet_period(1000, backoff), None);
+    }
+}
