@@ -1,2 +1,3 @@
 //! End-to-end test support for Tether: helpers that run the real `tether-manager` and
 //! `tether-delegate` binaries (and Docker compose projects), used by the tests in `tests/tests/`.
+pub mod load;
