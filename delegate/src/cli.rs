@@ -24,7 +24,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Connect to the manager and stay connected (the default).
-    Run(RunFlags),
+    Run(Box<RunFlags>),
     /// Exit 0 only while the local delegate holds an authenticated session (for HEALTHCHECK).
     Health(HealthFlags),
 }

@@ -1,0 +1,316 @@
+//! The delegate's life: pick the token that authenticates (the file's first, then the
+//! environment's), keep a session up with backoff between attempts, follow rotations, and
+//! stop for good on a signed revoke or expiry (exit 78) or on SIGTERM (exit 0).
+//!
+//! No hot loop after a fatal exit: the time of the exit is written to `<state dir>/fatal`;
+//! a delegate that starts within `TETHER_FATAL_BACKOFF_SECS` (default 60) of it waits out the
+//! rest before its first handshake. If the state file cannot be written, the delegate sleeps
+//! for the backoff before it exits instead.
+use std::time::{Duration, Instant};
+
+use tether_protocol::message::{DelegateInfo, RevokedReason};
+use tether_protocol::Token;
+use tokio::sync::watch;
+
+use crate::backoff::{self, Backoff};
+use crate::config::{ApplyModeSetting, Candidate, Config, TokenSource};
+use crate::connection::{self, Connection, Connector};
+use crate::docker::engine::DockerHost;
+use crate::rotation::{ApplyMode, Rotator};
+use crate::session::{self, SessionContext, SessionEnd};
+use crate::state::{unix_now, StateDir};
+use crate::token_file;
+
+/// Exit code for a fatal, final token state (EX_CONFIG).
+pub const EXIT_FATAL: u8 = 78;
+
+/// How the delegate ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// SIGTERM: exit 0.
+    Stopped,
+    /// Signed revoked/expired: exit 78.
+    Fatal,
+}
+
+impl Exit {
+    /// The process exit code.
+    pub fn code(self) -> u8 {
+        match self {
+            Self::Stopped => 0,
+            Self::Fatal => EXIT_FATAL,
+        }
+    }
+}
+
+/// Resolves the apply mode: docker when the own container is found through the socket, then
+/// file when `ACCOUNT_SECRET_FILE` is set, else manual.
+pub async fn resolve_mode(config: &Config) -> ApplyMode {
+    let want_docker = matches!(config.apply_mode, ApplyModeSetting::Auto | ApplyModeSetting::Docker);
+    if want_docker {
+        let discovery =
+            DockerHost::discover(&config.docker_socket, config.container_id.as_deref(), Some(&config.host));
+        match tokio::time::timeout(Duration::from_secs(10), discovery).await {
+            Ok(Ok(host)) => return ApplyMode::Docker(host),
+            Ok(Err(err)) if config.apply_mode == ApplyModeSetting::Docker => {
+                tracing::error!(error = %err, "docker mode was requested but is unavailable; rotations will fail");
+                return ApplyMode::Unavailable(err.to_string());
+            }
+            Err(_) if config.apply_mode == ApplyModeSetting::Docker => {
+                return ApplyMode::Unavailable("the Docker engine did not answer within 10 s".into());
+            }
+            Ok(Err(err)) => tracing::debug!(reason = %err, "docker mode unavailable"),
+            Err(_) => tracing::debug!("docker mode unavailable: the engine did not answer"),
+        }
+    }
+    match (config.apply_mode, &config.secret_file) {
+        (ApplyModeSetting::Manual, _) => ApplyMode::Manual,
+        (_, Some(_)) => ApplyMode::File,
+        (_, None) => ApplyMode::Manual,
+    }
+}
+
+/// Runs the delegate until SIGTERM (`shutdown` turns true) or a fatal token state.
+pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Exit {
+    let started = Instant::now();
+    let state = StateDir::new(&config.state_dir);
+    state.clear_health();
+    let info = DelegateInfo {
+        name: config.delegate_name.clone(),
+        instance: uuid::Uuid::new_v4(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        host: config.host.clone(),
+    };
+    let tls = match connection::tls_config(&config.ca_certs) {
+        Ok(tls) => tls,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot build the TLS configuration");
+            return Exit::Fatal;
+        }
+    };
+    let connector = Connector::new(config.endpoint.clone(), tls, config.account_id.clone(), info);
+    let mode = resolve_mode(&config).await;
+    tracing::info!(manager = %connector.endpoint().url(), mode = mode.name(), name = %config.delegate_name, "tether-delegate starting");
+    let docker = match &mode {
+        ApplyMode::Docker(host) => Some(host.clone()),
+        _ => None,
+    };
+    let (rotator, mut done) =
+        Rotator::new(connector.clone(), mode, config.secret_file.clone(), config.replace_timeout);
+
+    if let Some(quiet) = state.fatal_quiet_period(unix_now(), config.fatal_backoff) {
+        tracing::warn!(
+            wait_secs = quiet.as_secs(),
+            "the previous run stopped on a revoked or expired token; waiting before trying again"
+        );
+        if sleep_or_stop(quiet, &mut shutdown).await {
+            return Exit::Stopped;
+        }
+    }
+
+    let (mut token, mut conn) = match first_session(&config, &connector, &state, &mut shutdown).await {
+        Ok(Some(first)) => first,
+        Ok(None) => return Exit::Stopped,
+        Err(exit) => return exit,
+    };
+    if let Some(host) = docker {
+        tokio::spawn(async move {
+            match host.take_over().await {
+                Ok(Some(old)) => {
+                    tracing::info!(replaced = %&old[..old.len().min(12)], "took over from the previous container")
+                }
+                Ok(None) => {}
+                Err(err) => tracing::error!(error = %err, "could not take over from the previous container"),
+            }
+        });
+    }
+
+    let mut backoff = Backoff::default();
+    loop {
+        state.clear_fatal();
+        backoff.reset();
+        tracing::info!(session_id = %conn.session.session_id(), token_id = %conn.token_id,
+            heartbeat_secs = conn.welcome.heartbeat_secs, token_expires_at = ?conn.welcome.token_expires_at, "session authenticated");
+        let ctx = SessionContext {
+            rotator: &rotator,
+            state: &state,
+            started,
+            shutdown: &mut shutdown,
+            done: &mut done,
+        };
+        let mut delay = match session::run(conn, ctx).await {
+            SessionEnd::Shutdown => {
+                tracing::info!("stopped");
+                return Exit::Stopped;
+            }
+            SessionEnd::Fatal { reason, message } => {
+                return fatal(&config, &state, &rotator, &token, reason, &message, &mut shutdown).await;
+            }
+            SessionEnd::Switch(new_token, next) => {
+                tracing::info!(old_token_id = %token.id(), token_id = %new_token.id(), "now using the rotated token");
+                token = new_token;
+                conn = *next;
+                continue;
+            }
+            SessionEnd::Goodbye(reason) => {
+                let delay = backoff::after_goodbye(&mut rand::thread_rng());
+                tracing::info!(
+                    ?reason,
+                    delay_ms = delay.as_millis() as u64,
+                    "the manager said goodbye; reconnecting soon"
+                );
+                delay
+            }
+            SessionEnd::Lost(reason) => {
+                let delay = backoff.next_delay(&mut rand::thread_rng());
+                tracing::warn!(%reason, delay_ms = delay.as_millis() as u64, "session lost; reconnecting");
+                delay
+            }
+        };
+        conn = loop {
+            if sleep_or_stop(delay, &mut shutdown).await {
+                return Exit::Stopped;
+            }
+            match connector.connect(&token).await {
+                Ok(conn) => break conn,
+                Err(err) if err.is_final() => {
+                    let rejection = err.rejection().expect("final errors are rejections");
+                    let reason = match rejection.code {
+                        tether_protocol::RejectCode::Expired => RevokedReason::Expired,
+                        _ => RevokedReason::Revoked,
+                    };
+                    let message = rejection.message.clone();
+                    return fatal(&config, &state, &rotator, &token, reason, &message, &mut shutdown).await;
+                }
+                Err(err) => {
+                    delay = backoff.next_delay(&mut rand::thread_rng());
+                    tracing::warn!(error = %err, attempt = backoff.attempts(), delay_ms = delay.as_millis() as u64, "cannot connect; retrying");
+                }
+            }
+        };
+    }
+}
+
+/// Sleeps for `delay` unless SIGTERM comes first; returns whether it did.
+async fn sleep_or_stop(delay: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = shutdown.wait_for(|stop| *stop) => true,
+        _ = tokio::time::sleep(delay) => false,
+    }
+}
+
+/// The first session: tries each candidate token in order (the file's, then the
+/// environment's); the one that authenticates is kept and written to the token file.
+/// Candidates with a signed revoked/expired are dropped; when none is left, the exit is fatal.
+async fn first_session(
+    config: &Config,
+    connector: &Connector,
+    state: &StateDir,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<Option<(Token, Connection)>, Exit> {
+    let mut candidates: Vec<Candidate> = config
+        .candidates
+        .iter()
+        .map(|c| Candidate {
+            source: c.source.clone(),
+            token: Token::parse(&c.token.expose()).expect("valid token"),
+        })
+        .collect();
+    let mut backoff = Backoff::default();
+    let mut last_final: Option<(RevokedReason, String)> = None;
+    loop {
+        let mut index = 0;
+        while index < candidates.len() {
+            let candidate = &candidates[index];
+            match connector.connect(&candidate.token).await {
+                Ok(conn) => {
+                    let candidate = candidates.swap_remove(index);
+                    seed_token_file(config, &candidate).await;
+                    return Ok(Some((candidate.token, conn)));
+                }
+                Err(err) if err.is_final() => {
+                    let rejection = err.rejection().expect("final errors are rejections");
+                    tracing::warn!(source = %candidate.source, token_id = %candidate.token.id(), reject = %rejection, "token is no longer valid");
+                    let reason = match rejection.code {
+                        tether_protocol::RejectCode::Expired => RevokedReason::Expired,
+                        _ => RevokedReason::Revoked,
+                    };
+                    last_final = Some((reason, rejection.message.clone()));
+                    candidates.remove(index);
+                }
+                Err(err) => {
+                    tracing::warn!(source = %candidate.source, token_id = %candidate.token.id(), error = %err, "cannot authenticate");
+                    index += 1;
+                }
+            }
+        }
+        if candidates.is_empty() {
+            let (reason, message) = last_final.unwrap_or((RevokedReason::Revoked, String::new()));
+            let token = Token::parse(&config.candidates[0].token.expose()).expect("valid token");
+            let (rotator, _) = Rotator::new(connector.clone(), ApplyMode::Manual, None, Duration::ZERO);
+            return Err(fatal(config, state, &rotator, &token, reason, &message, shutdown).await);
+        }
+        let delay = backoff.next_delay(&mut rand::thread_rng());
+        if sleep_or_stop(delay, shutdown).await {
+            return Ok(None);
+        }
+    }
+}
+
+/// Writes the authenticated token to the token file when it is not already there.
+async fn seed_token_file(config: &Config, candidate: &Candidate) {
+    let Some(path) = config.secret_file.clone() else { return };
+    if candidate.source == TokenSource::File {
+        return;
+    }
+    if token_file::read(&path).is_some_and(|t| t.same_as(&candidate.token)) {
+        return;
+    }
+    let token = Token::parse(&candidate.token.expose()).expect("valid token");
+    let result = tokio::task::spawn_blocking(move || token_file::write_atomic(&path, &token)).await;
+    match result {
+        Ok(Ok(())) => {
+            tracing::info!(source = %candidate.source, token_id = %candidate.token.id(), "token file updated with the token that authenticated")
+        }
+        Ok(Err(err)) => tracing::error!(error = %err, "cannot write ACCOUNT_SECRET_FILE"),
+        Err(err) => tracing::error!(error = %err, "cannot write ACCOUNT_SECRET_FILE"),
+    }
+}
+
+/// Logs what happened and what to do, records the fatal exit, and returns [`Exit::Fatal`].
+/// During a container replacement, a revoke of the old token is expected: wait for the
+/// successor to stop this container instead.
+async fn fatal(
+    config: &Config,
+    state: &StateDir,
+    rotator: &Rotator,
+    token: &Token,
+    reason: RevokedReason,
+    message: &str,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Exit {
+    state.clear_health();
+    if rotator.has_pending() {
+        tracing::info!(token_id = %token.id(), "the old token ended while the successor container takes over; waiting to be stopped");
+        if sleep_or_stop(config.replace_timeout, shutdown).await {
+            return Exit::Stopped;
+        }
+    }
+    let what = match reason {
+        RevokedReason::Revoked => "was revoked",
+        RevokedReason::Expired => "has expired",
+    };
+    tracing::error!(
+        token_id = %token.id(),
+        manager_message = %message,
+        "the delegate token {what}: this delegate cannot connect with it again and stops (exit code 78). \
+         What to do: create a new token (or rotate it) on the manager, put its value in ACCOUNT_SECRET \
+         (or the file named by ACCOUNT_SECRET_FILE), and restart the delegate. A restart within {} s waits out the rest first.",
+        config.fatal_backoff.as_secs()
+    );
+    if let Err(err) = state.write_fatal(unix_now()) {
+        tracing::warn!(error = %err, "cannot record the fatal exit; sleeping before exit instead, so a restart policy does not spin");
+        let _ = sleep_or_stop(config.fatal_backoff, shutdown).await;
+    }
+    Exit::Fatal
+}

@@ -1,0 +1,206 @@
+//! One connection to the manager: TCP, TLS (rustls with the ring provider, public roots
+//! compiled in or a pinned CA), the WebSocket upgrade with small buffers, and the v1 handshake
+//! through `tether-protocol`. The welcome is verified before anything else is accepted.
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use rand::RngCore;
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConfig, RootCertStore};
+use tether_protocol::error::{HandshakeError, Rejection};
+use tether_protocol::frame::MAX_MAX_FRAME;
+use tether_protocol::handshake::client::ClientHandshake;
+use tether_protocol::message::{DelegateInfo, Welcome};
+use tether_protocol::session::ClientSession;
+use tether_protocol::Token;
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+use uuid::Uuid;
+
+use crate::config::Endpoint;
+use crate::state::unix_now;
+
+/// The WebSocket over TLS over TCP.
+pub type Ws = WebSocketStream<TlsStream<TcpStream>>;
+
+/// WebSocket read buffer: small, since frames are small and sessions many.
+pub const READ_BUFFER: usize = 8 * 1024;
+/// Bound of the WebSocket write buffer.
+pub const MAX_WRITE_BUFFER: usize = 256 * 1024;
+/// Limit for TCP connect, TLS and the WebSocket upgrade together.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Limit for each handshake message from the manager.
+pub const HANDSHAKE_STEP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An authenticated session on a live connection.
+#[derive(Debug)]
+pub struct Connection {
+    /// The WebSocket.
+    pub ws: Ws,
+    /// The protocol session (keys and sequence numbers).
+    pub session: ClientSession,
+    /// The verified welcome.
+    pub welcome: Welcome,
+    /// The token id this session authenticated with.
+    pub token_id: Uuid,
+}
+
+/// Why a connection attempt failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// TCP connect failed.
+    #[error("cannot reach the manager at {addr}: {source}")]
+    Tcp {
+        /// host:port.
+        addr: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// TLS failed (certificate not trusted, wrong name, …).
+    #[error("TLS with the manager failed: {0}")]
+    Tls(std::io::Error),
+    /// The WebSocket upgrade failed.
+    #[error("WebSocket upgrade failed: {0}")]
+    WebSocket(Box<tokio_tungstenite::tungstenite::Error>),
+    /// A step took too long.
+    #[error("timed out during {0}")]
+    Timeout(&'static str),
+    /// The manager closed the connection during the handshake without a reject.
+    #[error("the manager closed the connection during the handshake")]
+    Closed,
+    /// The handshake failed: a protocol error or a reject.
+    #[error("handshake failed: {0}")]
+    Handshake(HandshakeError),
+}
+
+impl ConnectError {
+    /// The reject, if the manager sent one.
+    pub fn rejection(&self) -> Option<&Rejection> {
+        match self {
+            Self::Handshake(HandshakeError::Rejected(rejection)) => Some(rejection),
+            _ => None,
+        }
+    }
+
+    /// A signed `revoked` or `expired`: this token will never work again.
+    pub fn is_final(&self) -> bool {
+        self.rejection().is_some_and(Rejection::is_final)
+    }
+}
+
+/// Opens connections to one manager for one account.
+#[derive(Clone)]
+pub struct Connector {
+    endpoint: Endpoint,
+    tls: tokio_rustls::TlsConnector,
+    account_id: String,
+    info: DelegateInfo,
+}
+
+/// TLS client configuration: the pinned CA certificates if any, else the public web roots.
+pub fn tls_config(ca_certs: &[CertificateDer<'static>]) -> Result<ClientConfig, rustls::Error> {
+    let mut roots = RootCertStore::empty();
+    if ca_certs.is_empty() {
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    } else {
+        for cert in ca_certs {
+            roots.add(cert.clone())?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+impl std::fmt::Debug for Connector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connector")
+            .field("endpoint", &self.endpoint)
+            .field("account_id", &self.account_id)
+            .field("info", &self.info)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connector {
+    /// A connector for `account_id` at `endpoint`, announcing `info` in every hello.
+    pub fn new(endpoint: Endpoint, tls: ClientConfig, account_id: String, info: DelegateInfo) -> Self {
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(tls));
+        Self { endpoint, tls, account_id, info }
+    }
+
+    /// The manager's address.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// Connects and authenticates with `token`.
+    pub async fn connect(&self, token: &Token) -> Result<Connection, ConnectError> {
+        let mut ws = tokio::time::timeout(CONNECT_TIMEOUT, self.open())
+            .await
+            .map_err(|_| ConnectError::Timeout("connect, TLS and WebSocket upgrade"))??;
+        let handshake = ClientHandshake::new(self.account_id.clone(), token, self.info.clone());
+        let challenge = next_binary(&mut ws, "waiting for the challenge").await?;
+        let mut client_nonce = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut client_nonce);
+        let (awaiting, hello) = handshake
+            .receive_challenge(&challenge, client_nonce, unix_now())
+            .map_err(ConnectError::Handshake)?;
+        ws.send(Message::Binary(hello.into())).await.map_err(|e| ConnectError::WebSocket(Box::new(e)))?;
+        let welcome_bytes = next_binary(&mut ws, "waiting for the welcome").await?;
+        let (session, welcome) = awaiting.receive_welcome(&welcome_bytes).map_err(ConnectError::Handshake)?;
+        Ok(Connection { ws, session, welcome, token_id: token.id() })
+    }
+
+    async fn open(&self) -> Result<Ws, ConnectError> {
+        let Endpoint { host, port } = &self.endpoint;
+        let addr = format!("{host}:{port}");
+        let tcp = TcpStream::connect((host.as_str(), *port))
+            .await
+            .map_err(|source| ConnectError::Tcp { addr: addr.clone(), source })?;
+        let _ = tcp.set_nodelay(true);
+        let name = ServerName::try_from(host.clone())
+            .map_err(|_| ConnectError::Tls(std::io::Error::other("invalid server name")))?;
+        let tls = self.tls.connect(name, tcp).await.map_err(ConnectError::Tls)?;
+        let request =
+            self.endpoint.url().into_client_request().map_err(|e| ConnectError::WebSocket(Box::new(e)))?;
+        let config = WebSocketConfig::default()
+            .read_buffer_size(READ_BUFFER)
+            .write_buffer_size(0)
+            .max_write_buffer_size(MAX_WRITE_BUFFER)
+            .max_message_size(Some(MAX_MAX_FRAME))
+            .max_frame_size(Some(MAX_MAX_FRAME));
+        let (ws, _response) = tokio_tungstenite::client_async_with_config(request, tls, Some(config))
+            .await
+            .map_err(|e| ConnectError::WebSocket(Box::new(e)))?;
+        Ok(ws)
+    }
+}
+
+/// The next binary message, skipping pings and pongs, within the handshake step limit.
+async fn next_binary(ws: &mut Ws, step: &'static str) -> Result<Vec<u8>, ConnectError> {
+    let read = async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Binary(bytes))) => return Ok(bytes.to_vec()),
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+                Some(Ok(Message::Text(_))) => {
+                    return Err(ConnectError::Handshake(HandshakeError::Protocol(
+                        tether_protocol::ProtocolError::Malformed("text message in the handshake".into()),
+                    )))
+                }
+                Some(Ok(Message::Close(_))) | None => return Err(ConnectError::Closed),
+                Some(Err(e)) => return Err(ConnectError::WebSocket(Box::new(e))),
+            }
+        }
+    };
+    tokio::time::timeout(HANDSHAKE_STEP_TIMEOUT, read).await.map_err(|_| ConnectError::Timeout(step))?
+}
