@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Stop the Tether quick start.
+#
+#   bash docker/down.sh             stop and remove the containers and network; keep the data
+#   bash docker/down.sh --volumes   also remove the volumes (database, master key, CA, the
+#                                   delegates' token files) and the .env: a clean slate
+set -euo pipefail
+# shellcheck source=docker/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+volumes=0
+for arg in "$@"; do
+    case "$arg" in
+        -v|--volumes) volumes=1 ;;
+        -h|--help) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) die "unknown argument: $arg (try --help)" ;;
+    esac
+done
+
+env_file="$TETHER_ENV_FILE"
+[ -f "$env_file" ] || env_file=/dev/null
+
+args=(down --remove-orphans --timeout 15)
+[ "$volumes" = 1 ] && args+=(--volumes)
+compose --env-file "$env_file" "${args[@]}"
+
+# Delegates that replaced themselves created their containers outside Compose, but with the
+# project's labels: Compose's `down` finds them by those labels. Sweep anything left over.
+leftover="$(docker ps -aq --filter "label=com.docker.compose.project=$TETHER_PROJECT")"
+if [ -n "$leftover" ]; then
+    say "removing leftover containers of $TETHER_PROJECT"
+    # shellcheck disable=SC2086
+    docker rm -f $leftover >/dev/null
+fi
+
+if [ "$volumes" = 1 ]; then
+    for volume in $(docker volume ls -q --filter "label=com.docker.compose.project=$TETHER_PROJECT"); do
+        docker volume rm "$volume" >/dev/null
+    done
+    if [ "$env_file" != /dev/null ]; then
+        rm -f "$env_file"
+        say "removed the volumes and $env_file"
+    fi
+fi

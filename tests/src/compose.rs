@@ -1,0 +1,418 @@
+//! The Docker quick start under test: one unique Compose project per test, brought up through
+//! `docker/up.sh` (the README's run command) on the real Docker engine, driven with
+//! `docker compose` / `docker-compose` and the manager's admin CLI, and torn down (containers,
+//! networks, volumes) by a drop guard, also when a test fails.
+//!
+//! The images `tether-manager:latest` and `tether-delegate:latest` must exist
+//! (`docker/build-images.sh`, which `tests/run.sh` runs first); an unreachable engine or a
+//! missing image fails the test with a message that says so.
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::Value;
+
+/// Images the quick start runs.
+pub const IMAGES: [&str; 2] = ["tether-manager:latest", "tether-delegate:latest"];
+/// Compose services of the two delegates, and the names they announce to the manager.
+pub const DELEGATES: [(&str, &str); 2] = [("delegate1", "delegate-1"), ("delegate2", "delegate-2")];
+
+/// Root of the repository (the parent of the `tests/` crate).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+}
+
+/// Polls `probe` about every `interval` until it returns `Some`, an error, or `timeout` passes.
+/// Bounded in time and so in count; the error names `what` and the last observation.
+pub fn wait_until<T>(
+    what: &str,
+    timeout: Duration,
+    interval: Duration,
+    mut probe: impl FnMut() -> Result<Option<T>>,
+) -> Result<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe()? {
+            return Ok(value);
+        }
+        if Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(interval);
+    }
+}
+
+/// Runs a command to completion with no standard input.
+fn run(command: &mut Command) -> Result<Output> {
+    command.stdin(Stdio::null()).output().with_context(|| format!("cannot run {:?}", command.get_program()))
+}
+
+/// Stdout of a command that must succeed; its stderr in the error otherwise.
+fn run_ok(command: &mut Command) -> Result<String> {
+    let output = run(command)?;
+    if !output.status.success() {
+        bail!(
+            "{:?} {:?} failed ({}): {}",
+            command.get_program(),
+            command.get_args().collect::<Vec<_>>(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// `docker ARGS…`, which must succeed.
+pub fn docker(args: &[&str]) -> Result<String> {
+    run_ok(Command::new("docker").args(args))
+}
+
+/// Fails unless the Docker engine answers and both images exist.
+pub fn preflight() -> Result<()> {
+    let info = run(Command::new("docker").args(["info", "--format", "{{.ServerVersion}}"]))
+        .context("the docker CLI is not installed; these tests need the Docker engine")?;
+    if !info.status.success() {
+        bail!(
+            "the Docker engine is unreachable; these tests need it: {}",
+            String::from_utf8_lossy(&info.stderr).trim()
+        );
+    }
+    for image in IMAGES {
+        let found = run(Command::new("docker").args(["image", "inspect", "--format", "{{.Id}}", image]))?;
+        if !found.status.success() {
+            bail!("image {image} is missing: build it first with docker/build-images.sh");
+        }
+    }
+    Ok(())
+}
+
+/// The Compose command here: v2 plugin (`docker compose`) when present, else v1 (`docker-compose`).
+fn compose_command() -> Vec<String> {
+    let v2 = Command::new("docker")
+        .args(["compose", "version"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if v2 {
+        vec!["docker".into(), "compose".into()]
+    } else {
+        vec!["docker-compose".into()]
+    }
+}
+
+/// A unique Compose project name for `test`: parallel tests and reruns never share anything.
+fn unique_project(test: &str) -> String {
+    let suffix: u32 = rand::random();
+    let test: String =
+        test.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
+    format!("tether-e2e-{test}-{}-{suffix:08x}", std::process::id())
+}
+
+/// Parses `KEY=VALUE` lines (comments and blank lines skipped).
+fn parse_dotenv(text: &str) -> HashMap<String, String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .filter_map(|line| line.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+/// A running quick-start project; dropping it removes its containers, networks and volumes.
+#[derive(Debug)]
+pub struct ComposeProject {
+    name: String,
+    env_file: PathBuf,
+    dotenv: HashMap<String, String>,
+    compose: Vec<String>,
+    /// Secrets seen during the test (tokens), redacted from any diagnostics this prints.
+    secrets: Vec<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl ComposeProject {
+    /// Brings up a fresh project with `docker/up.sh` (init, .env, `up -d`, wait for both
+    /// delegates), with extra environment for Compose's interpolation (e.g.
+    /// `TETHER_HEARTBEAT_SECS`). The admin API is published on a free loopback port.
+    pub fn up(test: &str, extra_env: &[(&str, &str)]) -> Result<Self> {
+        preflight()?;
+        let dir = tempfile::tempdir().context("temp dir for the project's .env")?;
+        let mut project = Self {
+            name: unique_project(test),
+            env_file: dir.path().join(".env"),
+            dotenv: HashMap::new(),
+            compose: compose_command(),
+            secrets: Vec::new(),
+            _dir: dir,
+        };
+        let mut up = Command::new("bash");
+        up.arg(repo_root().join("docker/up.sh"))
+            .env("TETHER_PROJECT", &project.name)
+            .env("TETHER_ENV_FILE", &project.env_file)
+            .env("TETHER_PUBLISH_PORT", "")
+            .env("TETHER_UP_TIMEOUT_SECS", "120");
+        for (key, value) in extra_env {
+            up.env(key, value);
+        }
+        // The guard exists from here on: a failing up.sh still gets cleaned up.
+        let output = run(&mut up)?;
+        project.reload_env()?;
+        if !output.status.success() {
+            bail!(
+                "docker/up.sh failed ({}):\n{}",
+                output.status,
+                project.redact(&String::from_utf8_lossy(&output.stderr))
+            );
+        }
+        Ok(project)
+    }
+
+    /// Re-reads the project's .env (written by up.sh).
+    fn reload_env(&mut self) -> Result<()> {
+        let text = match std::fs::read_to_string(&self.env_file) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e).context("reading the project's .env"),
+        };
+        self.dotenv = parse_dotenv(&text);
+        for key in ["ACCOUNT_SECRET", "TETHER_ADMIN_TOKEN"] {
+            if let Some(value) = self.dotenv.get(key).cloned() {
+                self.remember_secret(value);
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds a secret to redact from diagnostics and to look for in `assert_no_secrets_in_logs`.
+    pub fn remember_secret(&mut self, secret: String) {
+        if !secret.is_empty() && !self.secrets.contains(&secret) {
+            self.secrets.push(secret);
+        }
+    }
+
+    /// The Compose project name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Path of the project's .env.
+    pub fn env_file(&self) -> &Path {
+        &self.env_file
+    }
+
+    /// A value from the project's .env (e.g. `ACCOUNT_ID`, `ACCOUNT_SECRET`).
+    pub fn dotenv(&self, key: &str) -> Result<&str> {
+        self.dotenv.get(key).map(String::as_str).ok_or_else(|| anyhow!("{key} is not in .env"))
+    }
+
+    /// The project's default network.
+    pub fn network(&self) -> String {
+        format!("{}_default", self.name)
+    }
+
+    fn compose_cmd(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(&self.compose[0]);
+        command
+            .args(&self.compose[1..])
+            .arg("--project-name")
+            .arg(&self.name)
+            .arg("--file")
+            .arg(repo_root().join("docker/docker-compose.yml"))
+            .arg("--env-file")
+            .arg(&self.env_file)
+            .args(args)
+            .env("TETHER_PUBLISH_PORT", "");
+        command
+    }
+
+    /// `docker compose ARGS…` for this project, which must succeed; returns stdout.
+    pub fn compose(&self, args: &[&str]) -> Result<String> {
+        let output = run(&mut self.compose_cmd(args))?;
+        if !output.status.success() {
+            bail!(
+                "compose {args:?} failed ({}): {}",
+                output.status,
+                self.redact(String::from_utf8_lossy(&output.stderr).trim())
+            );
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// Runs the admin CLI inside the manager container (`tether-manager ARGS… --json`, with the
+    /// admin token from .env in the container's environment) and parses its JSON output.
+    pub fn admin(&self, args: &[&str]) -> Result<Value> {
+        let mut full = vec!["exec", "-T", "manager", "/tether-manager"];
+        full.extend_from_slice(args);
+        full.push("--json");
+        let output = run(&mut self.compose_cmd(&full))?;
+        if !output.status.success() {
+            bail!(
+                "tether-manager {args:?} failed ({}): {}",
+                output.status,
+                self.redact(String::from_utf8_lossy(&output.stderr).trim())
+            );
+        }
+        serde_json::from_slice(&output.stdout)
+            .with_context(|| format!("tether-manager {args:?} --json printed no JSON"))
+    }
+
+    /// Ids of the containers Compose lists for `service` (running or not).
+    pub fn container_ids(&self, service: &str) -> Result<Vec<String>> {
+        Ok(self.compose(&["ps", "-q", service])?.lines().map(str::to_string).collect())
+    }
+
+    /// The one container of `service`.
+    pub fn container_id(&self, service: &str) -> Result<String> {
+        let ids = self.container_ids(service)?;
+        match ids.as_slice() {
+            [one] => Ok(one.clone()),
+            _ => bail!("compose lists {} containers for {service}, expected one", ids.len()),
+        }
+    }
+
+    /// `docker inspect` of one container.
+    pub fn inspect(&self, container: &str) -> Result<Value> {
+        let text = docker(&["inspect", container])?;
+        let mut list: Vec<Value> = serde_json::from_str(&text).context("docker inspect output")?;
+        list.pop().ok_or_else(|| anyhow!("docker inspect {container}: empty"))
+    }
+
+    /// The value of `key` in a container's configured environment. A secret: compare it,
+    /// never print it.
+    pub fn container_env(&self, container: &str, key: &str) -> Result<Option<String>> {
+        let inspect = self.inspect(container)?;
+        let prefix = format!("{key}=");
+        Ok(inspect["Config"]["Env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .find_map(|entry| entry.strip_prefix(&prefix).map(str::to_string)))
+    }
+
+    /// Whether `tether-delegate health` exits 0 inside `service`'s container (an
+    /// authenticated session right now).
+    pub fn delegate_healthy(&self, service: &str) -> Result<bool> {
+        let output = run(&mut self.compose_cmd(&["exec", "-T", service, "/tether-delegate", "health"]))?;
+        Ok(output.status.success())
+    }
+
+    /// All of this project's logs, secrets redacted only in what the caller prints.
+    pub fn logs(&self) -> Result<String> {
+        let output = run(&mut self.compose_cmd(&["logs", "--no-color", "--timestamps"]))?;
+        let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&output.stderr));
+        Ok(text)
+    }
+
+    /// Fails if any token or admin token seen in this test appears in any container's logs.
+    pub fn assert_no_secrets_in_logs(&self) -> Result<()> {
+        let logs = self.logs()?;
+        let leaked = self.secrets.iter().filter(|secret| logs.contains(secret.as_str())).count();
+        if leaked > 0 {
+            bail!("{leaked} secret value(s) appear in the containers' logs");
+        }
+        Ok(())
+    }
+
+    /// Replaces every known secret in `text` with a placeholder.
+    pub fn redact(&self, text: &str) -> String {
+        self.secrets.iter().fold(text.to_string(), |acc, secret| acc.replace(secret.as_str(), "<redacted>"))
+    }
+
+    /// `die` events of this project's containers since `since` (unix seconds): (service, exit code).
+    pub fn die_events(&self, since: u64) -> Result<Vec<(String, i64)>> {
+        let until = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .context("clock before 1970")?
+            .as_secs()
+            + 1;
+        let text = docker(&[
+            "events",
+            "--since",
+            &since.to_string(),
+            "--until",
+            &until.to_string(),
+            "--filter",
+            "type=container",
+            "--filter",
+            "event=die",
+            "--filter",
+            &format!("label=com.docker.compose.project={}", self.name),
+            "--format",
+            "{{json .}}",
+        ])?;
+        text.lines()
+            .filter(|line| !line.trim().is_empty())
+            .map(|line| {
+                let event: Value = serde_json::from_str(line).context("docker events line")?;
+                let attributes = &event["Actor"]["Attributes"];
+                let service = attributes["com.docker.compose.service"].as_str().unwrap_or("").to_string();
+                let code = attributes["exitCode"].as_str().and_then(|c| c.parse().ok()).unwrap_or(-1);
+                Ok((service, code))
+            })
+            .collect()
+    }
+
+    /// What to show when a test fails: `compose ps` and the last log lines, secrets redacted.
+    fn diagnostics(&self) -> String {
+        let ps = self.compose(&["ps"]).unwrap_or_else(|e| e.to_string());
+        let logs = run(&mut self.compose_cmd(&["logs", "--no-color", "--tail", "40"]))
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        self.redact(&format!("--- compose ps\n{ps}\n--- compose logs (last 40 lines per service)\n{logs}"))
+    }
+
+    /// Removes everything of this project: `down -v`, then anything left with its label.
+    fn teardown(&self) {
+        let _ = run(&mut self.compose_cmd(&["down", "--volumes", "--remove-orphans", "--timeout", "5"]));
+        let label = format!("label=com.docker.compose.project={}", self.name);
+        for (list, remove) in [
+            (vec!["ps", "-aq", "--filter", &label], vec!["rm", "-f"]),
+            (vec!["network", "ls", "-q", "--filter", &label], vec!["network", "rm"]),
+            (vec!["volume", "ls", "-q", "--filter", &label], vec!["volume", "rm", "-f"]),
+        ] {
+            let Ok(ids) = docker(&list) else { continue };
+            for id in ids.lines().filter(|id| !id.is_empty()) {
+                let mut args = remove.clone();
+                args.push(id);
+                let _ = docker(&args);
+            }
+        }
+    }
+}
+
+impl Drop for ComposeProject {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("project {} failed; its state:\n{}", self.name, self.diagnostics());
+        }
+        self.teardown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dotenv_lines_parse_and_skip_comments() {
+        let env = parse_dotenv("# c\nCOMPOSE_PROJECT_NAME=x\n\nACCOUNT_ID=acc=1\n");
+        assert_eq!(env["COMPOSE_PROJECT_NAME"], "x");
+        assert_eq!(env["ACCOUNT_ID"], "acc=1");
+        assert_eq!(env.len(), 2);
+    }
+
+    #[test]
+    fn project_names_are_unique_and_compose_safe() {
+        let a = unique_project("Rotate_Both");
+        let b = unique_project("Rotate_Both");
+        assert_ne!(a, b);
+        assert!(a.starts_with("tether-e2e-rotate-both-"));
+        assert!(a.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'));
+    }
+}
