@@ -122,6 +122,51 @@ fn parse_dotenv(text: &str) -> HashMap<String, String> {
         .collect()
 }
 
+/// A delegate session as the manager lists it (`delegate list --json`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveDelegate {
+    /// `DELEGATE_NAME`.
+    pub name: String,
+    /// Id of the token the session authenticated with.
+    pub token_id: String,
+    /// The session id from the welcome: a new one after every reconnect.
+    pub session_id: String,
+}
+
+/// The public id of a token string (`tdt_…`).
+pub fn token_id(token: &str) -> Result<String> {
+    Ok(tether_protocol::Token::parse(token).map_err(|e| anyhow!("not a token: {e}"))?.id().to_string())
+}
+
+/// The first string in `value` that looks like a delegate token (`tdt_…`): where the CLI's
+/// JSON puts a token value it shows once.
+pub fn find_token_value(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) if s.starts_with("tdt_") => Some(s.clone()),
+        Value::Array(items) => items.iter().find_map(find_token_value),
+        Value::Object(map) => map.values().find_map(find_token_value),
+        _ => None,
+    }
+}
+
+/// A string field of a JSON object, under the first of `keys` present.
+fn field(object: &Value, keys: &[&str]) -> Option<String> {
+    keys.iter().find_map(|key| match &object[*key] {
+        Value::String(s) => Some(s.clone()),
+        Value::Null => None,
+        other => Some(other.to_string()),
+    })
+}
+
+/// The list in a CLI `--json` answer: the value itself, or the first array field of an object.
+fn json_list(value: &Value) -> Vec<Value> {
+    match value {
+        Value::Array(items) => items.clone(),
+        Value::Object(map) => map.values().find_map(|v| v.as_array().cloned()).unwrap_or_default(),
+        _ => Vec::new(),
+    }
+}
+
 /// A running quick-start project; dropping it removes its containers, networks and volumes.
 #[derive(Debug)]
 pub struct ComposeProject {
@@ -258,6 +303,57 @@ impl ComposeProject {
         }
         serde_json::from_slice(&output.stdout)
             .with_context(|| format!("tether-manager {args:?} --json printed no JSON"))
+    }
+
+    /// The delegate sessions the manager holds now.
+    pub fn live_delegates(&self) -> Result<Vec<LiveDelegate>> {
+        let listed = self.admin(&["delegate", "list"])?;
+        json_list(&listed)
+            .iter()
+            .map(|d| {
+                Ok(LiveDelegate {
+                    name: field(d, &["name", "delegate_name"])
+                        .ok_or_else(|| anyhow!("delegate without name"))?,
+                    token_id: field(d, &["token_id"]).ok_or_else(|| anyhow!("delegate without token_id"))?,
+                    session_id: field(d, &["session_id", "session"])
+                        .ok_or_else(|| anyhow!("delegate without session_id"))?,
+                })
+            })
+            .collect()
+    }
+
+    /// The state of a token (`token show ID --json`: active, rotating, revoked, expired).
+    pub fn token_state(&self, token_id: &str) -> Result<String> {
+        let shown = self.admin(&["token", "show", token_id])?;
+        let token = if shown["token"].is_object() { &shown["token"] } else { &shown };
+        field(token, &["state", "status"]).ok_or_else(|| anyhow!("token show printed no state"))
+    }
+
+    /// Waits until the manager lists both delegates, each exactly once, on `token_id` (and
+    /// not in `old_sessions`), and each container's `tether-delegate health` passes.
+    /// Returns the sessions by delegate name.
+    pub fn wait_both_connected(
+        &self,
+        token_id: &str,
+        old_sessions: &[String],
+        timeout: Duration,
+    ) -> Result<HashMap<String, LiveDelegate>> {
+        wait_until("both delegates connected", timeout, Duration::from_millis(500), || {
+            let live = self.live_delegates()?;
+            let mut found = HashMap::new();
+            for (service, name) in DELEGATES {
+                let sessions: Vec<&LiveDelegate> = live.iter().filter(|d| d.name == name).collect();
+                let [session] = sessions.as_slice() else { return Ok(None) };
+                if session.token_id != token_id || old_sessions.contains(&session.session_id) {
+                    return Ok(None);
+                }
+                if !self.delegate_healthy(service)? {
+                    return Ok(None);
+                }
+                found.insert(name.to_string(), (*session).clone());
+            }
+            Ok(Some(found))
+        })
     }
 
     /// Ids of the containers Compose lists for `service` (running or not).

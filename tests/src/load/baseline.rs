@@ -23,10 +23,7 @@ fn tls(dir: &Path) -> Result<RustlsConfig> {
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
-        .with_single_cert(
-            vec![der_cert.into()],
-            rustls::pki_types::PrivateKeyDer::Pkcs8(der_key.into()),
-        )?;
+        .with_single_cert(vec![der_cert.into()], rustls::pki_types::PrivateKeyDer::Pkcs8(der_key.into()))?;
     Ok(RustlsConfig::from_config(Arc::new(config)))
 }
 

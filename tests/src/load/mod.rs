@@ -2,9 +2,10 @@
 //! (no delegate binary per session), spread across 127.0.0.x source addresses, each loop
 //! bounded in count and time. Used by the `tether-load` binary and its CI smoke test.
 pub mod baseline;
+pub mod fleet;
 pub mod manager;
 pub mod procfs;
+pub mod scenarios;
 pub mod session;
 pub mod stats;
 pub mod transport;
-

@@ -74,13 +74,23 @@ async fn next_binary(ws: &mut Ws, within: Duration) -> Result<Vec<u8>> {
 }
 
 /// Connects from `source` and completes the v1 handshake within `within`.
-pub async fn open(target: &Target, source: Option<IpAddr>, who: &Identity, within: Duration) -> Result<Opened> {
+pub async fn open(
+    target: &Target,
+    source: Option<IpAddr>,
+    who: &Identity,
+    within: Duration,
+) -> Result<Opened> {
     tokio::time::timeout(within, open_inner(target, source, who, within))
         .await
         .map_err(|_| anyhow!("handshake took longer than {within:?}"))?
 }
 
-async fn open_inner(target: &Target, source: Option<IpAddr>, who: &Identity, within: Duration) -> Result<Opened> {
+async fn open_inner(
+    target: &Target,
+    source: Option<IpAddr>,
+    who: &Identity,
+    within: Duration,
+) -> Result<Opened> {
     let mut ws = transport::connect(target, source).await?;
     let delegate = DelegateInfo {
         name: who.name.clone(),
@@ -117,7 +127,12 @@ pub struct HoldOptions {
 }
 
 /// Holds `opened` until it ends (returned) or `stop` turns true (then says goodbye).
-pub async fn hold(mut opened: Opened, who: Identity, opts: HoldOptions, mut stop: watch::Receiver<bool>) -> Ended {
+pub async fn hold(
+    mut opened: Opened,
+    who: Identity,
+    opts: HoldOptions,
+    mut stop: watch::Receiver<bool>,
+) -> Ended {
     let started = tokio::time::Instant::now();
     let mut revoked = false;
     let mut rotated = false;
@@ -200,7 +215,8 @@ async fn follow(
     sealed: &str,
 ) -> Result<(Opened, Identity)> {
     let token = old.session.open_sealed_token(rotation_id, token_id, sealed)?;
-    let next_who = Identity { account_id: who.account_id.clone(), token: Arc::new(token), name: who.name.clone() };
+    let next_who =
+        Identity { account_id: who.account_id.clone(), token: Arc::new(token), name: who.name.clone() };
     let target = opts.target.as_ref().context("follow_rotation needs a target")?;
     let next = open(target, opts.source, &next_who, Duration::from_secs(10)).await?;
     let ack = old.session.encode(C2s::RotateAck {
