@@ -19,6 +19,9 @@ if cargo tree --locked -i aws-lc-rs >/dev/null 2>&1; then
   exit 1
 fi
 
+echo "== build binaries (the end-to-end tests run them)"
+cargo build --workspace --bins --locked
+
 echo "== tests"
 ulimit -n 65536 2>/dev/null || true
 cargo nextest run --workspace --locked --profile ci "$@"

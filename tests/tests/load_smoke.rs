@@ -1,0 +1,52 @@
+//! Runs the benchmark suite at smoke scale (seconds) against the real manager and delegate
+//! binaries, so the load generator never rots. Asserts that every scenario ran and that its
+//! figures are coherent (sessions opened, revoked sessions closed, rotated sessions moved),
+//! never any timing.
+use std::path::PathBuf;
+use std::process::Command;
+
+fn bin(name: &str) -> PathBuf {
+    // target/<profile>/deps/<test exe> → target/<profile>/<name>
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let path = dir.join(name);
+    assert!(path.exists(), "{} is not built: run `cargo build --workspace --bins` first", path.display());
+    path
+}
+
+#[test]
+fn smoke_suite_runs_every_scenario() {
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = out_dir.path().join("results.json");
+    let status = Command::new(env!("CARGO_BIN_EXE_tether-load"))
+        .args(["run", "--out"])
+        .arg(&out)
+        .arg("--manager-bin")
+        .arg(bin("tether-manager"))
+        .arg("--delegate-bin")
+        .arg(bin("tether-delegate"))
+        .status()
+        .unwrap();
+    assert!(status.success(), "tether-load run --smoke failed: {status}");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+
+    let steps = v["idle"]["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 2);
+    assert!(steps.iter().all(|s| s[1].as_u64().unwrap() > 0), "RSS readings: {steps:?}");
+
+    assert!(v["rate"]["manager_per_sec"].as_f64().unwrap() > 0.0);
+    assert!(v["rate"]["baseline_per_sec"].as_f64().unwrap() > 0.0);
+
+    let revoke = &v["revoke"];
+    assert_eq!(revoke["sessions"], 50, "every revoked session must close: {revoke}");
+    assert_eq!(revoke["saw_revoked"], 50, "every session must receive a signed revoked: {revoke}");
+
+    let rotate = &v["rotate"];
+    assert_eq!(rotate["moved"], 5, "every session must move to the new token: {rotate}");
+    assert_eq!(rotate["dropped"], 0, "{rotate}");
+
+    assert_eq!(v["echo"]["sessions"], 5);
+    assert!(v["echo"]["one_session"]["count"].as_u64().unwrap() >= 20);
+
+    assert!(v["footprint"]["rss_kib"].as_u64().unwrap() > 0);
+}
