@@ -42,6 +42,10 @@ pub struct DelegateRow {
     pub name: String,
     /// Delegate instance.
     pub instance: Uuid,
+    /// When the session was authenticated, unix seconds.
+    pub connected_at: u64,
+    /// The last heartbeat the manager received, unix seconds.
+    pub last_heartbeat: u64,
 }
 
 /// A started rotation.
@@ -64,6 +68,9 @@ pub struct Options {
     pub tls_sans: Vec<String>,
     /// Environment for `serve` (e.g. `TETHER_HEARTBEAT_SECS`).
     pub env: Vec<(String, String)>,
+    /// Host name the REST client uses (resolved to the listen address), e.g. one of
+    /// `tls_sans`; default: the listen IP.
+    pub url_host: Option<String>,
 }
 
 impl Default for Options {
@@ -72,6 +79,7 @@ impl Default for Options {
             listen_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             tls_sans: Vec::new(),
             env: vec![("TETHER_HEARTBEAT_SECS".into(), "2".into())],
+            url_host: None,
         }
     }
 }
@@ -96,7 +104,7 @@ pub fn free_port(ip: IpAddr) -> Result<u16> {
     Ok(std::net::TcpListener::bind((ip, 0))?.local_addr()?.port())
 }
 
-fn http_client(ca_pem: &[u8]) -> Result<reqwest::Client> {
+fn http_client(ca_pem: &[u8], resolve: Option<(&str, SocketAddr)>) -> Result<reqwest::Client> {
     use rustls_pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem) {
@@ -107,7 +115,11 @@ fn http_client(ca_pem: &[u8]) -> Result<reqwest::Client> {
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    Ok(reqwest::Client::builder().use_preconfigured_tls(tls).timeout(Duration::from_secs(20)).build()?)
+    let mut builder = reqwest::Client::builder().use_preconfigured_tls(tls).timeout(Duration::from_secs(20));
+    if let Some((host, addr)) = resolve {
+        builder = builder.resolve(host, addr);
+    }
+    Ok(builder.build()?)
 }
 
 impl Manager {
@@ -130,9 +142,10 @@ impl Manager {
             bail!("tether-manager init failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
         }
         let init: Init = serde_json::from_slice(&out.stdout).context("parsing `init --json`")?;
-        let ca = std::fs::read(&init.ca_cert).with_context(|| format!("reading {}", init.ca_cert.display()))?;
-        let http = http_client(&ca)?;
+        let ca =
+            std::fs::read(&init.ca_cert).with_context(|| format!("reading {}", init.ca_cert.display()))?;
         let addr = SocketAddr::new(options.listen_ip, free_port(options.listen_ip)?);
+        let http = http_client(&ca, options.url_host.as_deref().map(|h| (h, addr)))?;
         let mut manager = Self { proc: None, bin, data_dir, addr, init, options, http };
         manager.serve().await?;
         Ok(manager)
@@ -178,9 +191,12 @@ impl Manager {
         Ok(())
     }
 
-    /// `https://addr`.
+    /// `https://addr` (or `https://<url_host>:port`).
     pub fn url(&self) -> String {
-        format!("https://{}", self.addr)
+        match &self.options.url_host {
+            Some(host) => format!("https://{host}:{}", self.addr.port()),
+            None => format!("https://{}", self.addr),
+        }
     }
 
     /// The manager's log so far.
