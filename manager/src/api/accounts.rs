@@ -1,0 +1,71 @@
+//! `/api/v1/accounts`: list, create (with the default token), show.
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+
+use super::auth::{Caller, Scope};
+use super::body::Body;
+use super::dto::{AccountDto, CreateAccount, CreatedAccount, CreatedToken, TokenDto};
+use super::error::{AppError, ErrorBody};
+use crate::clock::now_unix;
+use crate::state::AppState;
+use crate::store::accounts;
+use crate::validate;
+
+/// List accounts.
+#[utoipa::path(get, path = "/api/v1/accounts", tag = "accounts",
+    responses((status = 200, body = [AccountDto]), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Vec<AccountDto>>, AppError> {
+    caller.require(Scope::TokensRead)?;
+    let rows = state.store.call(|c| accounts::list(c)).await?;
+    Ok(Json(rows.into_iter().map(Into::into).collect()))
+}
+
+/// Create an account and its default token (the value is in the answer, once).
+#[utoipa::path(post, path = "/api/v1/accounts", tag = "accounts", request_body = CreateAccount,
+    responses((status = 201, body = CreatedAccount), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    Body(req): Body<CreateAccount>,
+) -> Result<(StatusCode, Json<CreatedAccount>), AppError> {
+    caller.require(Scope::Admin)?;
+    validate::name("id", &req.id)?;
+    let name = req.name.unwrap_or_else(|| req.id.clone());
+    if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
+        return Err(AppError::BadRequest("invalid `name`: 1 to 128 printable characters".into()));
+    }
+    let (master, actor, now) = (state.master.clone(), caller.actor(), now_unix());
+    let (account, row, token) = state
+        .store
+        .call(move |c| crate::tokens::create_account(c, &master, &req.id, &name, &actor, now))
+        .await?;
+    tracing::info!(account = %account.id, token_id = %row.id, "account created");
+    let value = token.expose().to_string();
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedAccount {
+            account: account.into(),
+            default_token: CreatedToken { token: TokenDto::from_row(row, now, 0), value },
+        }),
+    ))
+}
+
+/// Show an account.
+#[utoipa::path(get, path = "/api/v1/accounts/{account}", tag = "accounts",
+    params(("account" = String, Path, description = "Account id")),
+    responses((status = 200, body = AccountDto), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(account): Path<String>,
+) -> Result<Json<AccountDto>, AppError> {
+    caller.require(Scope::TokensRead)?;
+    let id = account.clone();
+    let row = state.store.call(move |c| accounts::get(c, &id)).await?;
+    row.map(|a| Json(a.into())).ok_or_else(|| AppError::NotFound(format!("account `{account}`")))
+}

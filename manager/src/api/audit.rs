@@ -1,0 +1,39 @@
+//! `/api/v1/audit`: the audit log, newest first.
+use axum::extract::{Query, State};
+use axum::Json;
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use super::auth::{Caller, Scope};
+use super::dto::AuditDto;
+use super::error::{AppError, ErrorBody};
+use crate::state::AppState;
+use crate::store::audit;
+
+/// Paging.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct AuditQuery {
+    /// How many (1–1000, default 100).
+    pub limit: Option<u32>,
+    /// Only entries with a smaller id (the next page).
+    pub before: Option<i64>,
+}
+
+/// Read the audit log.
+#[utoipa::path(get, path = "/api/v1/audit", tag = "audit", params(AuditQuery),
+    responses((status = 200, body = [AuditDto]), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<AuditQuery>,
+) -> Result<Json<Vec<AuditDto>>, AppError> {
+    caller.require(Scope::Admin)?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(AppError::BadRequest("invalid `limit`: must be between 1 and 1000".into()));
+    }
+    let rows = state.store.call(move |c| audit::list(c, limit, q.before)).await?;
+    Ok(Json(rows.into_iter().map(Into::into).collect()))
+}

@@ -1,0 +1,107 @@
+//! `/api/v1/delegates`: list live sessions, disconnect one, ping one (an `echo` task).
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+use utoipa::IntoParams;
+use uuid::Uuid;
+
+use super::auth::{Caller, Scope};
+use super::body::Body;
+use super::dto::{DelegateDto, PingRequest, PingResponse};
+use super::error::{AppError, ErrorBody};
+use crate::clock::now_unix;
+use crate::registry::SessionCommand;
+use crate::state::AppState;
+use crate::store::audit::Actor;
+
+/// Longest echo payload.
+const MAX_PING_PAYLOAD: usize = 1024;
+/// How long a ping waits for the delegate.
+const PING_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Filter of the list.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ListQuery {
+    /// Only this account's delegates.
+    pub account: Option<String>,
+}
+
+/// List live delegate sessions.
+#[utoipa::path(get, path = "/api/v1/delegates", tag = "delegates", params(ListQuery),
+    responses((status = 200, body = [DelegateDto]), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Vec<DelegateDto>>, AppError> {
+    caller.require(Scope::DelegatesRead)?;
+    Ok(Json(state.registry.list(q.account.as_deref()).into_iter().map(Into::into).collect()))
+}
+
+fn parse_session(id: &str) -> Result<Uuid, AppError> {
+    id.parse().map_err(|_| AppError::BadRequest("invalid `session_id`: expected a UUID".into()))
+}
+
+/// Disconnect a delegate session (`goodbye`, then close); the delegate reconnects.
+#[utoipa::path(delete, path = "/api/v1/delegates/{session_id}", tag = "delegates",
+    params(("session_id" = String, Path, description = "Session id")),
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn disconnect(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(session_id): Path<String>,
+) -> Result<StatusCode, AppError> {
+    caller.require(Scope::DelegatesWrite)?;
+    let id = parse_session(&session_id)?;
+    let info =
+        state.registry.get(id).ok_or_else(|| AppError::NotFound(format!("delegate session `{id}`")))?;
+    let actor: Actor = caller.actor();
+    let now = now_unix();
+    let target = format!("session:{id}");
+    let detail = format!("{} token={}", info.name, info.token_id);
+    state.store.call(move |c| actor.record(c, now, "delegate.disconnect", &target, &detail)).await?;
+    if !state.registry.send(id, SessionCommand::Disconnect) {
+        return Err(AppError::NotFound(format!("delegate session `{id}`")));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Ping a delegate with an `echo` task and report the round trip.
+#[utoipa::path(post, path = "/api/v1/delegates/{session_id}/ping", tag = "delegates", request_body = PingRequest,
+    params(("session_id" = String, Path, description = "Session id")),
+    responses((status = 200, body = PingResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 504, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn ping(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(session_id): Path<String>,
+    Body(req): Body<PingRequest>,
+) -> Result<Json<PingResponse>, AppError> {
+    caller.require(Scope::DelegatesWrite)?;
+    let id = parse_session(&session_id)?;
+    let payload = req.payload.unwrap_or_else(|| "ping".into());
+    if payload.len() > MAX_PING_PAYLOAD {
+        return Err(AppError::BadRequest(format!("invalid `payload`: at most {MAX_PING_PAYLOAD} bytes")));
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let started = Instant::now();
+    if !state.registry.send(id, SessionCommand::Task { task_id: Uuid::new_v4(), payload, reply: tx }) {
+        return Err(AppError::NotFound(format!("delegate session `{id}`")));
+    }
+    match tokio::time::timeout(PING_TIMEOUT, rx).await {
+        Ok(Ok(reply)) => Ok(Json(PingResponse {
+            session_id: id,
+            rtt_ms: started.elapsed().as_secs_f64() * 1000.0,
+            ok: reply.ok,
+            payload: reply.payload,
+        })),
+        Ok(Err(_)) => Err(AppError::NotFound(format!("delegate session `{id}` ended before answering"))),
+        Err(_) => Err(AppError::Timeout(format!("delegate session `{id}` did not answer within 10 s"))),
+    }
+}

@@ -1,0 +1,80 @@
+//! The HTTP surface: [`app`] builds the one router for the REST API under `/api/v1`, health,
+//! metrics, the OpenAPI document and the delegate WebSocket endpoint.
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::state::AppState;
+
+pub mod accounts;
+pub mod admin_tokens;
+pub mod audit;
+pub mod auth;
+pub mod body;
+pub mod delegates;
+pub mod dto;
+pub mod error;
+pub mod health;
+pub mod openapi;
+pub mod rotations;
+pub mod tokens;
+
+/// Largest request body accepted.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// Every route as (method, path): kept beside the router so a test checks that the OpenAPI
+/// document describes exactly these.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("get", "/healthz"),
+    ("get", "/readyz"),
+    ("get", "/metrics"),
+    ("get", "/api/v1/openapi.json"),
+    ("get", "/api/v1/delegates/connect"),
+    ("get", "/api/v1/accounts"),
+    ("post", "/api/v1/accounts"),
+    ("get", "/api/v1/accounts/{account}"),
+    ("get", "/api/v1/accounts/{account}/tokens"),
+    ("post", "/api/v1/accounts/{account}/tokens"),
+    ("get", "/api/v1/accounts/{account}/tokens/{token}"),
+    ("delete", "/api/v1/accounts/{account}/tokens/{token}"),
+    ("post", "/api/v1/accounts/{account}/tokens/{token}/revoke"),
+    ("post", "/api/v1/accounts/{account}/tokens/{token}/rotate"),
+    ("get", "/api/v1/rotations"),
+    ("get", "/api/v1/rotations/{rotation_id}"),
+    ("get", "/api/v1/delegates"),
+    ("delete", "/api/v1/delegates/{session_id}"),
+    ("post", "/api/v1/delegates/{session_id}/ping"),
+    ("get", "/api/v1/admin-tokens"),
+    ("post", "/api/v1/admin-tokens"),
+    ("post", "/api/v1/admin-tokens/{admin_token}/revoke"),
+    ("get", "/api/v1/audit"),
+];
+
+/// The router. Serve it with `into_make_service_with_connect_info::<SocketAddr>()` so the
+/// gateway and the admin CIDR checks see the peer address.
+pub fn app(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/openapi.json", get(openapi::openapi_json))
+        .route("/delegates/connect", get(crate::gateway::connect))
+        .route("/accounts", get(accounts::list).post(accounts::create))
+        .route("/accounts/{account}", get(accounts::show))
+        .route("/accounts/{account}/tokens", get(tokens::list).post(tokens::create))
+        .route("/accounts/{account}/tokens/{token}", get(tokens::show).delete(tokens::delete))
+        .route("/accounts/{account}/tokens/{token}/revoke", post(tokens::revoke))
+        .route("/accounts/{account}/tokens/{token}/rotate", post(tokens::rotate))
+        .route("/rotations", get(rotations::list))
+        .route("/rotations/{rotation_id}", get(rotations::show))
+        .route("/delegates", get(delegates::list))
+        .route("/delegates/{session_id}", axum::routing::delete(delegates::disconnect))
+        .route("/delegates/{session_id}/ping", post(delegates::ping))
+        .route("/admin-tokens", get(admin_tokens::list).post(admin_tokens::create))
+        .route("/admin-tokens/{admin_token}/revoke", post(admin_tokens::revoke))
+        .route("/audit", get(audit::list));
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .nest("/api/v1", api)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}

@@ -1,0 +1,55 @@
+//! `/api/v1/rotations`: watch rotations and each delegate's progress.
+use axum::extract::{Path, State};
+use axum::Json;
+use uuid::Uuid;
+
+use super::auth::{Caller, Scope};
+use super::dto::RotationDto;
+use super::error::{AppError, ErrorBody};
+use crate::state::AppState;
+use crate::store::rotations;
+
+/// Recent rotations, newest first.
+#[utoipa::path(get, path = "/api/v1/rotations", tag = "rotations",
+    responses((status = 200, body = [RotationDto]), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Vec<RotationDto>>, AppError> {
+    caller.require(Scope::TokensRead)?;
+    let out = state
+        .store
+        .call(|c| {
+            let mut out = Vec::new();
+            for r in rotations::list(c, false, 100)? {
+                let ds = rotations::delegates(c, r.id)?;
+                out.push(RotationDto::from_rows(r, ds));
+            }
+            Ok(out)
+        })
+        .await?;
+    Ok(Json(out))
+}
+
+/// One rotation with per-delegate progress.
+#[utoipa::path(get, path = "/api/v1/rotations/{rotation_id}", tag = "rotations",
+    params(("rotation_id" = String, Path, description = "Rotation id")),
+    responses((status = 200, body = RotationDto), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(rotation_id): Path<String>,
+) -> Result<Json<RotationDto>, AppError> {
+    caller.require(Scope::TokensRead)?;
+    let id: Uuid = rotation_id
+        .parse()
+        .map_err(|_| AppError::BadRequest("invalid `rotation_id`: expected a UUID".into()))?;
+    let found = state
+        .store
+        .call(move |c| match rotations::get(c, id)? {
+            Some(r) => Ok(Some(RotationDto::from_rows(r, rotations::delegates(c, id)?))),
+            None => Ok(None),
+        })
+        .await?;
+    found.map(Json).ok_or_else(|| AppError::NotFound(format!("rotation `{id}`")))
+}

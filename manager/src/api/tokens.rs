@@ -1,0 +1,165 @@
+//! `/api/v1/accounts/{account}/tokens`: create, list, show, revoke, rotate, delete.
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+
+use super::auth::{Caller, Scope};
+use super::body::Body;
+use super::dto::{CreateToken, CreatedToken, RevokeResponse, RotateResponse, RotateToken, TokenDto};
+use super::error::{AppError, ErrorBody};
+use crate::clock::now_unix;
+use crate::state::AppState;
+use crate::store::{accounts, tokens as rows};
+use crate::tokens::TokenSpec;
+use crate::validate;
+
+/// Longest expiry a token may be created with: 10 years.
+const MAX_EXPIRY_SECS: u64 = 10 * 365 * 86_400;
+
+/// List an account's tokens (never their values).
+#[utoipa::path(get, path = "/api/v1/accounts/{account}/tokens", tag = "tokens",
+    params(("account" = String, Path, description = "Account id")),
+    responses((status = 200, body = [TokenDto]), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(account): Path<String>,
+) -> Result<Json<Vec<TokenDto>>, AppError> {
+    caller.require(Scope::TokensRead)?;
+    let a = account.clone();
+    let list = state
+        .store
+        .call(move |c| match accounts::get(c, &a)? {
+            Some(_) => Ok(Some(rows::list(c, &a)?)),
+            None => Ok(None),
+        })
+        .await?
+        .ok_or_else(|| AppError::NotFound(format!("account `{account}`")))?;
+    let counts = state.registry.counts_by_token();
+    let now = now_unix();
+    Ok(Json(
+        list.into_iter()
+            .map(|t| {
+                let live = counts.get(&t.id).copied().unwrap_or(0);
+                TokenDto::from_row(t, now, live)
+            })
+            .collect(),
+    ))
+}
+
+/// Create a token; its value is in the answer, once.
+#[utoipa::path(post, path = "/api/v1/accounts/{account}/tokens", tag = "tokens", request_body = CreateToken,
+    params(("account" = String, Path, description = "Account id")),
+    responses((status = 201, body = CreatedToken), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(account): Path<String>,
+    Body(req): Body<CreateToken>,
+) -> Result<(StatusCode, Json<CreatedToken>), AppError> {
+    caller.require(Scope::TokensWrite)?;
+    validate::name("name", &req.name)?;
+    let allowed_cidrs = validate::cidrs("allowed_cidrs", &req.allowed_cidrs)?;
+    let now = now_unix();
+    let expires_at = req
+        .expires_in_secs
+        .map(|s| validate::secs("expires_in_secs", s, 1, MAX_EXPIRY_SECS).map(|s| now + s))
+        .transpose()?;
+    let spec = TokenSpec { expires_at, allowed_cidrs };
+    let (master, actor) = (state.master.clone(), caller.actor());
+    let (row, token) = state
+        .store
+        .call(move |c| crate::tokens::create_token(c, &master, &account, &req.name, &spec, &actor, now))
+        .await?;
+    tracing::info!(token_id = %row.id, account = %row.account_id, "token created");
+    let value = token.expose().to_string();
+    Ok((StatusCode::CREATED, Json(CreatedToken { token: TokenDto::from_row(row, now, 0), value })))
+}
+
+/// Show a token (by id or name).
+#[utoipa::path(get, path = "/api/v1/accounts/{account}/tokens/{token}", tag = "tokens",
+    params(("account" = String, Path, description = "Account id"), ("token" = String, Path, description = "Token id or name")),
+    responses((status = 200, body = TokenDto), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((account, token)): Path<(String, String)>,
+) -> Result<Json<TokenDto>, AppError> {
+    caller.require(Scope::TokensRead)?;
+    let (a, t) = (account.clone(), token.clone());
+    let row = state
+        .store
+        .call(move |c| rows::find(c, &a, &t))
+        .await?
+        .ok_or_else(|| AppError::NotFound(format!("token `{token}` in account `{account}`")))?;
+    let live = state.registry.on_token(row.id).len();
+    Ok(Json(TokenDto::from_row(row, now_unix(), live)))
+}
+
+/// Revoke a token: committed before this answers; live sessions get `revoked` and close.
+#[utoipa::path(post, path = "/api/v1/accounts/{account}/tokens/{token}/revoke", tag = "tokens",
+    params(("account" = String, Path, description = "Account id"), ("token" = String, Path, description = "Token id or name")),
+    responses((status = 200, body = RevokeResponse), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn revoke(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((account, token)): Path<(String, String)>,
+) -> Result<Json<RevokeResponse>, AppError> {
+    caller.require(Scope::TokensWrite)?;
+    let (row, closed) = crate::tokens::revoke(&state, &account, &token, caller.actor()).await?;
+    Ok(Json(RevokeResponse { token: TokenDto::from_row(row, now_unix(), 0), sessions_closed: closed }))
+}
+
+/// Rotate a token: the successor's value is in the answer, once.
+#[utoipa::path(post, path = "/api/v1/accounts/{account}/tokens/{token}/rotate", tag = "tokens", request_body = RotateToken,
+    params(("account" = String, Path, description = "Account id"), ("token" = String, Path, description = "Token id or name")),
+    responses((status = 201, body = RotateResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn rotate(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((account, token)): Path<(String, String)>,
+    Body(req): Body<RotateToken>,
+) -> Result<(StatusCode, Json<RotateResponse>), AppError> {
+    caller.require(Scope::TokensWrite)?;
+    let grace = match req.grace_secs {
+        Some(g) => validate::secs("grace_secs", g, 1, state.config.max_rotation_grace_secs)?,
+        None => state.config.rotation_grace_secs,
+    };
+    let started = crate::rotation::start(&state, &account, &token, grace, None, caller.actor()).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(RotateResponse {
+            rotation_id: started.rotation.id,
+            old_token_id: started.rotation.old_token_id,
+            token_id: started.rotation.new_token_id,
+            token: started.token.to_string(),
+            old_token_valid_until: started.rotation.deadline,
+            delegates_notified: started.delegates,
+        }),
+    ))
+}
+
+/// Delete a revoked token.
+#[utoipa::path(delete, path = "/api/v1/accounts/{account}/tokens/{token}", tag = "tokens",
+    params(("account" = String, Path, description = "Account id"), ("token" = String, Path, description = "Token id or name")),
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "Not revoked")),
+    security(("bearer" = [])))]
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((account, token)): Path<(String, String)>,
+) -> Result<StatusCode, AppError> {
+    caller.require(Scope::TokensWrite)?;
+    crate::tokens::delete(&state, &account, &token, caller.actor()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

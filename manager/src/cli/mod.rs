@@ -1,0 +1,295 @@
+//! The command line: `init`, `serve`, and the client subcommands that call a running
+//! manager's API (`token`, `delegate`, `account`, `admin-token`, `rotation`, `audit`).
+//! Exit codes: 0 ok, 64 bad configuration or usage, 1 other errors.
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::DEFAULT_DATA_DIR;
+
+mod client;
+mod commands;
+mod serve;
+mod table;
+
+pub use client::{ApiClient, ClientError};
+
+/// Exit code for bad configuration or usage.
+pub const EXIT_USAGE: u8 = 64;
+
+/// `tether-manager`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "tether-manager",
+    version,
+    about = "Tether manager: delegate tokens, rotation, revocation and the delegate endpoint"
+)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the data dir: database, master key, CA, first account and admin token.
+    Init(InitArgs),
+    /// Run the manager.
+    Serve(ServeArgs),
+    /// Delegate tokens.
+    Token {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        cmd: TokenCmd,
+    },
+    /// Live delegates.
+    Delegate {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        cmd: DelegateCmd,
+    },
+    /// Accounts.
+    Account {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        cmd: AccountCmd,
+    },
+    /// Admin tokens of the API.
+    AdminToken {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        cmd: AdminTokenCmd,
+    },
+    /// Rotations.
+    Rotation {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        cmd: RotationCmd,
+    },
+    /// The audit log, newest first.
+    Audit {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// How many entries.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+}
+
+/// `init` options.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Data directory.
+    #[arg(long, env = "TETHER_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    /// First account id.
+    #[arg(long, default_value = "default")]
+    pub account: String,
+    /// Extra subject alternative name of the server certificate (repeatable).
+    #[arg(long = "tls-san")]
+    pub tls_sans: Vec<String>,
+    /// The URL delegates and the CLI will use.
+    #[arg(long, default_value = "https://127.0.0.1:8443")]
+    pub manager_url: String,
+    /// Print one JSON object.
+    #[arg(long, conflicts_with = "env")]
+    pub json: bool,
+    /// Print dotenv lines (ACCOUNT_ID, ACCOUNT_SECRET, TETHER_ADMIN_TOKEN).
+    #[arg(long)]
+    pub env: bool,
+}
+
+/// `serve` options (each also `TETHER_<NAME>` or a key of the config file).
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Data directory [env TETHER_DATA_DIR; default /var/lib/tether].
+    #[arg(long)]
+    pub data_dir: Option<String>,
+    /// Listen address [env TETHER_LISTEN; default 0.0.0.0:8443].
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// TOML configuration file.
+    #[arg(long, env = "TETHER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log format: text or json [env TETHER_LOG_FORMAT].
+    #[arg(long)]
+    pub log_format: Option<String>,
+}
+
+/// How the client reaches the manager.
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// Manager URL.
+    #[arg(long, env = "TETHER_MANAGER_URL", default_value = "https://127.0.0.1:8443", global = true)]
+    pub manager: String,
+    /// Admin token (`tat_…`).
+    #[arg(long, env = "TETHER_ADMIN_TOKEN", hide_env_values = true, global = true)]
+    pub admin_token: Option<String>,
+    /// CA certificate PEM to trust [default: <data dir>/ca.pem].
+    #[arg(long, env = "TETHER_CA_CERT", global = true)]
+    pub ca_cert: Option<PathBuf>,
+    /// Data dir, for the default CA path.
+    #[arg(long, env = "TETHER_DATA_DIR", default_value = DEFAULT_DATA_DIR, global = true)]
+    pub data_dir: PathBuf,
+    /// Machine-readable JSON output.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// `token …`
+#[derive(Debug, Subcommand)]
+pub enum TokenCmd {
+    /// Create a token (prints its value once).
+    Create {
+        /// Token name.
+        name: String,
+        /// Account.
+        #[arg(long, default_value = "default")]
+        account: String,
+        /// Expire after this many seconds.
+        #[arg(long)]
+        expires_in: Option<u64>,
+        /// Allowed source CIDR (repeatable).
+        #[arg(long = "allow-cidr")]
+        allow_cidrs: Vec<String>,
+    },
+    /// List tokens (no values).
+    List {
+        /// Account.
+        #[arg(long, default_value = "default")]
+        account: String,
+    },
+    /// Show one token.
+    Show {
+        /// Token id or name.
+        token: String,
+        /// Account.
+        #[arg(long, default_value = "default")]
+        account: String,
+    },
+    /// Revoke a token; live delegates on it are closed.
+    Revoke {
+        /// Token id or name.
+        token: String,
+        /// Account.
+        #[arg(long, default_value = "default")]
+        account: String,
+    },
+    /// Rotate a token (prints the successor's value once and the rotation id).
+    Rotate {
+        /// Token id or name.
+        token: String,
+        /// Account.
+        #[arg(long, default_value = "default")]
+        account: String,
+        /// Grace window in seconds.
+        #[arg(long)]
+        grace_secs: Option<u64>,
+    },
+    /// Delete a revoked token.
+    Delete {
+        /// Token id or name.
+        token: String,
+        /// Account.
+        #[arg(long, default_value = "default")]
+        account: String,
+    },
+}
+
+/// `delegate …`
+#[derive(Debug, Subcommand)]
+pub enum DelegateCmd {
+    /// List live delegates.
+    List {
+        /// Only this account.
+        #[arg(long)]
+        account: Option<String>,
+    },
+    /// Disconnect a delegate session (it reconnects).
+    Disconnect {
+        /// Session id.
+        session_id: String,
+    },
+    /// Ping a delegate and print the round-trip time.
+    Ping {
+        /// Session id.
+        session_id: String,
+        /// Echo payload.
+        #[arg(long)]
+        payload: Option<String>,
+    },
+}
+
+/// `account …`
+#[derive(Debug, Subcommand)]
+pub enum AccountCmd {
+    /// List accounts.
+    List,
+    /// Create an account and its default token (prints the value once).
+    Create {
+        /// Account id.
+        id: String,
+        /// Display name.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Show an account.
+    Show {
+        /// Account id.
+        id: String,
+    },
+}
+
+/// `admin-token …`
+#[derive(Debug, Subcommand)]
+pub enum AdminTokenCmd {
+    /// List admin tokens.
+    List,
+    /// Create an admin token (prints its value once).
+    Create {
+        /// Name.
+        name: String,
+        /// Scope (repeatable): tokens:read, tokens:write, delegates:read, delegates:write, admin.
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+        /// Expire after this many seconds.
+        #[arg(long)]
+        expires_in: Option<u64>,
+        /// Allowed source CIDR (repeatable).
+        #[arg(long = "allow-cidr")]
+        allow_cidrs: Vec<String>,
+    },
+    /// Revoke an admin token.
+    Revoke {
+        /// Id or name.
+        id: String,
+    },
+}
+
+/// `rotation …`
+#[derive(Debug, Subcommand)]
+pub enum RotationCmd {
+    /// Recent rotations.
+    List,
+    /// One rotation with per-delegate progress.
+    Show {
+        /// Rotation id.
+        id: String,
+    },
+}
+
+/// Runs a parsed command line and returns the process exit code.
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Init(args) => commands::init(args),
+        Command::Serve(args) => serve::serve(args),
+        other => commands::client_command(other),
+    }
+}

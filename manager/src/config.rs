@@ -1,0 +1,338 @@
+//! The `serve` configuration: a TOML file, `TETHER_*` environment variables and flags, read
+//! once into a validated [`ServeConfig`]. Precedence: flag, then environment, then file, then
+//! default. A bad value is a [`ConfigError`] that names the setting and where it came from.
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Default data directory.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/tether";
+/// Default listen address.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:8443";
+
+/// Every setting the file and the environment may carry (env name: `TETHER_` + upper case).
+pub const SETTINGS: &[&str] = &[
+    "data_dir",
+    "listen",
+    "log_format",
+    "heartbeat_secs",
+    "hello_timeout_secs",
+    "max_frame",
+    "handshake_fail_limit",
+    "handshake_fail_window_secs",
+    "rotation_grace_secs",
+    "max_rotation_grace_secs",
+    "drain_secs",
+    "tls_cert",
+    "tls_key",
+];
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The validated configuration of `serve`.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Database, master key and generated certificates live here.
+    pub data_dir: PathBuf,
+    /// Address of the one TLS port.
+    pub listen: SocketAddr,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Heartbeat interval announced in the welcome; 3 missed intervals close the session.
+    pub heartbeat_secs: u64,
+    /// Deadline for the hello after the challenge (at most the protocol's 10 s).
+    pub hello_timeout_secs: u64,
+    /// Largest frame, announced in the challenge.
+    pub max_frame: usize,
+    /// Failed handshakes one source IP may make per window before `rate_limited`.
+    pub handshake_fail_limit: u32,
+    /// The window of that limit.
+    pub handshake_fail_window_secs: u64,
+    /// Grace window of a rotation when the request names none.
+    pub rotation_grace_secs: u64,
+    /// Longest grace window a request may ask for.
+    pub max_rotation_grace_secs: u64,
+    /// Bound on the graceful shutdown drain.
+    pub drain_secs: u64,
+    /// Certificate chain PEM; with none, a generated one in the data dir is used.
+    pub tls_cert: Option<PathBuf>,
+    /// Private key PEM, with `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+}
+
+impl ServeConfig {
+    /// Defaults for `data_dir`, as tests use them.
+    pub fn for_data_dir(data_dir: impl Into<PathBuf>) -> Self {
+        let mut cfg = Self::from_sources(&Sources::default()).expect("defaults are valid");
+        cfg.data_dir = data_dir.into();
+        cfg
+    }
+
+    /// Reads and validates every setting from `sources`.
+    pub fn from_sources(src: &Sources) -> Result<Self, ConfigError> {
+        let log_format = match src.get("log_format") {
+            None => LogFormat::Text,
+            Some((v, origin)) => match v.as_str() {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                _ => return Err(ConfigError::invalid("log_format", origin, "must be `text` or `json`")),
+            },
+        };
+        let listen = match src.get("listen") {
+            None => DEFAULT_LISTEN.parse().expect("default listen parses"),
+            Some((v, origin)) => v.parse().map_err(|_| {
+                ConfigError::invalid("listen", origin, "must be ADDR:PORT, e.g. 0.0.0.0:8443")
+            })?,
+        };
+        let data_dir = match src.get("data_dir") {
+            None => PathBuf::from(DEFAULT_DATA_DIR),
+            Some((v, origin)) if v.is_empty() => {
+                return Err(ConfigError::invalid("data_dir", origin, "must not be empty"))
+            }
+            Some((v, _)) => PathBuf::from(v),
+        };
+        let tls_cert = src.get("tls_cert").map(|(v, _)| PathBuf::from(v));
+        let tls_key = src.get("tls_key").map(|(v, _)| PathBuf::from(v));
+        if tls_cert.is_some() != tls_key.is_some() {
+            let missing = if tls_cert.is_some() { "tls_key" } else { "tls_cert" };
+            return Err(ConfigError::invalid(missing, Origin::Default, "tls_cert and tls_key go together"));
+        }
+        let max_rotation_grace_secs = src.u64("max_rotation_grace_secs", 30 * 86_400, 1, 365 * 86_400)?;
+        let cfg = Self {
+            data_dir,
+            listen,
+            log_format,
+            heartbeat_secs: src.u64("heartbeat_secs", 30, 1, 3_600)?,
+            hello_timeout_secs: src.u64(
+                "hello_timeout_secs",
+                tether_protocol::handshake::HELLO_TIMEOUT_SECS,
+                1,
+                tether_protocol::handshake::HELLO_TIMEOUT_SECS,
+            )?,
+            max_frame: src.u64(
+                "max_frame",
+                tether_protocol::frame::DEFAULT_MAX_FRAME as u64,
+                tether_protocol::frame::MIN_MAX_FRAME as u64,
+                tether_protocol::frame::MAX_MAX_FRAME as u64,
+            )? as usize,
+            handshake_fail_limit: src.u64("handshake_fail_limit", 20, 1, 1_000_000)? as u32,
+            handshake_fail_window_secs: src.u64("handshake_fail_window_secs", 60, 1, 86_400)?,
+            rotation_grace_secs: src.u64("rotation_grace_secs", 3_600, 1, max_rotation_grace_secs)?,
+            max_rotation_grace_secs,
+            drain_secs: src.u64("drain_secs", 10, 1, 600)?,
+            tls_cert,
+            tls_key,
+        };
+        Ok(cfg)
+    }
+}
+
+/// Where a value came from, for error messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// A command-line flag.
+    Flag,
+    /// An environment variable.
+    Env(String),
+    /// The TOML file.
+    File(PathBuf),
+    /// Not set (a default or a derived check).
+    Default,
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Flag => f.write_str("command line"),
+            Self::Env(name) => write!(f, "environment variable {name}"),
+            Self::File(path) => write!(f, "config file {}", path.display()),
+            Self::Default => f.write_str("configuration"),
+        }
+    }
+}
+
+/// A configuration problem; `main` exits 64 with its message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A setting has a bad value.
+    #[error("invalid setting `{setting}` (from {origin}): {reason}")]
+    Invalid {
+        /// The setting's name.
+        setting: String,
+        /// Where it came from.
+        origin: Origin,
+        /// What is wrong (never the value of a secret).
+        reason: String,
+    },
+    /// The TOML file names a setting that does not exist.
+    #[error("unknown setting `{setting}` in config file {}", path.display())]
+    Unknown {
+        /// The unknown key.
+        setting: String,
+        /// The file.
+        path: PathBuf,
+    },
+    /// The TOML file cannot be read or parsed.
+    #[error("cannot read config file {}: {reason}", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl ConfigError {
+    fn invalid(setting: &str, origin: Origin, reason: impl Into<String>) -> Self {
+        Self::Invalid { setting: setting.to_owned(), origin, reason: reason.into() }
+    }
+}
+
+/// The raw strings of every source, before validation.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    flags: BTreeMap<String, String>,
+    env: BTreeMap<String, String>,
+    file: BTreeMap<String, String>,
+    file_path: Option<PathBuf>,
+}
+
+impl Sources {
+    /// Collects the sources: `flags` (setting → value), the `TETHER_*` entries of `env`
+    /// (pass `std::env::vars()` in the binary, a fixed list in tests) and the TOML `file`.
+    pub fn collect(
+        flags: impl IntoIterator<Item = (&'static str, String)>,
+        env: impl IntoIterator<Item = (String, String)>,
+        file: Option<&Path>,
+    ) -> Result<Self, ConfigError> {
+        let mut src = Self::default();
+        for (k, v) in flags {
+            src.flags.insert(k.to_owned(), v);
+        }
+        for (k, v) in env {
+            if let Some(setting) = k.strip_prefix("TETHER_") {
+                let setting = setting.to_ascii_lowercase();
+                if SETTINGS.contains(&setting.as_str()) {
+                    src.env.insert(setting, v);
+                }
+            }
+        }
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| ConfigError::File { path: path.to_owned(), reason: e.to_string() })?;
+            src.file = parse_toml(&text, path)?;
+            src.file_path = Some(path.to_owned());
+        }
+        Ok(src)
+    }
+
+    fn get(&self, key: &str) -> Option<(String, Origin)> {
+        if let Some(v) = self.flags.get(key) {
+            return Some((v.clone(), Origin::Flag));
+        }
+        if let Some(v) = self.env.get(key) {
+            return Some((v.clone(), Origin::Env(format!("TETHER_{}", key.to_ascii_uppercase()))));
+        }
+        self.file.get(key).map(|v| (v.clone(), Origin::File(self.file_path.clone().unwrap_or_default())))
+    }
+
+    fn u64(&self, key: &str, default: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
+        let Some((v, origin)) = self.get(key) else { return Ok(default) };
+        let n: u64 = v
+            .trim()
+            .parse()
+            .map_err(|_| ConfigError::invalid(key, origin.clone(), "must be a whole number"))?;
+        if n < min || n > max {
+            return Err(ConfigError::invalid(key, origin, format!("must be between {min} and {max}")));
+        }
+        Ok(n)
+    }
+}
+
+fn parse_toml(text: &str, path: &Path) -> Result<BTreeMap<String, String>, ConfigError> {
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| ConfigError::File { path: path.to_owned(), reason: e.to_string() })?;
+    let mut out = BTreeMap::new();
+    for (k, v) in table {
+        if !SETTINGS.contains(&k.as_str()) {
+            return Err(ConfigError::Unknown { setting: k, path: path.to_owned() });
+        }
+        let s = match v {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            _ => {
+                return Err(ConfigError::invalid(
+                    &k,
+                    Origin::File(path.to_owned()),
+                    "must be a string or a number",
+                ))
+            }
+        };
+        out.insert(k, s);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults() {
+        let cfg = ServeConfig::from_sources(&Sources::default()).unwrap();
+        assert_eq!(cfg.heartbeat_secs, 30);
+        assert_eq!(cfg.listen.to_string(), "0.0.0.0:8443");
+        assert_eq!(cfg.data_dir, PathBuf::from("/var/lib/tether"));
+        assert_eq!(cfg.max_frame, 65_536);
+    }
+
+    #[test]
+    fn precedence_flag_env_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("m.toml");
+        std::fs::write(&file, "heartbeat_secs = 5\ndrain_secs = 7\nlisten = \"127.0.0.1:1\"\n").unwrap();
+        let src = Sources::collect(
+            [("listen", "127.0.0.1:3".to_string())],
+            env(&[("TETHER_HEARTBEAT_SECS", "6"), ("OTHER", "x")]),
+            Some(&file),
+        )
+        .unwrap();
+        let cfg = ServeConfig::from_sources(&src).unwrap();
+        assert_eq!(cfg.heartbeat_secs, 6);
+        assert_eq!(cfg.drain_secs, 7);
+        assert_eq!(cfg.listen.to_string(), "127.0.0.1:3");
+    }
+
+    #[test]
+    fn bad_values_name_the_setting() {
+        let src = Sources::collect([], env(&[("TETHER_HEARTBEAT_SECS", "0")]), None).unwrap();
+        let err = ServeConfig::from_sources(&src).unwrap_err().to_string();
+        assert!(err.contains("heartbeat_secs") && err.contains("TETHER_HEARTBEAT_SECS"), "{err}");
+        let src = Sources::collect([("listen", "nope".into())], [], None).unwrap();
+        assert!(ServeConfig::from_sources(&src).unwrap_err().to_string().contains("`listen`"));
+        let src = Sources::collect([], env(&[("TETHER_TLS_CERT", "/x")]), None).unwrap();
+        assert!(ServeConfig::from_sources(&src).unwrap_err().to_string().contains("tls_key"));
+    }
+
+    #[test]
+    fn unknown_file_key_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("m.toml");
+        std::fs::write(&file, "heartbeat = 5\n").unwrap();
+        let err = Sources::collect([], [], Some(&file)).unwrap_err().to_string();
+        assert!(err.contains("heartbeat"), "{err}");
+    }
+}

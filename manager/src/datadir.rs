@@ -1,0 +1,70 @@
+//! The data directory: database, master key and generated TLS material, created on first use
+//! with private permissions.
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::keys::{KeyError, MasterKey};
+use crate::store::{Store, StoreError, DB_FILE};
+use crate::tls::TlsError;
+
+/// Master key file name in the data dir.
+pub const MASTER_KEY_FILE: &str = "master.key";
+
+/// Problems opening the data dir.
+#[derive(Debug, thiserror::Error)]
+pub enum DataDirError {
+    /// The directory cannot be created or read.
+    #[error("data dir {path}: {source}")]
+    Io {
+        /// The directory.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The master key.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// The database.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// TLS material.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+/// An opened data dir.
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    /// Its path (absolute).
+    pub path: PathBuf,
+    /// The database.
+    pub store: Store,
+    /// The master key.
+    pub master: Arc<MasterKey>,
+}
+
+impl DataDir {
+    /// Opens `path`, creating the directory (0700), the master key (0600) and the database.
+    pub fn open(path: &Path) -> Result<Self, DataDirError> {
+        let io = |source| DataDirError::Io { path: path.display().to_string(), source };
+        if !path.exists() {
+            std::fs::create_dir_all(path).map_err(io)?;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
+        }
+        let path = std::fs::canonicalize(path).map_err(io)?;
+        let (master, _) = MasterKey::load_or_create(&path.join(MASTER_KEY_FILE))?;
+        let store = Store::open(&path.join(DB_FILE))?;
+        Ok(Self { path, store, master: Arc::new(master) })
+    }
+
+    /// Whether `path` holds an initialised store, without creating anything.
+    pub fn initialised_at(path: &Path) -> Result<Option<String>, DataDirError> {
+        let db = path.join(DB_FILE);
+        if !db.exists() {
+            return Ok(None);
+        }
+        let store = Store::open(&db)?;
+        Ok(store.call_blocking(|c| crate::store::meta_get(c, "initialised_at"))?)
+    }
+}

@@ -1,0 +1,69 @@
+//! The delegate WebSocket endpoint `/api/v1/delegates/connect`: upgrade with small buffers,
+//! run the v1 handshake, then the session loop.
+use std::net::SocketAddr;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use crate::state::AppState;
+
+pub mod handshake;
+pub mod ratelimit;
+pub mod session;
+
+/// Read and write buffer of each delegate connection.
+const BUFFER: usize = 8 * 1024;
+
+/// Upgrades to a WebSocket and runs one delegate connection.
+pub async fn connect(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    if state.is_draining() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "manager is shutting down").into_response();
+    }
+    let max = state.config.max_frame;
+    ws.read_buffer_size(BUFFER)
+        .write_buffer_size(BUFFER)
+        .max_write_buffer_size(max + BUFFER + 1024)
+        .max_message_size(max + 1)
+        .max_frame_size(max + 1)
+        .on_upgrade(move |socket| async move {
+            if let Some(session) = handshake::run(&state, socket, peer.ip()).await {
+                session::run(&state, session).await;
+            }
+        })
+}
+
+/// Sends a close frame and waits (bounded) for the peer's close, so the code reaches it.
+pub(crate) async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
+    let frame = CloseFrame { code, reason: reason.into() };
+    if socket.send(Message::Close(Some(frame))).await.is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+        for _ in 0..16 {
+            match socket.recv().await {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+}
+
+/// Whether a read error means the peer sent a message over the size limit.
+pub(crate) fn is_too_big(err: &axum::Error) -> bool {
+    let text = err.to_string();
+    text.contains("too long") || text.contains("Space limit")
+}
+
+/// The delegate WebSocket endpoint (documentation stub for the OpenAPI document).
+#[utoipa::path(get, path = "/api/v1/delegates/connect", tag = "delegates",
+    description = "WebSocket upgrade for delegates: Tether wire protocol v1 (binary frames, HMAC-tagged). Authentication is the protocol's handshake, not a bearer token.",
+    responses((status = 101, description = "Switching protocols"), (status = 503, description = "Shutting down")))]
+#[allow(dead_code)]
+pub(crate) async fn connect_doc() {}

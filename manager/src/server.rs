@@ -1,0 +1,104 @@
+//! `serve`: open the data dir, build TLS, serve the router on one TLS port, report readiness,
+//! and on shutdown say `goodbye` to every delegate, drain, and stop within a bounded time.
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use axum_server::tls_rustls::RustlsConfig;
+
+use crate::config::ServeConfig;
+use crate::datadir::{DataDir, DataDirError};
+use crate::state::AppState;
+use crate::tls::{self, TlsError, TlsFiles};
+
+/// Why `serve` stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The data dir.
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
+    /// TLS material.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The listener or the HTTP server.
+    #[error("server: {0}")]
+    Io(#[from] std::io::Error),
+    /// The store, at start.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// Serves on `listener` until `shutdown` completes, then drains (bounded by `drain_secs`).
+/// `on_ready` runs once the manager accepts connections (sd-notify in the binary).
+pub async fn run(
+    config: ServeConfig,
+    listener: std::net::TcpListener,
+    shutdown: impl Future<Output = ()>,
+    on_ready: impl FnOnce(),
+) -> Result<(), ServeError> {
+    let data = DataDir::open(&config.data_dir)?;
+    let files = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => TlsFiles { cert: cert.clone(), key: key.clone(), ca: None },
+        _ => tls::ensure_generated(&data.path, &[], false)?,
+    };
+    let rustls = tls::server_config(&files)?;
+    if let Some(ca) = &files.ca {
+        let fingerprint = tls::fingerprint_sha256(ca)?;
+        tracing::info!(ca_cert = %ca.display(), ca_fingerprint_sha256 = %fingerprint, "using the generated CA; give delegates this CA (MANAGER_CA_CERT)");
+    }
+    let initialised = data.store.call(|c| crate::store::meta_get(c, "initialised_at")).await?;
+    if initialised.is_none() {
+        tracing::warn!(data_dir = %data.path.display(), "no account or admin token yet: run `tether-manager init --data-dir` on this data dir");
+    }
+    let state = AppState::new(config.clone(), &data);
+    let resumed = crate::rotation::resume(&state).await?;
+    if resumed > 0 {
+        tracing::info!(rotations = resumed, "resumed unfinished rotations");
+    }
+
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let handle = axum_server::Handle::new();
+    let server = axum_server::from_tcp_rustls(listener, RustlsConfig::from_config(rustls))?
+        .handle(handle.clone())
+        .serve(crate::api::app(state.clone()).into_make_service_with_connect_info::<SocketAddr>());
+    let mut server = tokio::spawn(server);
+    state.set_ready();
+    tracing::info!(%addr, url = %format!("https://{addr}"), "tether-manager listening");
+    on_ready();
+
+    tokio::select! {
+        () = shutdown => {}
+        res = &mut server => {
+            return match res {
+                Ok(r) => r.map_err(ServeError::Io),
+                Err(e) => Err(ServeError::Io(std::io::Error::other(e))),
+            };
+        }
+    }
+    drain(&state, &handle, Duration::from_secs(config.drain_secs)).await;
+    match tokio::time::timeout(Duration::from_secs(2), server).await {
+        Ok(Ok(r)) => r.map_err(ServeError::Io),
+        Ok(Err(e)) => Err(ServeError::Io(std::io::Error::other(e))),
+        Err(_) => {
+            tracing::warn!("server did not stop in time; exiting anyway");
+            Ok(())
+        }
+    }
+}
+
+/// Says `goodbye` to every delegate, waits (bounded) for the sessions to end, then stops the
+/// HTTP server.
+async fn drain(state: &AppState, handle: &axum_server::Handle<SocketAddr>, limit: Duration) {
+    state.set_draining();
+    let started = Instant::now();
+    let told = state.registry.shutdown_all();
+    tracing::info!(sessions = told, "shutting down: goodbye sent to every delegate");
+    // Bounded poll: at most `limit`, in 20 ms steps.
+    while !state.registry.is_empty() && started.elapsed() < limit {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let left = limit.saturating_sub(started.elapsed());
+    handle.graceful_shutdown(Some(left.max(Duration::from_millis(100))));
+    tracing::info!(remaining_sessions = state.registry.len(), "drained");
+}

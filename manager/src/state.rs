@@ -1,0 +1,82 @@
+//! The shared state of a running manager, handed to the API handlers and the gateway.
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crate::config::ServeConfig;
+use crate::datadir::DataDir;
+use crate::gateway::ratelimit::FailureLimiter;
+use crate::keys::MasterKey;
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+use crate::rotation::Rotations;
+use crate::store::Store;
+
+/// Everything a request or a session needs. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState(Arc<Inner>);
+
+/// The parts of [`AppState`].
+#[derive(Debug)]
+pub struct Inner {
+    /// Validated configuration.
+    pub config: ServeConfig,
+    /// The database.
+    pub store: Store,
+    /// Seals token keys at rest.
+    pub master: Arc<MasterKey>,
+    /// Live sessions.
+    pub registry: Registry,
+    /// Prometheus metrics.
+    pub metrics: Metrics,
+    /// Failed-handshake limits per source address.
+    pub limiter: FailureLimiter,
+    /// Rotations in progress.
+    pub rotations: Rotations,
+    ready: AtomicBool,
+    draining: AtomicBool,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// State over an opened data dir.
+    pub fn new(config: ServeConfig, data: &DataDir) -> Self {
+        let limiter = FailureLimiter::new(config.handshake_fail_limit, config.handshake_fail_window_secs);
+        Self(Arc::new(Inner {
+            config,
+            store: data.store.clone(),
+            master: data.master.clone(),
+            registry: Registry::default(),
+            metrics: Metrics::new(),
+            limiter,
+            rotations: Rotations::default(),
+            ready: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+        }))
+    }
+
+    /// Whether `/readyz` answers 200.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst) && !self.is_draining()
+    }
+
+    /// Marks the manager ready.
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether a shutdown is draining sessions (new handshakes are refused).
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Starts draining.
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+}

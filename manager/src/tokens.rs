@@ -1,0 +1,199 @@
+//! Token operations: create accounts, delegate tokens and admin tokens (values returned once,
+//! never stored), revoke (committed before anyone is told) and the kick of live sessions.
+use ipnet::IpNet;
+use rusqlite::Connection;
+use tether_protocol::message::RevokedReason;
+use tether_protocol::Token;
+use uuid::Uuid;
+use zeroize::Zeroizing;
+
+use crate::clock::now_unix;
+use crate::keys::{self, MasterKey};
+use crate::registry::SessionCommand;
+use crate::state::AppState;
+use crate::store::accounts::{self, Account};
+use crate::store::admin::{self, AdminTokenRow};
+use crate::store::audit::Actor;
+use crate::store::tokens::{self, TokenRow};
+use crate::store::StoreError;
+
+/// Name of the token every new account gets.
+pub const DEFAULT_TOKEN_NAME: &str = "default";
+
+/// What a new delegate token needs besides its name.
+#[derive(Debug, Clone, Default)]
+pub struct TokenSpec {
+    /// Expiry, unix seconds.
+    pub expires_at: Option<u64>,
+    /// Allowed source networks.
+    pub allowed_cidrs: Vec<IpNet>,
+}
+
+/// Makes a token and its row (key sealed under `master`).
+pub fn new_token(
+    master: &MasterKey,
+    account: &str,
+    name: &str,
+    spec: &TokenSpec,
+    actor: &Actor,
+    now: u64,
+) -> (TokenRow, Token) {
+    let token = keys::new_delegate_token();
+    let row = TokenRow {
+        id: token.id(),
+        account_id: account.to_owned(),
+        name: name.to_owned(),
+        sealed_key: master.seal(token.id(), &token.key()),
+        created_at: now,
+        created_by: actor.who.clone(),
+        expires_at: spec.expires_at,
+        allowed_cidrs: spec.allowed_cidrs.clone(),
+        revoked_at: None,
+        revoked_by: None,
+        last_used_at: None,
+        rotation_id: None,
+    };
+    (row, token)
+}
+
+/// Creates an account and its default token in one transaction.
+pub fn create_account(
+    conn: &mut Connection,
+    master: &MasterKey,
+    id: &str,
+    name: &str,
+    actor: &Actor,
+    now: u64,
+) -> Result<(Account, TokenRow, Token), StoreError> {
+    let tx = conn.transaction()?;
+    let account =
+        Account { id: id.to_owned(), name: name.to_owned(), created_at: now, created_by: actor.who.clone() };
+    accounts::insert(&tx, &account)?;
+    let (row, token) = new_token(master, id, DEFAULT_TOKEN_NAME, &TokenSpec::default(), actor, now);
+    tokens::insert(&tx, &row)?;
+    actor.record(&tx, now, "account.create", &format!("account:{id}"), "")?;
+    actor.record(&tx, now, "token.create", &format!("token:{id}/{}", row.id), DEFAULT_TOKEN_NAME)?;
+    tx.commit()?;
+    Ok((account, row, token))
+}
+
+/// Creates a named token in an existing account.
+pub fn create_token(
+    conn: &mut Connection,
+    master: &MasterKey,
+    account: &str,
+    name: &str,
+    spec: &TokenSpec,
+    actor: &Actor,
+    now: u64,
+) -> Result<(TokenRow, Token), StoreError> {
+    let tx = conn.transaction()?;
+    if accounts::get(&tx, account)?.is_none() {
+        return Err(StoreError::NotFound(format!("account `{account}`")));
+    }
+    let (row, token) = new_token(master, account, name, spec, actor, now);
+    tokens::insert(&tx, &row)?;
+    actor.record(&tx, now, "token.create", &format!("token:{account}/{}", row.id), name)?;
+    tx.commit()?;
+    Ok((row, token))
+}
+
+/// Creates an admin token; the value is returned once and only its hash is kept.
+pub fn create_admin_token(
+    conn: &mut Connection,
+    name: &str,
+    scopes: Vec<String>,
+    expires_at: Option<u64>,
+    allowed_cidrs: Vec<IpNet>,
+    actor: &Actor,
+    now: u64,
+) -> Result<(AdminTokenRow, Zeroizing<String>), StoreError> {
+    let value = keys::new_admin_token();
+    let row = AdminTokenRow {
+        id: Uuid::new_v4(),
+        name: name.to_owned(),
+        hash: keys::admin_token_hash(&value),
+        scopes,
+        created_at: now,
+        created_by: actor.who.clone(),
+        expires_at,
+        allowed_cidrs,
+        revoked_at: None,
+        last_used_at: None,
+    };
+    let tx = conn.transaction()?;
+    admin::insert(&tx, &row)?;
+    actor.record(
+        &tx,
+        now,
+        "admin_token.create",
+        &format!("admin_token:{}", row.id),
+        &format!("{name} scopes={}", row.scopes.join(",")),
+    )?;
+    tx.commit()?;
+    Ok((row, value))
+}
+
+/// Revokes a token of `account` (by id or name): committed, then every live session on it is
+/// sent a signed `revoked` and closed. Returns the row and how many sessions were told.
+/// Revoking a revoked token changes nothing.
+pub async fn revoke(
+    state: &AppState,
+    account: &str,
+    token_ref: &str,
+    actor: Actor,
+) -> Result<(TokenRow, usize), StoreError> {
+    let (account, token_ref) = (account.to_owned(), token_ref.to_owned());
+    let now = now_unix();
+    let row = state
+        .store
+        .call(move |conn| {
+            let tx = conn.transaction()?;
+            let row = tokens::find(&tx, &account, &token_ref)?
+                .ok_or_else(|| StoreError::NotFound(format!("token `{token_ref}` in account `{account}`")))?;
+            if tokens::revoke(&tx, row.id, now, &actor.who)? {
+                actor.record(&tx, now, "token.revoke", &format!("token:{account}/{}", row.id), &row.name)?;
+            }
+            tx.commit()?;
+            Ok(tokens::get(conn, row.id)?.unwrap_or(row))
+        })
+        .await?;
+    state.metrics.revocations.inc();
+    let kicked = kick(state, row.id, RevokedReason::Revoked);
+    tracing::info!(token_id = %row.id, account = %row.account_id, sessions = kicked, "token revoked");
+    Ok((row, kicked))
+}
+
+/// Tells every live session on `token_id` that its token is no longer valid.
+pub fn kick(state: &AppState, token_id: Uuid, reason: RevokedReason) -> usize {
+    let message = match reason {
+        RevokedReason::Expired => {
+            "this delegate's token expired; create a new token and restart the delegate with it"
+        }
+        _ => "this delegate's token was revoked; restart the delegate with a valid token",
+    };
+    state.registry.send_to_token(token_id, |_| SessionCommand::Revoke { reason, message: message.to_owned() })
+}
+
+/// Deletes a revoked token of `account`.
+pub async fn delete(
+    state: &AppState,
+    account: &str,
+    token_ref: &str,
+    actor: Actor,
+) -> Result<TokenRow, StoreError> {
+    let (account, token_ref) = (account.to_owned(), token_ref.to_owned());
+    let now = now_unix();
+    state
+        .store
+        .call(move |conn| {
+            let tx = conn.transaction()?;
+            let row = tokens::find(&tx, &account, &token_ref)?
+                .ok_or_else(|| StoreError::NotFound(format!("token `{token_ref}` in account `{account}`")))?;
+            tokens::delete(&tx, row.id)?;
+            actor.record(&tx, now, "token.delete", &format!("token:{account}/{}", row.id), &row.name)?;
+            tx.commit()?;
+            Ok(row)
+        })
+        .await
+}
