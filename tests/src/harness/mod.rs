@@ -7,8 +7,10 @@
 //! - [`process`]: binary lookup and a child process whose stderr lines are collected.
 //! - [`manager`]: the manager process and a small REST client for its admin API.
 //! - [`delegate`]: the delegate process.
+//! - [`docker`]: a Docker test run (unique names, drop-guard cleanup, the delegate image).
 //! - [`poll`]: bounded polling.
 pub mod delegate;
+pub mod docker;
 pub mod manager;
 pub mod poll;
 pub mod process;
