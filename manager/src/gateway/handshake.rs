@@ -27,8 +27,10 @@ pub struct Authenticated {
     pub socket: WebSocket,
     /// The protocol session.
     pub session: ServerSession,
-    /// Who is connected.
+    /// Who is connected (already in the registry).
     pub info: SessionInfo,
+    /// The registry's commands for this session.
+    pub commands: tokio::sync::mpsc::UnboundedReceiver<crate::registry::SessionCommand>,
     /// When the token expires.
     pub expires_at: Option<u64>,
 }
@@ -129,15 +131,6 @@ pub async fn run(state: &AppState, mut socket: WebSocket, ip: IpAddr) -> Option<
         return None;
     }
     let session_id = Uuid::new_v4();
-    let (session, welcome) = verified.accept(session_id, state.config.heartbeat_secs, row.expires_at);
-    if socket.send(Message::Binary(welcome.into())).await.is_err() {
-        return None;
-    }
-    state.metrics.handshake("ok");
-    let touched = state.store.call(move |c| tokens::touch(c, token_id, now)).await;
-    if let Err(e) = touched {
-        tracing::warn!(error = %e, "cannot record last use");
-    }
     let info = SessionInfo {
         session_id,
         account_id: row.account_id.clone(),
@@ -150,8 +143,38 @@ pub async fn run(state: &AppState, mut socket: WebSocket, ip: IpAddr) -> Option<
         connected_at: now,
         last_heartbeat: now,
     };
+    // Register before the welcome, then re-read the token: a revoke that commits from here on
+    // finds this session in the registry, and one that committed since the first read is seen.
+    let commands = state.registry.insert(info.clone());
+    let recheck = state
+        .store
+        .call(move |c| {
+            tokens::touch(c, token_id, now)?;
+            Ok(tokens::get(c, token_id)?.map(|t| t.state(now)))
+        })
+        .await;
+    let late_refusal = match recheck {
+        Ok(Some(TokenState::Active | TokenState::Rotating)) => None,
+        Ok(Some(TokenState::Expired)) => {
+            Some((RejectCode::Expired, "this token expired; create a new token"))
+        }
+        _ => Some((RejectCode::Revoked, "this token was revoked; use a valid token")),
+    };
+    if let Some((code, message)) = late_refusal {
+        state.registry.remove(session_id);
+        fail(state, ip, code.as_str());
+        let _ = socket.send(Message::Binary(verified.reject(code, message).into())).await;
+        close_ws(&mut socket, code.close_code(), "refused").await;
+        return None;
+    }
+    let (session, welcome) = verified.accept(session_id, state.config.heartbeat_secs, row.expires_at);
+    if socket.send(Message::Binary(welcome.into())).await.is_err() {
+        state.registry.remove(session_id);
+        return None;
+    }
+    state.metrics.handshake("ok");
     tracing::info!(%session_id, %token_id, account = %info.account_id, delegate = %info.name, %ip, "delegate connected");
-    Some(Authenticated { socket, session, info, expires_at: row.expires_at })
+    Some(Authenticated { socket, session, info, commands, expires_at: row.expires_at })
 }
 
 fn truncated(s: &str) -> String {

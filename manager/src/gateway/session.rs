@@ -32,10 +32,13 @@ enum End {
 
 /// Runs the session until it ends, then forgets it.
 pub async fn run(state: &AppState, auth: Authenticated) {
-    let Authenticated { mut socket, mut session, info, expires_at } = auth;
+    let Authenticated { mut socket, mut session, info, mut commands, expires_at } = auth;
     let session_id = info.session_id;
-    let mut commands = state.registry.insert(info.clone());
     state.metrics.sessions.inc();
+    if state.is_draining() {
+        // Registered after the shutdown broadcast: say goodbye like the others.
+        state.registry.send(session_id, SessionCommand::Shutdown);
+    }
     rotation::on_authenticated(state, &info).await;
 
     let interval = Duration::from_secs(state.config.heartbeat_secs);
