@@ -99,7 +99,7 @@ impl Ctx {
     /// Creates a token through the CLI and returns it parsed.
     fn create_token(&self, name: &str) -> Result<Token> {
         let v = self.manager.cli(&["token", "create", name])?;
-        let value = v["token"].as_str().context("`token` missing in `token create --json` output")?;
+        let value = v["value"].as_str().context("`value` missing in `token create --json` output")?;
         Ok(Token::parse(value)?)
     }
 }
@@ -305,7 +305,12 @@ pub async fn revoke(ctx: &Ctx, scale: &Scale) -> Result<RevokeResult> {
     let http = ctx.manager.http()?;
     let called = Instant::now();
     let resp = http
-        .post(format!("{}/api/v1/tokens/{token_id}/revoke", ctx.manager.url()))
+        .post(format!(
+            "{}/api/v1/accounts/{}/tokens/{token_id}/revoke",
+            ctx.manager.url(),
+            ctx.manager.init.account_id
+        ))
+        .json(&serde_json::json!({}))
         .bearer_auth(&ctx.manager.init.admin_token)
         .send()
         .await?;
@@ -415,10 +420,14 @@ async fn ping_rounds(ctx: &Ctx, ids: Vec<String>, rounds_each: usize) -> Result<
             let mut lat = Vec::with_capacity(rounds_each);
             for _ in 0..rounds_each {
                 let t = Instant::now();
-                let resp =
-                    http.post(format!("{url}/api/v1/delegates/{id}/ping")).bearer_auth(&admin).send().await?;
+                let resp = http
+                    .post(format!("{url}/api/v1/delegates/{id}/ping"))
+                    .bearer_auth(&admin)
+                    .json(&serde_json::json!({ "payload": "bench" }))
+                    .send()
+                    .await?;
                 if !resp.status().is_success() {
-                    bail!("ping answered {}", resp.status());
+                    bail!("ping answered {}: {}", resp.status(), resp.text().await.unwrap_or_default());
                 }
                 lat.push(t.elapsed());
             }
