@@ -27,6 +27,10 @@ enum Cmd {
         /// Comma-separated subset: idle,rate,revoke,rotate,echo,footprint.
         #[arg(long, default_value = "idle,rate,revoke,rotate,echo,footprint")]
         scenarios: String,
+        /// Override the idle scenario's steps, e.g. `1000,10000,50000,100000` (each session
+        /// needs an open file in the manager and one here: mind `ulimit -n`).
+        #[arg(long, value_delimiter = ',')]
+        idle_steps: Option<Vec<usize>>,
         /// Where to write the JSON result.
         #[arg(long, default_value = "target/bench/results.json")]
         out: PathBuf,
@@ -53,13 +57,12 @@ fn sibling(name: &str) -> Result<PathBuf> {
 }
 
 async fn run(
-    full: bool,
+    scale: Scale,
     which: &str,
     out: PathBuf,
     manager_bin: PathBuf,
     delegate_bin: PathBuf,
 ) -> Result<()> {
-    let scale = if full { Scale::full() } else { Scale::smoke() };
     let manager = ManagerProc::start(&manager_bin, &[]).await?;
     let target = Target::new(manager.addr, "localhost", &manager.init.ca_cert)?;
     let ctx = Ctx { manager, target, delegate_bin, self_bin: std::env::current_exe()? };
@@ -99,10 +102,14 @@ fn main() -> ExitCode {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let result = runtime.block_on(async {
         match cli.cmd {
-            Cmd::Run { full, scenarios, out, manager_bin, delegate_bin } => {
+            Cmd::Run { full, scenarios, idle_steps, out, manager_bin, delegate_bin } => {
+                let mut scale = if full { Scale::full() } else { Scale::smoke() };
+                if let Some(steps) = idle_steps.filter(|s| s.len() >= 2) {
+                    scale.idle_steps = steps;
+                }
                 let manager_bin = manager_bin.map_or_else(|| sibling("tether-manager"), Ok)?;
                 let delegate_bin = delegate_bin.map_or_else(|| sibling("tether-delegate"), Ok)?;
-                run(full, &scenarios, out, manager_bin, delegate_bin).await
+                run(scale, &scenarios, out, manager_bin, delegate_bin).await
             }
             Cmd::BaselineServer { listen, dir } => tether_tests::load::baseline::serve(listen, &dir).await,
         }
