@@ -19,6 +19,9 @@ where
     async fn from_request(req: Request, state: &S) -> Result<Self, AppError> {
         match Json::<T>::from_request(req, state).await {
             Ok(Json(v)) => Ok(Self(v)),
+            Err(e) if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(AppError::TooLarge(format!("request body is larger than {} bytes", super::MAX_BODY)))
+            }
             Err(e) => Err(AppError::BadRequest(e.body_text())),
         }
     }

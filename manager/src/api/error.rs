@@ -27,6 +27,9 @@ pub enum AppError {
     /// The request is malformed.
     #[error("{0}")]
     BadRequest(String),
+    /// The body is too large.
+    #[error("{0}")]
+    TooLarge(String),
     /// The delegate did not answer in time.
     #[error("{0}")]
     Timeout(String),
@@ -45,7 +48,7 @@ pub struct ErrorBody {
 /// Code and message.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ErrorDetail {
-    /// Machine-readable: unauthorized, forbidden, not_found, conflict, bad_request, timeout, internal.
+    /// Machine-readable: unauthorized, forbidden, not_found, conflict, bad_request, too_large, timeout, internal.
     pub code: String,
     /// Human-readable.
     pub message: String,
@@ -59,6 +62,7 @@ impl AppError {
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            Self::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             Self::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
