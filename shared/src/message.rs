@@ -322,6 +322,24 @@ pub(crate) fn parse<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// Parses a handshake message, a tagged *struct* ([`Challenge`], [`Hello`], [`Welcome`],
+/// [`Reject`]). serde checks the `type` of an internally tagged enum but ignores the `type` of
+/// an internally tagged struct, so it is checked here: a payload of another or an unknown type
+/// that happens to carry the right fields is never taken for this message.
+pub(crate) fn parse_struct<T: serde::de::DeserializeOwned>(
+    payload: &[u8],
+    own_type: &'static str,
+) -> Result<T, crate::ProtocolError> {
+    use crate::ProtocolError;
+    let msg = parse(payload, &[own_type], own_type)?;
+    match peek_type(payload) {
+        Some(kind) if kind == own_type => Ok(msg),
+        Some(kind) if is_known(&kind) => Err(ProtocolError::Unexpected { expected: own_type, got: kind }),
+        Some(kind) => Err(ProtocolError::UnknownType(kind)),
+        None => Err(ProtocolError::Malformed("missing `type`".into())),
+    }
+}
+
 fn is_known(kind: &str) -> bool {
     [HANDSHAKE_TYPES, C2S_TYPES, S2C_TYPES].iter().any(|set| set.contains(&kind))
 }
@@ -329,4 +347,50 @@ fn is_known(kind: &str) -> bool {
 /// Serializes a message to its payload bytes.
 pub(crate) fn to_payload<T: Serialize>(msg: &T) -> Vec<u8> {
     serde_json::to_vec(msg).expect("message types always serialize")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ProtocolError;
+
+    #[test]
+    fn handshake_structs_refuse_another_or_an_unknown_type() {
+        let hello = Hello {
+            v: 1,
+            account_id: "a".into(),
+            token_id: Uuid::from_u128(1),
+            server_nonce: [1; 32],
+            client_nonce: [2; 32],
+            time: 3,
+            delegate: DelegateInfo {
+                name: "n".into(),
+                instance: Uuid::from_u128(2),
+                version: "v".into(),
+                host: "h".into(),
+            },
+        };
+        let good = to_payload(&hello);
+        assert_eq!(parse_struct::<Hello>(&good, "hello").unwrap(), hello);
+        let text = String::from_utf8(good).unwrap();
+        // serde alone accepts these (it ignores a tagged struct's tag): parse_struct does not.
+        let unknown = text.replace("\"type\":\"hello\"", "\"type\":\"hullo\"");
+        assert!(serde_json::from_slice::<Hello>(unknown.as_bytes()).is_ok(), "serde's behaviour changed");
+        assert_eq!(
+            parse_struct::<Hello>(unknown.as_bytes(), "hello"),
+            Err(ProtocolError::UnknownType("hullo".into()))
+        );
+        let other = text.replace("\"type\":\"hello\"", "\"type\":\"welcome\"");
+        assert_eq!(
+            parse_struct::<Hello>(other.as_bytes(), "hello"),
+            Err(ProtocolError::Unexpected { expected: "hello", got: "welcome".into() })
+        );
+        let untyped = text.replace("\"type\":\"hello\",", "");
+        assert!(matches!(
+            parse_struct::<Hello>(untyped.as_bytes(), "hello"),
+            Err(ProtocolError::Malformed(_))
+        ));
+        let reject = br#"{"type":"welcome","code":"revoked","message":"m"}"#;
+        assert!(parse_struct::<Reject>(reject, "reject").is_err());
+    }
 }

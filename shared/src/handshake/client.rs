@@ -26,7 +26,7 @@ pub struct AwaitingWelcome {
 
 /// Parses an unsigned reject if that is what `payload` is.
 fn unsigned_reject(payload: &[u8]) -> Option<Rejection> {
-    serde_json::from_slice::<Reject>(payload).ok().map(|r| Rejection {
+    message::parse_struct::<Reject>(payload, "reject").ok().map(|r| Rejection {
         code: r.code,
         message: r.message,
         signed: false,
@@ -54,7 +54,7 @@ impl ClientHandshake {
         if let Some(rejection) = unsigned_reject(raw.payload) {
             return Err(HandshakeError::Rejected(rejection));
         }
-        let challenge: Challenge = message::parse(raw.payload, &["challenge"], "challenge")?;
+        let challenge: Challenge = message::parse_struct(raw.payload, "challenge")?;
         if challenge.v != u64::from(crate::PROTOCOL_VERSION) {
             return Err(ProtocolError::UnsupportedVersion { got: challenge.v }.into());
         }
@@ -98,14 +98,14 @@ impl AwaitingWelcome {
         if !s2c.verify(b"", raw.payload, raw.tag) {
             return Err(ProtocolError::BadTag.into());
         }
-        if let Ok(reject) = serde_json::from_slice::<Reject>(raw.payload) {
+        if let Ok(reject) = message::parse_struct::<Reject>(raw.payload, "reject") {
             return Err(HandshakeError::Rejected(Rejection {
                 code: reject.code,
                 message: reject.message,
                 signed: true,
             }));
         }
-        let welcome: Welcome = message::parse(raw.payload, &["welcome"], "welcome")?;
+        let welcome: Welcome = message::parse_struct(raw.payload, "welcome")?;
         if welcome.seq != 0 {
             return Err(ProtocolError::OutOfOrder { expected: 0, got: welcome.seq }.into());
         }

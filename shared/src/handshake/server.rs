@@ -76,7 +76,7 @@ impl ServerHandshake {
         if elapsed_secs > HELLO_TIMEOUT_SECS {
             return Err(ProtocolError::LateHello { elapsed_secs, limit_secs: HELLO_TIMEOUT_SECS });
         }
-        let hello: Hello = message::parse(raw.payload, &["hello"], "hello")?;
+        let hello: Hello = message::parse_struct(raw.payload, "hello")?;
         if hello.v != u64::from(crate::PROTOCOL_VERSION) {
             return Err(ProtocolError::UnsupportedVersion { got: hello.v });
         }
