@@ -7,7 +7,7 @@
 //! lies behind the tag. Mode 2: like 1, but the challenge chunk is a payload the driver wraps
 //! as an unsigned frame.
 //!
-//! Invariants: the hello the client sends echoes the challenge's nonce, carries the fixture
+//! Invariants: only payloads of type `challenge` / `welcome` are read as such; the hello the client sends echoes the challenge's nonce, carries the fixture
 //! nonce and account and is tagged with `K_token`; a welcome or a *signed* reject is only
 //! ever accepted when its tag verifies under `K_s2c`; only a signed reject is final.
 use tether_protocol::error::HandshakeError;
@@ -57,6 +57,9 @@ pub fn run(data: &[u8]) -> Reached {
     assert!(MacKey::new(token_key.expose_bytes()).verify(HELLO_LABEL, sent.payload, sent.tag));
     let parsed: Hello = serde_json::from_slice(sent.payload).expect("our hello parses");
     let announced = frame::split(&challenge, usize::MAX).expect("accepted challenge splits");
+    let kind: serde_json::Value =
+        serde_json::from_slice(announced.payload).expect("accepted challenge is JSON");
+    assert_eq!(kind["type"], "challenge", "a payload of another type was taken for a challenge");
     let announced: Challenge = serde_json::from_slice(announced.payload).expect("accepted challenge parses");
     assert_eq!(parsed.server_nonce, announced.server_nonce);
     assert_eq!(parsed.client_nonce, CLIENT_NONCE);
@@ -71,10 +74,15 @@ pub fn run(data: &[u8]) -> Reached {
     let tagged_by_server =
         frame::split(&welcome, usize::MAX).map(|raw| s2c.verify(b"", raw.payload, raw.tag)).unwrap_or(false);
 
+    let welcome_frame = welcome.clone();
     match awaiting.receive_welcome(&welcome) {
         Ok((mut session, welcome)) => {
             assert!(tagged_by_server, "a welcome was accepted without a K_s2c tag");
             assert_eq!(welcome.seq, 0);
+            let raw = frame::split(&welcome_frame, usize::MAX).expect("accepted welcome splits");
+            let kind: serde_json::Value =
+                serde_json::from_slice(raw.payload).expect("accepted welcome is JSON");
+            assert_eq!(kind["type"], "welcome", "a payload of another type was taken for a welcome");
             // The session now refuses a replay of the welcome itself.
             let replay: Result<S2c, _> = session.decode(&frame::signed(&s2c, b"", welcome_part));
             assert!(replay.is_err(), "the welcome was accepted again as a session frame");

@@ -6,7 +6,7 @@
 //! `K_token`, so the fuzzer explores everything behind the tag. Mode 2: the payload is tagged
 //! with another token's key, which must never authenticate.
 //!
-//! Invariants: a hello is never accepted after the 10 s deadline; an unknown token (no key)
+//! Invariants: only a payload of type `hello` is read as a hello; a hello is never accepted after the 10 s deadline; an unknown token (no key)
 //! never verifies; a hello tagged with another key never verifies; a correctly tagged hello
 //! for the fixture token always verifies; the welcome of an accepted hello is tagged with the
 //! `K_s2c` of that hello's nonces.
@@ -50,6 +50,9 @@ pub fn run(data: &[u8]) -> Reached {
         }
     };
     let hello = received.hello().clone();
+    let sent = frame::split(&frame, fixture::MAX_FRAME).expect("accepted hello splits");
+    let kind: serde_json::Value = serde_json::from_slice(sent.payload).expect("accepted hello is JSON");
+    assert_eq!(kind["type"], "hello", "a payload of another type was taken for a hello");
     assert_eq!(hello.server_nonce, fixture::SERVER_NONCE, "a hello with a foreign nonce got through");
     let known = hello.account_id == ACCOUNT && hello.token_id == fixture::token(1).id();
 
