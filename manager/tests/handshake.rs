@@ -89,13 +89,9 @@ async fn revoke_closes_live_sessions_with_signed_revoked_and_refuses_new_ones() 
 async fn expired_token_is_refused_with_signed_expired() {
     let m = Manager::start(|_| {}).await;
     let (_, value) = m.create_token(json!({"name": "short", "expires_in_secs": 1})).await;
-    let refused = eventually("the token to expire", || async {
-        match connect(&m, &value, Uuid::new_v4(), "x").await {
-            Ok(_) => None,
-            Err(r) => Some(r),
-        }
-    })
-    .await;
+    let refused =
+        eventually("the token to expire", || async { connect(&m, &value, Uuid::new_v4(), "x").await.err() })
+            .await;
     assert_eq!(rejection(&refused), (RejectCode::Expired, true));
     assert_eq!(refused.close_code, Some(close::EXPIRED));
     let t: Value = m.get("/api/v1/accounts/acme/tokens/short").await;
