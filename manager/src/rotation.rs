@@ -4,7 +4,7 @@
 //!
 //! The successor's value is held in memory only while its rotation runs, to seal it for
 //! delegates that connect with the old token during the grace window; it never touches disk.
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -35,6 +35,8 @@ struct Active {
     successor: Option<Arc<Token>>,
     deadline: u64,
     notify: Arc<Notify>,
+    /// Sessions already sent `rotate`: each gets it exactly once.
+    pushed: HashSet<Uuid>,
 }
 
 /// The rotations in progress.
@@ -65,12 +67,23 @@ impl Rotations {
         }
     }
 
-    /// The running rotation whose old token is `token_id`.
-    fn by_old(&self, token_id: Uuid) -> Option<(Uuid, Option<Arc<Token>>, u64)> {
-        self.lock()
-            .iter()
-            .find(|(_, a)| a.old_token == token_id)
-            .map(|(id, a)| (*id, a.successor.clone(), a.deadline))
+    /// The running rotation whose old token is `token_id`: its id and whether the successor's
+    /// value is still held (not after a restart).
+    fn by_old(&self, token_id: Uuid) -> Option<(Uuid, bool)> {
+        self.lock().iter().find(|(_, a)| a.old_token == token_id).map(|(id, a)| (*id, a.successor.is_some()))
+    }
+
+    /// Sends `rotate` to `session` unless it already got it. Returns whether it was sent.
+    fn push(&self, state: &AppState, rotation_id: Uuid, session: Uuid) -> bool {
+        let mut map = self.lock();
+        let Some(active) = map.get_mut(&rotation_id) else { return false };
+        let Some(token) = active.successor.clone() else { return false };
+        if !active.pushed.insert(session) {
+            return false;
+        }
+        let valid_until = active.deadline;
+        drop(map);
+        state.registry.send(session, SessionCommand::Rotate { rotation_id, token, valid_until })
     }
 
     /// The running rotation whose successor is `token_id`.
@@ -93,7 +106,6 @@ pub async fn start(
     let deadline = now + grace_secs;
     let (account, token_ref) = (account.to_owned(), token_ref.to_owned());
     let master = state.master.clone();
-    let registry = state.registry.clone();
     let (row, token) = state
         .store
         .call(move |conn| {
@@ -130,9 +142,6 @@ pub async fn start(
                 outcome: None,
             };
             rotations::insert(&tx, &row)?;
-            for s in registry.on_token(old.id) {
-                rotations::add_delegate(&tx, rotation_id, &pending(&s, now))?;
-            }
             actor.record(
                 &tx,
                 now,
@@ -155,13 +164,21 @@ pub async fn start(
             successor: Some(token.clone()),
             deadline,
             notify: notify.clone(),
+            pushed: HashSet::new(),
         },
     );
-    let told = state.registry.send_to_token(row.old_token_id, |_| SessionCommand::Rotate {
-        rotation_id,
-        token: token.clone(),
-        valid_until: deadline,
-    });
+    // Every session on the old token now: tracked and sent the successor once. Sessions that
+    // register from here on are handled by `on_authenticated`, which sees the rotation.
+    let mut told = 0;
+    for s in state.registry.on_token(row.old_token_id) {
+        let d = pending(&s, now);
+        if let Err(e) = state.store.call(move |c| rotations::add_delegate(c, rotation_id, &d)).await {
+            tracing::warn!(%rotation_id, error = %e, "cannot track a delegate");
+        }
+        if state.rotations.push(state, rotation_id, s.session_id) {
+            told += 1;
+        }
+    }
     tracing::info!(%rotation_id, old_token_id = %row.old_token_id, new_token_id = %row.new_token_id, delegates = told, grace_secs, "rotation started");
     tokio::spawn(drive(state.clone(), rotation_id, row.old_token_id, deadline, notify));
     Ok(Started { rotation: row, token: value, delegates: told })
@@ -194,6 +211,7 @@ pub async fn resume(state: &AppState) -> Result<usize, StoreError> {
                 successor: None,
                 deadline: row.deadline,
                 notify: notify.clone(),
+                pushed: HashSet::new(),
             },
         );
         tokio::spawn(drive(state.clone(), row.id, row.old_token_id, row.deadline, notify));
@@ -213,19 +231,16 @@ pub async fn on_authenticated(state: &AppState, info: &SessionInfo) {
         }
         state.rotations.notify(rotation_id);
     }
-    if let Some((rotation_id, successor, deadline)) = state.rotations.by_old(info.token_id) {
+    if let Some((rotation_id, has_successor)) = state.rotations.by_old(info.token_id) {
         let d = pending(info, now_unix());
         if let Err(e) = state.store.call(move |c| rotations::add_delegate(c, rotation_id, &d)).await {
             tracing::warn!(%rotation_id, error = %e, "cannot track a late delegate");
         }
-        match successor {
-            Some(token) => {
-                state.registry.send(
-                    info.session_id,
-                    SessionCommand::Rotate { rotation_id, token, valid_until: deadline },
-                );
+        match has_successor {
+            true => {
+                state.rotations.push(state, rotation_id, info.session_id);
             }
-            None => tracing::warn!(%rotation_id, session_id = %info.session_id,
+            false => tracing::warn!(%rotation_id, session_id = %info.session_id,
                 "delegate connected with a rotating token after a manager restart; it cannot be sent the successor and will be cut off at the end of the grace window"),
         }
     }
@@ -271,7 +286,7 @@ pub async fn on_ack(
 
 /// A session ended: if its token is being replaced, the rotation may be complete.
 pub fn on_session_end(state: &AppState, info: &SessionInfo) {
-    if let Some((rotation_id, _, _)) = state.rotations.by_old(info.token_id) {
+    if let Some((rotation_id, _)) = state.rotations.by_old(info.token_id) {
         state.rotations.notify(rotation_id);
     }
 }
