@@ -31,14 +31,21 @@ async fn a_thousand_stalled_handshakes_do_not_lock_out_an_honest_delegate() {
     for i in 0..50u8 {
         tcp_only.push(TcpStream::connect(m.addr).await.unwrap_or_else(|e| panic!("tcp {i}: {e}")));
     }
+    // Opened 100 at a time (each connect is latency-bound), from 20 source addresses.
     let mut stalled = Vec::new();
-    let sources = 20u8;
-    for i in 0..900usize {
-        let source = loopback(100 + (i % usize::from(sources)) as u8);
-        let mut raw =
-            Raw::connect(&target, Some(source)).await.unwrap_or_else(|e| panic!("stalled {i}: {e}"));
-        raw.challenge().await.unwrap();
-        stalled.push(raw);
+    for batch in 0..9usize {
+        let mut set = tokio::task::JoinSet::new();
+        for j in 0..100usize {
+            let (target, i) = (target.clone(), batch * 100 + j);
+            set.spawn(async move {
+                let source = loopback(100 + (i % 20) as u8);
+                let mut raw =
+                    Raw::connect(&target, Some(source)).await.unwrap_or_else(|e| panic!("stalled {i}: {e}"));
+                raw.challenge().await.unwrap();
+                raw
+            });
+        }
+        stalled.extend(set.join_all().await);
     }
     let mut tls_only = Vec::new();
     for _ in 0..50 {
