@@ -44,9 +44,65 @@ pub fn wait_until<T>(
     }
 }
 
-/// Runs a command to completion with no standard input.
+/// How long one docker or compose command may take (up.sh has its own, longer limit).
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(180);
+/// How long `docker/up.sh` may take (its own wait for the delegates is bounded at 120 s).
+const UP_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Runs a command to completion with no standard input, within [`COMMAND_TIMEOUT`].
 fn run(command: &mut Command) -> Result<Output> {
-    command.stdin(Stdio::null()).output().with_context(|| format!("cannot run {:?}", command.get_program()))
+    run_within(command, COMMAND_TIMEOUT)
+}
+
+/// Runs a command in its own process group; past `timeout` the whole group is killed (a hung
+/// `docker` call must fail the test, not hang it past the point where its guard cleans up).
+fn run_within(command: &mut Command, timeout: Duration) -> Result<Output> {
+    use std::io::Read;
+    use std::os::unix::process::CommandExt;
+
+    let program = format!("{:?}", command.get_program());
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("cannot run {program}"))?;
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let out_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stdout.read_to_end(&mut buf);
+        buf
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stderr.read_to_end(&mut buf);
+        buf
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().context("waiting for a child")? {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            // Our own child's process group, by its id.
+            let _ = Command::new("kill").arg("-KILL").arg(format!("-{}", child.id())).status();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stdout = out_reader.join().unwrap_or_default();
+    let stderr = err_reader.join().unwrap_or_default();
+    match status {
+        Some(status) => Ok(Output { status, stdout, stderr }),
+        None => bail!(
+            "{program} {:?} did not finish within {timeout:?}; stderr so far: {}",
+            command.get_args().collect::<Vec<_>>(),
+            String::from_utf8_lossy(&stderr).trim()
+        ),
+    }
 }
 
 /// Stdout of a command that must succeed; its stderr in the error otherwise.
@@ -96,7 +152,7 @@ fn compose_command() -> Vec<String> {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
-        .is_ok_and(|s| s.success());
+        .is_ok_and(|status| status.success());
     if v2 {
         vec!["docker".into(), "compose".into()]
     } else {
@@ -194,18 +250,14 @@ impl ComposeProject {
             secrets: Vec::new(),
             _dir: dir,
         };
-        let mut up = Command::new("bash");
-        up.arg(repo_root().join("docker/up.sh"))
-            .env("TETHER_PROJECT", &project.name)
-            .env("TETHER_ENV_FILE", &project.env_file)
-            .env("TETHER_PUBLISH_PORT", "")
-            .env("TETHER_UP_TIMEOUT_SECS", "120");
+        let mut up = project.up_command();
         for (key, value) in extra_env {
             up.env(key, value);
         }
         // The guard exists from here on: a failing up.sh still gets cleaned up.
-        let output = run(&mut up)?;
+        let output = run_within(&mut up, UP_TIMEOUT);
         project.reload_env()?;
+        let output = output.map_err(|e| anyhow!("{}", project.redact(&e.to_string())))?;
         if !output.status.success() {
             bail!(
                 "docker/up.sh failed ({}):\n{}",
@@ -214,6 +266,28 @@ impl ComposeProject {
             );
         }
         Ok(project)
+    }
+
+    /// `bash docker/up.sh` for this project (its own name and .env, the admin API on a free port).
+    fn up_command(&self) -> Command {
+        let mut up = Command::new("bash");
+        up.arg(repo_root().join("docker/up.sh"))
+            .env("TETHER_PROJECT", &self.name)
+            .env("TETHER_ENV_FILE", &self.env_file)
+            .env("TETHER_PUBLISH_PORT", "")
+            .env("TETHER_UP_TIMEOUT_SECS", "120");
+        up
+    }
+
+    /// Runs `docker/up.sh` again on this (initialised) project; returns its stderr, the
+    /// script's progress report. Fails if the script does.
+    pub fn rerun_up(&self) -> Result<String> {
+        let output = run_within(&mut self.up_command(), UP_TIMEOUT)?;
+        let stderr = self.redact(&String::from_utf8_lossy(&output.stderr));
+        if !output.status.success() {
+            bail!("docker/up.sh failed again ({}):\n{stderr}", output.status);
+        }
+        Ok(stderr)
     }
 
     /// Re-reads the project's .env (written by up.sh).

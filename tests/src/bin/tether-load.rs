@@ -63,9 +63,6 @@ async fn run(
     manager_bin: PathBuf,
     delegate_bin: PathBuf,
 ) -> Result<()> {
-    let manager = ManagerProc::start(&manager_bin, &[]).await?;
-    let target = Target::new(manager.addr, "localhost", &manager.init.ca_cert)?;
-    let ctx = Ctx { manager, target, delegate_bin, self_bin: std::env::current_exe()? };
     let mut results = serde_json::Map::new();
     results.insert("scale".into(), serde_json::to_value(&scale)?);
     results.insert(
@@ -74,6 +71,11 @@ async fn run(
     );
     for name in which.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         eprintln!("== {name}");
+        // A fresh manager per scenario, so one scenario's memory does not colour the next.
+        let manager = ManagerProc::start(&manager_bin, &[]).await?;
+        let target = Target::new(manager.addr, "localhost", &manager.init.ca_cert)?;
+        let ctx =
+            Ctx { manager, target, delegate_bin: delegate_bin.clone(), self_bin: std::env::current_exe()? };
         let value = match name {
             "idle" => serde_json::to_value(scenarios::idle(&ctx, &scale).await?)?,
             "rate" => serde_json::to_value(scenarios::rate(&ctx, &scale).await?)?,

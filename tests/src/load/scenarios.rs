@@ -210,33 +210,51 @@ async fn baseline_once(target: Target, source: std::net::IpAddr) -> Result<()> {
     Ok(())
 }
 
+/// Rounds of the rate comparison; manager and baseline alternate so that background load
+/// on the machine affects both alike, and the medians are compared.
+const RATE_ROUNDS: usize = 3;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 pub async fn rate(ctx: &Ctx, scale: &Scale) -> Result<RateResult> {
     let token = ctx.create_token("bench-rate")?;
     let who = ctx.identity(token, "rate");
-    let (target, spread) = (ctx.target.clone(), scale.spread);
-    let (manager_per_sec, manager_errors) = rate_loop(scale.rate_secs, scale.rate_concurrency, move |i| {
-        let (target, who) = (target.clone(), who.clone());
-        async move {
-            let opened =
-                session::open(&target, Some(source_for(i, spread)), &who, Duration::from_secs(10)).await?;
-            drop(opened);
-            Ok(())
-        }
-    })
-    .await;
-
     let baseline = Baseline::start(&ctx.self_bin).await?;
-    let target = baseline.target.clone();
-    let (baseline_per_sec, baseline_errors) = rate_loop(scale.rate_secs, scale.rate_concurrency, move |i| {
-        baseline_once(target.clone(), source_for(i, spread))
-    })
-    .await;
+    let spread = scale.spread;
+    let (mut manager_rates, mut baseline_rates, mut errors) = (Vec::new(), Vec::new(), (0, 0));
+    for _ in 0..RATE_ROUNDS {
+        let (target, who) = (ctx.target.clone(), who.clone());
+        let (per_sec, errs) = rate_loop(scale.rate_secs, scale.rate_concurrency, move |i| {
+            let (target, who) = (target.clone(), who.clone());
+            async move {
+                let opened =
+                    session::open(&target, Some(source_for(i, spread)), &who, Duration::from_secs(10))
+                        .await?;
+                drop(opened);
+                Ok(())
+            }
+        })
+        .await;
+        manager_rates.push(per_sec);
+        errors.0 += errs;
+        let target = baseline.target.clone();
+        let (per_sec, errs) = rate_loop(scale.rate_secs, scale.rate_concurrency, move |i| {
+            baseline_once(target.clone(), source_for(i, spread))
+        })
+        .await;
+        baseline_rates.push(per_sec);
+        errors.1 += errs;
+    }
     drop(baseline);
+    let (manager_per_sec, baseline_per_sec) = (median(manager_rates), median(baseline_rates));
     Ok(RateResult {
         manager_per_sec,
         baseline_per_sec,
         ratio: manager_per_sec / baseline_per_sec.max(f64::MIN_POSITIVE),
-        errors: (manager_errors, baseline_errors),
+        errors,
     })
 }
 
@@ -289,6 +307,8 @@ pub struct RevokeResult {
     pub latency: Option<Summary>,
     /// How long the API call itself took.
     pub api_ms: f64,
+    /// CPU the manager spent from the revoke call until every session closed, ms.
+    pub manager_cpu_ms: f64,
 }
 
 pub async fn revoke(ctx: &Ctx, scale: &Scale) -> Result<RevokeResult> {
@@ -304,6 +324,7 @@ pub async fn revoke(ctx: &Ctx, scale: &Scale) -> Result<RevokeResult> {
     let mut fleet = Fleet::default();
     fleet.grow(scale.revoke_sessions, &ctx.target, &who, &opts, Duration::from_secs(300)).await?;
     let http = ctx.manager.http()?;
+    let cpu_before = procfs::cpu_ticks(ctx.manager.pid())?;
     let called = Instant::now();
     let resp = http
         .post(format!(
@@ -320,6 +341,7 @@ pub async fn revoke(ctx: &Ctx, scale: &Scale) -> Result<RevokeResult> {
         bail!("revoke answered {}: {}", resp.status(), resp.text().await.unwrap_or_default());
     }
     let ended = fleet.wait_all(Duration::from_secs(60)).await;
+    let cpu_ticks = procfs::cpu_ticks(ctx.manager.pid())? - cpu_before;
     let closed_before_answer = ended.iter().filter(|e| e.at < answered).count();
     let mut lat: Vec<Duration> = ended.iter().map(|e| e.at.saturating_duration_since(answered)).collect();
     Ok(RevokeResult {
@@ -328,6 +350,7 @@ pub async fn revoke(ctx: &Ctx, scale: &Scale) -> Result<RevokeResult> {
         closed_before_answer,
         latency: stats::summarize(&mut lat),
         api_ms: (answered - called).as_secs_f64() * 1000.0,
+        manager_cpu_ms: cpu_ticks as f64 * 1000.0 / procfs::TICKS_PER_SEC as f64,
     })
 }
 
