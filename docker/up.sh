@@ -73,9 +73,20 @@ compose up --no-start >/dev/null
 manager_id="$(compose ps -q manager)"
 [ -n "$manager_id" ] || die "no manager container after 'compose up --no-start'"
 # The manager's data volume holds the master key: the delegates get the CA certificate alone,
-# through the manager-ca volume (read-only for them). `docker cp` works on a stopped container.
-docker cp "$manager_id:/data/ca.pem" - | docker cp - "$manager_id:/ca/" \
-    || die "could not copy /data/ca.pem to the manager-ca volume"
+# through the manager-ca volume (read-only for them). Through a host temp dir: a `docker cp`
+# out of a container piped into a `docker cp` into the same running container deadlocks.
+ca_tmp="$(mktemp -d)"
+trap 'rm -rf "$ca_tmp"' EXIT
+if ! docker cp "$manager_id:/ca/ca.pem" "$ca_tmp/published.pem" >/dev/null 2>&1; then
+    docker cp "$manager_id:/data/ca.pem" "$ca_tmp/ca.pem" >/dev/null \
+        || die "could not read /data/ca.pem from the manager's volume"
+    chmod 0644 "$ca_tmp/ca.pem"
+    docker cp "$ca_tmp/ca.pem" "$manager_id:/ca/ca.pem" >/dev/null \
+        || die "could not publish the CA certificate to the manager-ca volume"
+    say "published the manager's CA certificate to volume ${TETHER_PROJECT}_manager-ca"
+fi
+rm -rf "$ca_tmp"
+trap - EXIT
 
 # --- start and wait --------------------------------------------------------------------
 say "starting $TETHER_PROJECT (manager, delegate1, delegate2)"

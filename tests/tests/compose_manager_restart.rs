@@ -4,7 +4,6 @@ use std::time::Duration;
 use tether_tests::compose::{docker, token_id, ComposeProject};
 
 #[test]
-#[ignore = "needs the manager (issue 3): tether-manager init/serve/CLI not landed yet"]
 fn manager_restart_both_delegates_reconnect() {
     let project = ComposeProject::up("mgr-restart", &[]).expect("docker/up.sh");
     let token = token_id(project.dotenv("ACCOUNT_SECRET").expect("ACCOUNT_SECRET")).expect("token id");

@@ -8,7 +8,6 @@ use tether_tests::compose::{docker, token_id, ComposeProject};
 const CUT: Duration = Duration::from_secs(20);
 
 #[test]
-#[ignore = "needs the manager (issue 3): tether-manager init/serve/CLI not landed yet"]
 fn network_disconnect_for_20s_then_the_delegate_reconnects() {
     // Short heartbeats, so the manager notices the silent delegate within the cut.
     let project = ComposeProject::up("netcut", &[("TETHER_HEARTBEAT_SECS", "5")]).expect("docker/up.sh");

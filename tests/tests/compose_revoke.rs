@@ -12,7 +12,6 @@ fn unix_now() -> u64 {
 }
 
 #[test]
-#[ignore = "needs the manager (issue 3): tether-manager init/serve/CLI not landed yet"]
 fn revoke_stops_both_delegates_with_78_and_no_hot_loop() {
     let project = ComposeProject::up("revoke", &[]).expect("docker/up.sh");
     let token = token_id(project.dotenv("ACCOUNT_SECRET").expect("ACCOUNT_SECRET")).expect("token id");

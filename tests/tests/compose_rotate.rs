@@ -9,7 +9,6 @@ use tether_tests::compose::{find_token_value, token_id, wait_until, ComposeProje
 const GRACE_SECS: u64 = 120;
 
 #[test]
-#[ignore = "needs the manager (issue 3): tether-manager init/serve/CLI not landed yet"]
 fn rotate_replaces_both_containers_and_compose_up_keeps_the_new_token() {
     let mut project = ComposeProject::up("rotate", &[]).expect("docker/up.sh");
     let old_token = project.dotenv("ACCOUNT_SECRET").expect("ACCOUNT_SECRET").to_string();

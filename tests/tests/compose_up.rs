@@ -7,7 +7,6 @@ use std::time::Duration;
 use tether_tests::compose::{token_id, ComposeProject, DELEGATES};
 
 #[test]
-#[ignore = "needs the manager (issue 3): tether-manager init/serve/CLI not landed yet"]
 fn up_brings_both_delegates_online_and_a_second_up_changes_nothing() {
     let project = ComposeProject::up("up", &[]).expect("docker/up.sh");
 
@@ -31,20 +30,8 @@ fn up_brings_both_delegates_online_and_a_second_up_changes_nothing() {
     }
 
     // up.sh again: already initialised, nothing recreated, nobody reconnects.
-    let again = std::process::Command::new("bash")
-        .arg(tether_tests::compose::repo_root().join("docker/up.sh"))
-        .env("TETHER_PROJECT", project.name())
-        .env("TETHER_ENV_FILE", project.env_file())
-        .env("TETHER_PUBLISH_PORT", "")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("run up.sh");
-    assert!(
-        again.status.success(),
-        "second up.sh: {}",
-        project.redact(&String::from_utf8_lossy(&again.stderr))
-    );
-    assert!(String::from_utf8_lossy(&again.stderr).contains("already initialised"));
+    let again = project.rerun_up().expect("a second docker/up.sh");
+    assert!(again.contains("already initialised"), "second up.sh did not notice:\n{again}");
     let after: Vec<String> =
         DELEGATES.iter().map(|(service, _)| project.container_id(service).expect("container")).collect();
     assert_eq!(after, containers, "a second up.sh recreated delegate containers");
