@@ -1,8 +1,11 @@
 //! Small state files in the state directory, shared between the running delegate and other
 //! invocations of the binary (the image is `FROM scratch`: no shell, maybe no `/tmp`):
 //!
-//! - `health`: refreshed by the running delegate while it holds an authenticated session and
-//!   removed when it loses it; `tether-delegate health` checks it is present and fresh.
+//! - `health-<scope>`: refreshed by the running delegate while it holds an authenticated
+//!   session and removed when it loses it; `tether-delegate health` checks it is present and
+//!   fresh. The scope is the container id (or the host name outside Docker), so that an old
+//!   container and its successor sharing a volume as state directory never read or remove
+//!   each other's record.
 //! - `fatal`: the time of the last fatal exit (signed revoked/expired), so that a container
 //!   restart policy does not turn exit 78 into a hot loop of failed handshakes.
 use std::path::{Path, PathBuf};
@@ -11,7 +14,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// File name of the health record.
+/// File name prefix of the health record.
 pub const HEALTH_FILE: &str = "health";
 /// File name of the fatal-exit record.
 pub const FATAL_FILE: &str = "fatal";
@@ -65,6 +68,32 @@ impl Health {
 #[derive(Debug, Clone)]
 pub struct StateDir {
     dir: PathBuf,
+    scope: String,
+}
+
+/// Who "the local delegate" is: the own container id (from `/proc/self/mountinfo` or
+/// `/proc/self/cgroup`), else the kernel host name, else `local`.
+pub fn local_scope() -> String {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok();
+    let cgroup = std::fs::read_to_string("/proc/self/cgroup").ok();
+    let from_proc = mountinfo
+        .as_deref()
+        .and_then(crate::docker::container_id::from_mountinfo)
+        .or_else(|| cgroup.as_deref().and_then(crate::docker::container_id::from_cgroup))
+        .map(|id| id[..12].to_owned());
+    let scope = from_proc
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_owned()))
+        .unwrap_or_default();
+    let scope: String = scope
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .take(64)
+        .collect();
+    if scope.is_empty() || scope.starts_with('.') {
+        "local".to_owned()
+    } else {
+        scope
+    }
 }
 
 fn write_replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -78,9 +107,18 @@ fn write_replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 impl StateDir {
-    /// The state directory at `dir` (created on first write).
+    /// The state directory at `dir` (created on first write), for this container or host.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self { dir: dir.into() }
+        Self::with_scope(dir, local_scope())
+    }
+
+    /// The state directory at `dir` with an explicit health scope.
+    pub fn with_scope(dir: impl Into<PathBuf>, scope: impl Into<String>) -> Self {
+        Self { dir: dir.into(), scope: scope.into() }
+    }
+
+    fn health_path(&self) -> PathBuf {
+        self.dir.join(format!("{HEALTH_FILE}-{}", self.scope))
     }
 
     /// The directory.
@@ -96,17 +134,17 @@ impl StateDir {
     pub fn write_health(&self, health: &Health) -> std::io::Result<()> {
         self.ensure()?;
         let bytes = serde_json::to_vec(health).map_err(std::io::Error::other)?;
-        write_replace(&self.dir.join(HEALTH_FILE), &bytes)
+        write_replace(&self.health_path(), &bytes)
     }
 
     /// Removes the health record (the session ended).
     pub fn clear_health(&self) {
-        let _ = std::fs::remove_file(self.dir.join(HEALTH_FILE));
+        let _ = std::fs::remove_file(self.health_path());
     }
 
     /// Checks the health record at `now` (unix seconds).
     pub fn check_health(&self, now: u64) -> Result<Health, Unhealthy> {
-        let path = self.dir.join(HEALTH_FILE);
+        let path = self.health_path();
         let bytes = std::fs::read(&path).map_err(|_| Unhealthy::Missing(self.dir.display().to_string()))?;
         let health: Health = serde_json::from_slice(&bytes).map_err(|_| Unhealthy::Corrupt)?;
         let age_secs = now.saturating_sub(health.updated_at);
@@ -181,8 +219,28 @@ mod tests {
         health.pid = u32::MAX - 1;
         state.write_health(&health).unwrap();
         assert_eq!(state.check_health(1000), Err(Unhealthy::Gone(u32::MAX - 1)));
-        std::fs::write(dir.path().join(HEALTH_FILE), "{").unwrap();
+        std::fs::write(state.health_path(), "{").unwrap();
         assert_eq!(state.check_health(1000), Err(Unhealthy::Corrupt));
+    }
+
+    #[test]
+    fn containers_sharing_a_directory_keep_separate_health_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let (old, new) = (
+            StateDir::with_scope(dir.path(), "aaaaaaaaaaaa"),
+            StateDir::with_scope(dir.path(), "bbbbbbbbbbbb"),
+        );
+        new.write_health(&record(1000)).unwrap();
+        assert!(matches!(old.check_health(1000), Err(Unhealthy::Missing(_))));
+        old.write_health(&record(1000)).unwrap();
+        old.clear_health();
+        assert!(new.check_health(1000).is_ok(), "the old container removed its successor's record");
+    }
+
+    #[test]
+    fn local_scope_is_a_safe_file_name_part() {
+        let scope = local_scope();
+        assert!(!scope.is_empty() && !scope.contains('/') && !scope.starts_with('.'), "{scope}");
     }
 
     #[test]

@@ -237,6 +237,8 @@ async fn delegate_docker_rotation_replaces_the_container_without_a_gap() -> Resu
         Ok(outcomes.iter().any(|o| **o == "applied").then_some(()))
     })
     .await?;
+    // The image's HEALTHCHECK command works in the scratch image (no shell).
+    docker(&["exec", name, "/tether-delegate", "health"]).context("health in the successor")?;
     // Only X is left of the run's containers.
     assert_eq!(s.run.containers()?, vec![id_of(&new)]);
     let log = logs(name);
