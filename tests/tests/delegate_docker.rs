@@ -80,6 +80,8 @@ async fn setup(replace_timeout_secs: u64, ca_in_layer: bool) -> Result<Setup> {
         "-e",
         "TETHER_STATE_DIR=/data",
         "-e",
+        "ACCOUNT_SECRET_FILE=/data/token",
+        "-e",
         &format!("TETHER_REPLACE_TIMEOUT_SECS={replace_timeout_secs}"),
     ]
     .iter()
@@ -113,6 +115,14 @@ fn logs(container: &str) -> String {
             .output()
             .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
             .unwrap_or_default()
+}
+
+/// A file's content in a (running or stopped) container, through `docker cp`.
+fn read_in(container: &str, path: &str) -> Result<String> {
+    let dir = tempfile::tempdir()?;
+    let local = dir.path().join("copy");
+    docker(&["cp", &format!("{container}:{path}"), &local.display().to_string()])?;
+    Ok(std::fs::read_to_string(local)?.trim().to_owned())
 }
 
 fn id_of(container: &Value) -> String {
@@ -239,6 +249,8 @@ async fn delegate_docker_rotation_replaces_the_container_without_a_gap() -> Resu
         Ok(outcomes.iter().any(|o| **o == "applied").then_some(()))
     })
     .await?;
+    // The token file on the shared volume was kept current too.
+    assert_eq!(read_in(name, "/data/token")?, rotation.token, "ACCOUNT_SECRET_FILE not rewritten");
     // The image's HEALTHCHECK command works in the scratch image (no shell).
     docker(&["exec", name, "/tether-delegate", "health"]).context("health in the successor")?;
     // Only X is left of the run's containers.
@@ -280,5 +292,7 @@ async fn delegate_docker_rotation_rolls_back_when_the_successor_cannot_authentic
     assert!(rows.iter().any(|d| d.name == name && d.token_id == old_token_id), "old session gone: {rows:?}");
     assert!(!rows.iter().any(|d| d.name == name && d.token_id == rotation.token_id));
     assert!(logs(name).contains("did not authenticate"), "log:\n{}", logs(name));
+    // The token file was restored to the token still in use.
+    assert_eq!(read_in(name, "/data/token")?, manager.init.default_token);
     Ok(())
 }
