@@ -28,26 +28,11 @@ fn network_disconnect_for_20s_then_the_delegate_reconnects() {
     docker(&["network", "connect", &network, &delegate1]).expect("network connect");
     assert!(other_stayed, "delegate-2 lost its session while delegate-1 was cut off");
 
-    let old = vec![before["delegate-1"].session_id.clone()];
+    // delegate-1 is back on a new session (its old one timed out during the cut), and
+    // delegate-2 still has the session it had before.
     let after = project
-        .wait_both_connected(&token, &[], Duration::from_secs(90))
-        .and_then(|_| {
-            tether_tests::compose::wait_until(
-                "delegate-1 on a new session",
-                Duration::from_secs(90),
-                Duration::from_millis(500),
-                || {
-                    let live = project.live_delegates()?;
-                    Ok(live.into_iter().find(|d| d.name == "delegate-1" && !old.contains(&d.session_id)))
-                },
-            )
-        })
+        .wait_both_connected(&token, &[before["delegate-1"].session_id.clone()], Duration::from_secs(90))
         .expect("delegate-1 reconnects once the network is back");
-    assert_eq!(after.token_id, token);
-    assert!(project.delegate_healthy("delegate1").expect("health"));
-    assert!(
-        project.live_delegates().expect("list").contains(&before["delegate-2"]),
-        "delegate-2 reconnected"
-    );
+    assert_eq!(after["delegate-2"], before["delegate-2"], "delegate-2 reconnected");
     project.assert_no_secrets_in_logs().expect("no secrets in logs");
 }
