@@ -171,7 +171,10 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Exit {
             if sleep_or_stop(delay, &mut shutdown).await {
                 return Exit::Stopped;
             }
-            match connector.connect(&token).await {
+            let Some(attempt) = connect_or_stop(&connector, &token, &mut shutdown).await else {
+                return Exit::Stopped;
+            };
+            match attempt {
                 Ok(conn) => break conn,
                 Err(err) if err.is_final() => {
                     let rejection = err.rejection().expect("final errors are rejections");
@@ -188,6 +191,19 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Exit {
                 }
             }
         };
+    }
+}
+
+/// A connection attempt, abandoned at SIGTERM (`None`), so that a manager that does not
+/// answer cannot hold up shutdown.
+async fn connect_or_stop(
+    connector: &Connector,
+    token: &Token,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<Result<Connection, connection::ConnectError>> {
+    tokio::select! {
+        _ = shutdown.wait_for(|stop| *stop) => None,
+        attempt = connector.connect(token) => Some(attempt),
     }
 }
 
@@ -222,7 +238,10 @@ async fn first_session(
         let mut index = 0;
         while index < candidates.len() {
             let candidate = &candidates[index];
-            match connector.connect(&candidate.token).await {
+            let Some(attempt) = connect_or_stop(connector, &candidate.token, shutdown).await else {
+                return Ok(None);
+            };
+            match attempt {
                 Ok(conn) => {
                     let candidate = candidates.swap_remove(index);
                     seed_token_file(config, &candidate).await;

@@ -315,3 +315,27 @@ async fn json_logs_are_one_object_per_line() {
     }
     assert!(log.contains(&token.id().to_string()) && !log.contains(&token.expose()[4..]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_is_prompt_while_a_manager_does_not_answer() {
+    // A listener that completes TCP handshakes (backlog) but never speaks TLS.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let fake = FakeManager::start(5).await;
+    let token = new_token();
+    let state = tempfile::tempdir().unwrap();
+    let mut env = env_for(&fake, &token, state.path());
+    env.retain(|(k, _)| *k != "MANAGER_HOST_AND_PORT");
+    env.push(("MANAGER_HOST_AND_PORT", format!("127.0.0.1:{port}")));
+    let mut delegate = Delegate::start(&env, &[]);
+    let deadline = std::time::Instant::now() + LIMIT;
+    while !delegate.log().contains("tether-delegate starting") {
+        assert!(std::time::Instant::now() < deadline, "no start line; log:\n{}", delegate.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    delegate.terminate();
+    let (code, elapsed) = delegate.wait_exit(LIMIT).await;
+    assert_eq!(code, Some(0), "log:\n{}", delegate.log());
+    assert!(elapsed < Duration::from_secs(2), "shutdown took {elapsed:?} while connecting");
+    drop(silent);
+}
