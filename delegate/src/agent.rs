@@ -59,7 +59,12 @@ pub async fn resolve_mode(config: &Config) -> ApplyMode {
             Err(_) if config.apply_mode == ApplyModeSetting::Docker => {
                 return ApplyMode::Unavailable("the Docker engine did not answer within 10 s".into());
             }
-            Ok(Err(err)) => tracing::debug!(reason = %err, "docker mode unavailable"),
+            Ok(Err(err @ crate::docker::engine::DockerError::NoSocket(_))) => {
+                tracing::debug!(reason = %err, "docker mode unavailable")
+            }
+            Ok(Err(err)) => {
+                tracing::warn!(reason = %err, "a Docker socket is mounted but docker mode is unavailable; rotations fall back to the token file or manual mode")
+            }
             Err(_) => tracing::debug!("docker mode unavailable: the engine did not answer"),
         }
     }
