@@ -70,7 +70,7 @@ pub async fn resolve_mode(config: &Config) -> ApplyMode {
     }
     match (config.apply_mode, &config.secret_file) {
         (ApplyModeSetting::Manual, _) => ApplyMode::Manual,
-        (_, Some(_)) => ApplyMode::File,
+        (_, Some(path)) => ApplyMode::File(path.clone()),
         (_, None) => ApplyMode::Manual,
     }
 }

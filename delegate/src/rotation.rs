@@ -22,8 +22,8 @@ use crate::{session, token_file};
 pub enum ApplyMode {
     /// Replace the own container through the Docker engine.
     Docker(DockerHost),
-    /// Rewrite `ACCOUNT_SECRET_FILE` and continue in place.
-    File,
+    /// Rewrite `ACCOUNT_SECRET_FILE` (this path) and continue in place.
+    File(PathBuf),
     /// Keep running on the old token and warn.
     Manual,
     /// Docker mode was required but is not available; rotations fail with this reason.
@@ -35,7 +35,7 @@ impl ApplyMode {
     pub fn name(&self) -> &'static str {
         match self {
             Self::Docker(_) => "docker",
-            Self::File => "file",
+            Self::File(_) => "file",
             Self::Manual => "manual",
             Self::Unavailable(_) => "unavailable",
         }
@@ -187,8 +187,8 @@ impl Rotator {
         };
         tracing::info!(%rotation_id, new_token_id = %token.id(), "new token proven by a second handshake");
         match &self.inner.mode {
-            ApplyMode::File => {
-                let path = self.inner.secret_file.clone().expect("file mode has a token file");
+            ApplyMode::File(path) => {
+                let path = path.clone();
                 match write_file(path.clone(), &token).await {
                     Ok(()) => {
                         tracing::info!(%rotation_id, file = %path.display(), "token file rewritten; continuing on the new token");
@@ -292,3 +292,6 @@ async fn write_file(path: PathBuf, token: &Token) -> std::io::Result<()> {
         .await
         .map_err(std::io::Error::other)?
 }
+
+#[cfg(test)]
+mod tests;
