@@ -42,27 +42,41 @@ fn main() -> ExitCode {
         }
     };
     let exit = runtime.block_on(async {
+        // Install the handlers before anything else runs: as PID 1 there is no default
+        // SIGTERM action, and elsewhere an early signal must not kill the process mid-write.
+        let signals = Signals::install()?;
         let (stop, stopped) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
-            wait_for_signal().await;
+            signals.wait().await;
             let _ = stop.send(true);
         });
-        agent::run(config, stopped).await
+        Ok::<_, std::io::Error>(agent::run(config, stopped).await)
     });
-    ExitCode::from(exit.code())
+    match exit {
+        Ok(exit) => ExitCode::from(exit.code()),
+        Err(err) => {
+            tracing::error!(error = %err, "cannot install signal handlers");
+            ExitCode::FAILURE
+        }
+    }
 }
 
-/// SIGTERM or SIGINT. As PID 1 in a scratch image there is no default handler, so the
-/// delegate must install its own.
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
+/// SIGTERM and SIGINT, registered with the kernel as soon as this is built.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self { term: signal(SignalKind::terminate())?, int: signal(SignalKind::interrupt())? })
+    }
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
         }
-        _ => std::future::pending().await,
     }
 }
