@@ -24,6 +24,9 @@ use crate::token_file;
 /// Exit code for a fatal, final token state (EX_CONFIG).
 pub const EXIT_FATAL: u8 = 78;
 
+/// A session that lasted this long counts as healthy: its loss restarts the backoff.
+const STABLE_SESSION: Duration = Duration::from_secs(30);
+
 /// How the delegate ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
@@ -133,7 +136,7 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Exit {
     let mut backoff = Backoff::default();
     loop {
         state.clear_fatal();
-        backoff.reset();
+        let session_started = Instant::now();
         tracing::info!(session_id = %conn.session.session_id(), token_id = %conn.token_id,
             heartbeat_secs = conn.welcome.heartbeat_secs, token_expires_at = ?conn.welcome.token_expires_at, "session authenticated");
         let ctx = SessionContext {
@@ -167,6 +170,11 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Exit {
                 delay
             }
             SessionEnd::Lost(reason) => {
+                // A session that held for a while resets the backoff; one that drops at once
+                // (a manager that accepts and fails) keeps growing it.
+                if session_started.elapsed() >= STABLE_SESSION {
+                    backoff.reset();
+                }
                 let delay = backoff.next_delay(&mut rand::thread_rng());
                 tracing::warn!(%reason, delay_ms = delay.as_millis() as u64, "session lost; reconnecting");
                 delay

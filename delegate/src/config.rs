@@ -213,6 +213,12 @@ fn read_ca(path: &Path) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
     if certs.is_empty() {
         return Err(ConfigError::new(VAR, format!("{} holds no CERTIFICATE block", path.display())));
     }
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in &certs {
+        roots.add(cert.clone()).map_err(|err| {
+            ConfigError::new(VAR, format!("{} holds an unusable certificate: {err}", path.display()))
+        })?;
+    }
     Ok(certs)
 }
 

@@ -150,6 +150,10 @@ fn ca_file_must_hold_a_certificate() {
     assert_eq!(load(&env).unwrap_err().var, "MANAGER_CA_CERT");
     env.insert("MANAGER_CA_CERT".into(), dir.path().join("missing.pem").display().to_string());
     assert_eq!(load(&env).unwrap_err().var, "MANAGER_CA_CERT");
+    // PEM framing around bytes that are no certificate.
+    std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n").unwrap();
+    env.insert("MANAGER_CA_CERT".into(), ca.display().to_string());
+    assert_eq!(load(&env).unwrap_err().var, "MANAGER_CA_CERT");
 }
 
 #[test]
