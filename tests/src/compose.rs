@@ -313,6 +313,20 @@ impl ComposeProject {
         }
     }
 
+    /// Sets `key=value` in the project's .env, as an operator editing it would (the value is
+    /// remembered as a secret).
+    pub fn set_dotenv(&mut self, key: &str, value: &str) -> Result<()> {
+        let text = std::fs::read_to_string(&self.env_file).context("reading .env")?;
+        let prefix = format!("{key}=");
+        let mut lines: Vec<String> =
+            text.lines().filter(|line| !line.starts_with(&prefix)).map(str::to_string).collect();
+        lines.push(format!("{key}={value}"));
+        std::fs::write(&self.env_file, lines.join("\n") + "\n").context("writing .env")?;
+        self.reload_env()?;
+        self.remember_secret(value.to_string());
+        Ok(())
+    }
+
     /// The Compose project name.
     pub fn name(&self) -> &str {
         &self.name

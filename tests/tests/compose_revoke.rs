@@ -1,8 +1,9 @@
-//! Revocation in the quick start: both delegates stop with exit 78 (EX_CONFIG), and their
-//! restart policy does not turn that into a hot loop of failed handshakes.
+//! Revocation in the quick start: both delegates stop with exit 78 (EX_CONFIG), their
+//! restart policy does not turn that into a hot loop of failed handshakes, and the README's
+//! way back (a new token in .env, `docker compose up -d`) brings them back.
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tether_tests::compose::{token_id, wait_until, ComposeProject, DELEGATES};
+use tether_tests::compose::{find_token_value, token_id, wait_until, ComposeProject, DELEGATES};
 
 /// How long to watch for a hot loop after the first exit.
 const WATCH: Duration = Duration::from_secs(30);
@@ -13,7 +14,7 @@ fn unix_now() -> u64 {
 
 #[test]
 fn revoke_stops_both_delegates_with_78_and_no_hot_loop() {
-    let project = ComposeProject::up("revoke", &[]).expect("docker/up.sh");
+    let mut project = ComposeProject::up("revoke", &[]).expect("docker/up.sh");
     let token = token_id(project.dotenv("ACCOUNT_SECRET").expect("ACCOUNT_SECRET")).expect("token id");
     project.wait_both_connected(&token, &[], Duration::from_secs(60)).expect("both connected");
 
@@ -51,6 +52,16 @@ fn revoke_stops_both_delegates_with_78_and_no_hot_loop() {
     for (service, _) in DELEGATES {
         assert!(!project.delegate_healthy(service).unwrap_or(false), "{service} claims a session");
     }
+
+    // The way back: a new token in .env and `compose up -d` (which recreates the delegates
+    // with it); each tries its token file's revoked token, then the new one from the
+    // environment, after the quiet period of the last fatal exit.
+    let created = project.admin(&["token", "create", "second"]).expect("token create");
+    let second = find_token_value(&created).expect("token create --json shows the value");
+    project.set_dotenv("ACCOUNT_SECRET", &second).expect("edit .env");
+    project.compose(&["up", "-d"]).expect("compose up -d");
+    let second_id = token_id(&second).expect("token id");
+    project.wait_both_connected(&second_id, &[], Duration::from_secs(120)).expect("back on the new token");
 
     project.assert_no_secrets_in_logs().expect("no secrets in logs");
 }
