@@ -145,20 +145,23 @@ pub async fn revoke(
 ) -> Result<(TokenRow, usize), StoreError> {
     let (account, token_ref) = (account.to_owned(), token_ref.to_owned());
     let now = now_unix();
-    let row = state
+    let (row, newly) = state
         .store
         .call(move |conn| {
             let tx = conn.transaction()?;
             let row = tokens::find(&tx, &account, &token_ref)?
                 .ok_or_else(|| StoreError::NotFound(format!("token `{token_ref}` in account `{account}`")))?;
-            if tokens::revoke(&tx, row.id, now, &actor.who)? {
+            let newly = tokens::revoke(&tx, row.id, now, &actor.who)?;
+            if newly {
                 actor.record(&tx, now, "token.revoke", &format!("token:{account}/{}", row.id), &row.name)?;
             }
             tx.commit()?;
-            Ok(tokens::get(conn, row.id)?.unwrap_or(row))
+            Ok((tokens::get(conn, row.id)?.unwrap_or(row), newly))
         })
         .await?;
-    state.metrics.revocations.inc();
+    if newly {
+        state.metrics.revocations.inc();
+    }
     let kicked = kick(state, row.id, RevokedReason::Revoked);
     tracing::info!(token_id = %row.id, account = %row.account_id, sessions = kicked, "token revoked");
     Ok((row, kicked))
