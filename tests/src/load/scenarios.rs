@@ -233,7 +233,7 @@ pub async fn rate(ctx: &Ctx, scale: &Scale) -> Result<RateResult> {
                 let opened =
                     session::open(&target, Some(source_for(i, spread)), &who, Duration::from_secs(10))
                         .await?;
-                drop(opened);
+                opened.close().await;
                 Ok(())
             }
         })

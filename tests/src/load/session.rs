@@ -39,6 +39,13 @@ pub struct Opened {
     pub heartbeat: Duration,
 }
 
+impl Opened {
+    /// Closes the WebSocket (close frame, flush), as a delegate that leaves politely does.
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+}
+
 /// How a held session ended.
 #[derive(Debug, Clone)]
 pub struct Ended {
