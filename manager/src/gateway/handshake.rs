@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket};
+use futures_util::SinkExt;
 use tether_protocol::error::close;
 use tether_protocol::handshake::server::{unsigned_reject, ServerHandshake};
 use tether_protocol::session::ServerSession;
@@ -44,7 +45,7 @@ pub async fn run(state: &AppState, mut socket: WebSocket, ip: IpAddr) -> Option<
             RejectCode::RateLimited,
             "too many failed handshakes from this address; retry later",
         );
-        let _ = socket.send(Message::Binary(reject.into())).await;
+        let _ = socket.feed(Message::Binary(reject.into())).await;
         close_ws(&mut socket, close::RATE_LIMITED, "rate limited").await;
         return None;
     }
@@ -108,7 +109,7 @@ pub async fn run(state: &AppState, mut socket: WebSocket, ip: IpAddr) -> Option<
             tracing::info!(%ip, %token_id, "handshake refused: auth_failed");
             let frame =
                 unsigned_reject(RejectCode::AuthFailed, "authentication failed: unknown token or bad tag");
-            let _ = socket.send(Message::Binary(frame.into())).await;
+            let _ = socket.feed(Message::Binary(frame.into())).await;
             close_ws(&mut socket, close::AUTH_FAILED, "auth failed").await;
             return None;
         }
@@ -126,7 +127,7 @@ pub async fn run(state: &AppState, mut socket: WebSocket, ip: IpAddr) -> Option<
     if let Some((code, message)) = refusal {
         fail(state, ip, code.as_str());
         tracing::info!(%ip, %token_id, code = code.as_str(), "handshake refused");
-        let _ = socket.send(Message::Binary(verified.reject(code, message).into())).await;
+        let _ = socket.feed(Message::Binary(verified.reject(code, message).into())).await;
         close_ws(&mut socket, code.close_code(), "refused").await;
         return None;
     }
@@ -163,7 +164,7 @@ pub async fn run(state: &AppState, mut socket: WebSocket, ip: IpAddr) -> Option<
     if let Some((code, message)) = late_refusal {
         state.registry.remove(session_id);
         fail(state, ip, code.as_str());
-        let _ = socket.send(Message::Binary(verified.reject(code, message).into())).await;
+        let _ = socket.feed(Message::Binary(verified.reject(code, message).into())).await;
         close_ws(&mut socket, code.close_code(), "refused").await;
         return None;
     }

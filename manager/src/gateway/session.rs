@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use axum::extract::ws::Message;
+use futures_util::SinkExt;
 use tether_protocol::error::close;
 use tether_protocol::message::{C2s, GoodbyeReason, RevokedReason, S2c, TaskKind};
 use tokio::sync::oneshot;
@@ -80,7 +81,8 @@ pub async fn run(state: &AppState, auth: Authenticated) {
             cmd = commands.recv() => match cmd {
                 Some(SessionCommand::Revoke { reason, message }) => {
                     let frame = session.encode(S2c::Revoked { seq: 0, token_id: info.token_id, reason, message });
-                    let _ = socket.send(Message::Binary(frame.into())).await;
+                    // Buffered: the close that follows flushes both in one write.
+                    let _ = socket.feed(Message::Binary(frame.into())).await;
                     state.metrics.sessions_revoked.inc();
                     break match reason {
                         RevokedReason::Expired => End::Close(close::EXPIRED, "token expired"),
@@ -115,12 +117,14 @@ pub async fn run(state: &AppState, auth: Authenticated) {
                 }
                 Some(SessionCommand::Disconnect) => {
                     let frame = session.encode(S2c::Goodbye { seq: 0, reason: GoodbyeReason::Disconnected });
-                    let _ = socket.send(Message::Binary(frame.into())).await;
+                    // Buffered: the close that follows flushes both in one write.
+                    let _ = socket.feed(Message::Binary(frame.into())).await;
                     break End::Close(close::NORMAL, "disconnected by an operator");
                 }
                 Some(SessionCommand::Shutdown) | None => {
                     let frame = session.encode(S2c::Goodbye { seq: 0, reason: GoodbyeReason::Shutdown });
-                    let _ = socket.send(Message::Binary(frame.into())).await;
+                    // Buffered: the close that follows flushes both in one write.
+                    let _ = socket.feed(Message::Binary(frame.into())).await;
                     break End::Close(close::GOING_AWAY, "manager shutting down");
                 }
             },
@@ -136,7 +140,8 @@ pub async fn run(state: &AppState, auth: Authenticated) {
                     reason: RevokedReason::Expired,
                     message: "this delegate's token expired; create a new token and restart the delegate with it".into(),
                 });
-                let _ = socket.send(Message::Binary(frame.into())).await;
+                // Buffered: the close that follows flushes both in one write.
+                    let _ = socket.feed(Message::Binary(frame.into())).await;
                 state.metrics.sessions_revoked.inc();
                 break End::Close(close::EXPIRED, "token expired");
             }
