@@ -90,6 +90,7 @@ trap - EXIT
 
 # --- start and wait --------------------------------------------------------------------
 say "starting $TETHER_PROJECT (manager, delegate1, delegate2)"
+started_at="$(date +%s)"
 compose up -d
 
 timeout_secs="${TETHER_UP_TIMEOUT_SECS:-120}"
@@ -107,6 +108,15 @@ while [ "${#pending[@]}" -gt 0 ]; do
     done
     pending=("${still[@]+"${still[@]}"}")
     [ "${#pending[@]}" -eq 0 ] && break
+    # Exit 78: the token was refused for good (revoked or expired): waiting will not help.
+    if docker events --since "$started_at" --until "$(date +%s)" --filter event=die \
+            --filter "label=com.docker.compose.project=$TETHER_PROJECT" \
+            --format '{{.Actor.Attributes.exitCode}}' 2>/dev/null | grep -qx 78; then
+        compose logs --tail 5 "${pending[@]}" >&2 || true
+        die "a delegate exited 78: its token is revoked or expired. Create a token
+(docker/compose.sh exec manager /tether-manager token create NAME), put it into
+$TETHER_ENV_FILE as ACCOUNT_SECRET=…, and run docker/up.sh again."
+    fi
     if [ "$SECONDS" -ge "$deadline" ]; then
         compose ps >&2 || true
         compose logs --tail 20 >&2 || true

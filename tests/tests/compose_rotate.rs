@@ -14,6 +14,7 @@ fn rotate_replaces_both_containers_and_compose_up_keeps_the_new_token() {
     let old_token = project.dotenv("ACCOUNT_SECRET").expect("ACCOUNT_SECRET").to_string();
     let old_id = token_id(&old_token).expect("token id");
     project.wait_both_connected(&old_id, &[], Duration::from_secs(60)).expect("both connected");
+    let manager = project.container_id("manager").expect("manager container");
     let before: Vec<String> =
         DELEGATES.iter().map(|(service, _)| project.container_id(service).expect("container")).collect();
 
@@ -84,7 +85,7 @@ fn rotate_replaces_both_containers_and_compose_up_keeps_the_new_token() {
     // on the new token, through the ACCOUNT_SECRET_FILE volume the delegates kept current.
     let old_sessions: Vec<String> = sessions.values().map(|s| s.session_id.clone()).collect();
     project
-        .compose(&["up", "-d", "--force-recreate", "delegate1", "delegate2"])
+        .compose(&["up", "-d", "--no-deps", "--force-recreate", "delegate1", "delegate2"])
         .expect("compose up --force-recreate");
     for (service, _) in DELEGATES {
         let id = project.container_id(service).expect("container");
@@ -98,6 +99,7 @@ fn rotate_replaces_both_containers_and_compose_up_keeps_the_new_token() {
         .wait_both_connected(&new_id, &old_sessions, Duration::from_secs(90))
         .expect("recreated delegates authenticate with the new token from their token files");
     assert_eq!(project.token_state(&old_id).expect("state"), "revoked");
+    assert_eq!(project.container_id("manager").expect("manager"), manager, "the manager was recreated");
 
     project.assert_no_secrets_in_logs().expect("no secrets in logs");
 }
