@@ -18,7 +18,12 @@ for arg in "$@"; do
 done
 
 env_file="$TETHER_ENV_FILE"
-[ -f "$env_file" ] || env_file=/dev/null
+if [ ! -f "$env_file" ]; then
+    # Compose needs an env file (v1 refuses /dev/null); the values do not matter for `down`.
+    env_file="$(mktemp)"
+    trap 'rm -f "$env_file"' EXIT
+    no_env=1
+fi
 
 args=(down --remove-orphans --timeout 15)
 [ "$volumes" = 1 ] && args+=(--volumes)
@@ -37,7 +42,7 @@ if [ "$volumes" = 1 ]; then
     for volume in $(docker volume ls -q --filter "label=com.docker.compose.project=$TETHER_PROJECT"); do
         docker volume rm "$volume" >/dev/null
     done
-    if [ "$env_file" != /dev/null ]; then
+    if [ -z "${no_env:-}" ]; then
         rm -f "$env_file"
         say "removed the volumes and $env_file"
     fi

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use tether_tests::compose::{find_token_value, token_id, wait_until, ComposeProject, DELEGATES};
 
-const GRACE_SECS: u64 = 120;
+/// Long enough for a loaded 2-core CI machine (each Compose v1 call takes a second or more).
+const GRACE_SECS: u64 = 180;
 
 #[test]
 fn rotate_replaces_both_containers_and_compose_up_keeps_the_new_token() {
@@ -18,6 +19,7 @@ fn rotate_replaces_both_containers_and_compose_up_keeps_the_new_token() {
     let before: Vec<String> =
         DELEGATES.iter().map(|(service, _)| project.container_id(service).expect("container")).collect();
 
+    let rotated_at = std::time::Instant::now();
     let rotated = project
         .admin(&["token", "rotate", &old_id, "--grace-secs", &GRACE_SECS.to_string()])
         .expect("token rotate");
@@ -30,6 +32,7 @@ fn rotate_replaces_both_containers_and_compose_up_keeps_the_new_token() {
     // environment carries the new token, connected (manager's view and its own health) on it.
     let grace = Duration::from_secs(GRACE_SECS - 10);
     project.wait_both_connected(&new_id, &[], grace).expect("both delegates on the new token");
+    println!("both delegates on the new token {:?} after the rotate call", rotated_at.elapsed());
     wait_until("both services replaced", Duration::from_secs(30), Duration::from_millis(500), || {
         for ((service, _), old) in DELEGATES.iter().zip(&before) {
             let ids = project.container_ids(service)?;
@@ -68,6 +71,7 @@ fn rotate_replaces_both_containers_and_compose_up_keeps_the_new_token() {
         Ok((project.token_state(&old_id)? == "revoked").then_some(()))
     })
     .expect("the old token is revoked once both delegates moved");
+    println!("old token revoked, both replaced: {:?} after the rotate call", rotated_at.elapsed());
     let ps = project.compose(&["ps"]).expect("compose ps");
     for (service, _) in DELEGATES {
         assert!(ps.contains(service), "compose ps does not list {service}:\n{ps}");
@@ -80,6 +84,7 @@ fn rotate_replaces_both_containers_and_compose_up_keeps_the_new_token() {
     project
         .wait_both_connected(&new_id, &[], Duration::from_secs(60))
         .expect("still on the new token after up -d");
+    println!("after compose up -d: still on the new token ({:?})", rotated_at.elapsed());
 
     // Even a recreate from the compose file (ACCOUNT_SECRET = the old, revoked token) comes back
     // on the new token, through the ACCOUNT_SECRET_FILE volume the delegates kept current.
@@ -98,6 +103,7 @@ fn rotate_replaces_both_containers_and_compose_up_keeps_the_new_token() {
     project
         .wait_both_connected(&new_id, &old_sessions, Duration::from_secs(90))
         .expect("recreated delegates authenticate with the new token from their token files");
+    println!("after a forced recreate: on the new token ({:?})", rotated_at.elapsed());
     assert_eq!(project.token_state(&old_id).expect("state"), "revoked");
     assert_eq!(project.container_id("manager").expect("manager"), manager, "the manager was recreated");
 
