@@ -144,6 +144,47 @@ pub fn preflight() -> Result<()> {
     Ok(())
 }
 
+/// Compose projects of earlier test processes that died without their guard running (e.g.
+/// killed by a test-runner timeout): their names carry the pid of the process that made them.
+fn stale_projects() -> Result<Vec<String>> {
+    let format = "{{.Label \"com.docker.compose.project\"}}";
+    let filter = "label=com.docker.compose.project";
+    let mut labels = docker(&["ps", "-a", "--filter", filter, "--format", format])?;
+    labels.push_str(&docker(&["volume", "ls", "--filter", filter, "--format", format])?);
+    labels.push_str(&docker(&["network", "ls", "--filter", filter, "--format", format])?);
+    let mut stale: Vec<String> = labels
+        .lines()
+        .filter(|name| name.starts_with("tether-e2e-"))
+        .filter(|name| {
+            let mut parts = name.rsplitn(3, '-');
+            let (_suffix, pid) = (parts.next(), parts.next());
+            pid.and_then(|pid| pid.parse::<u32>().ok())
+                .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+        })
+        .map(str::to_string)
+        .collect();
+    stale.sort();
+    stale.dedup();
+    Ok(stale)
+}
+
+/// Removes everything labelled with Compose project `name`: containers, networks, volumes.
+fn remove_project_resources(name: &str) {
+    let label = format!("label=com.docker.compose.project={name}");
+    for (list, remove) in [
+        (vec!["ps", "-aq", "--filter", &label], vec!["rm", "-f"]),
+        (vec!["network", "ls", "-q", "--filter", &label], vec!["network", "rm"]),
+        (vec!["volume", "ls", "-q", "--filter", &label], vec!["volume", "rm", "-f"]),
+    ] {
+        let Ok(ids) = docker(&list) else { continue };
+        for id in ids.lines().filter(|id| !id.is_empty()) {
+            let mut args = remove.clone();
+            args.push(id);
+            let _ = docker(&args);
+        }
+    }
+}
+
 /// The Compose command here: v2 plugin (`docker compose`) when present, else v1 (`docker-compose`).
 fn compose_command() -> Vec<String> {
     let v2 = Command::new("docker")
@@ -241,6 +282,10 @@ impl ComposeProject {
     /// `TETHER_HEARTBEAT_SECS`). The admin API is published on a free loopback port.
     pub fn up(test: &str, extra_env: &[(&str, &str)]) -> Result<Self> {
         preflight()?;
+        for stale in stale_projects()? {
+            eprintln!("removing Compose project {stale} left by a test process that is gone");
+            remove_project_resources(&stale);
+        }
         let dir = tempfile::tempdir().context("temp dir for the project's .env")?;
         let mut project = Self {
             name: unique_project(test),
@@ -554,19 +599,7 @@ impl ComposeProject {
     /// Removes everything of this project: `down -v`, then anything left with its label.
     fn teardown(&self) {
         let _ = run(&mut self.compose_cmd(&["down", "--volumes", "--remove-orphans", "--timeout", "5"]));
-        let label = format!("label=com.docker.compose.project={}", self.name);
-        for (list, remove) in [
-            (vec!["ps", "-aq", "--filter", &label], vec!["rm", "-f"]),
-            (vec!["network", "ls", "-q", "--filter", &label], vec!["network", "rm"]),
-            (vec!["volume", "ls", "-q", "--filter", &label], vec!["volume", "rm", "-f"]),
-        ] {
-            let Ok(ids) = docker(&list) else { continue };
-            for id in ids.lines().filter(|id| !id.is_empty()) {
-                let mut args = remove.clone();
-                args.push(id);
-                let _ = docker(&args);
-            }
-        }
+        remove_project_resources(&self.name);
     }
 }
 
