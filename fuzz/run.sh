@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Bounded coverage-guided fuzzing of tether-protocol with cargo-fuzz (libFuzzer).
+# Bounded coverage-guided fuzzing of tether-protocol (and of the manager's REST bodies) with
+# cargo-fuzz (libFuzzer).
 #
 #   fuzz/run.sh [SECONDS_PER_TARGET] [TARGET...]     (or FUZZ_SECONDS=N; default 60 s)
 #
 # Runs on the STABLE toolchain: cargo-fuzz with `--sanitizer none` passes no -Z flag, only
 # stable codegen options (-Cpasses=sancov-module, -Cllvm-args=-sanitizer-coverage-*), and
 # builds in release mode with debug assertions and overflow checks on. No AddressSanitizer:
-# tether-protocol and the fuzz drivers forbid unsafe code, so ASan (nightly-only) would buy
+# tether-protocol, tether-manager and the fuzz drivers forbid unsafe code, so ASan (nightly-only) would buy
 # little here; panics, failed invariant assertions, overflows and timeouts are the findings.
 # Steps: install cargo-fuzz if missing; run the seed regression tests (seeds reach the deep
 # paths; every single-bit flip of every seed holds the invariants); write the seed corpus
@@ -19,7 +20,7 @@ seconds="${1:-${FUZZ_SECONDS:-60}}"
 shift || true
 targets=("$@")
 if [ "${#targets[@]}" -eq 0 ]; then
-  targets=(frame_split server_handshake client_handshake session_decode token_parse sealed_token_open)
+  targets=(frame_split server_handshake client_handshake session_decode token_parse sealed_token_open rest_bodies)
 fi
 case "$seconds" in ''|*[!0-9]*) echo "seconds must be a whole number, got '$seconds'" >&2; exit 64;; esac
 

@@ -1,6 +1,7 @@
 //! One module per fuzz target: the driver (`run`) and its seeds (`seeds`).
 pub mod client_handshake;
 pub mod frame_split;
+pub mod rest_bodies;
 pub mod sealed_token_open;
 pub mod server_handshake;
 pub mod session_decode;
@@ -15,6 +16,7 @@ pub fn all_seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         ("session_decode", session_decode::seeds()),
         ("token_parse", token_parse::seeds()),
         ("sealed_token_open", sealed_token_open::seeds()),
+        ("rest_bodies", rest_bodies::seeds()),
     ]
 }
 
@@ -31,6 +33,7 @@ mod tests {
             "session_decode" => session_decode::run,
             "token_parse" => token_parse::run,
             "sealed_token_open" => sealed_token_open::run,
+            "rest_bodies" => rest_bodies::run,
             other => panic!("no driver for {other}"),
         }
     }
