@@ -339,3 +339,23 @@ async fn sigterm_is_prompt_while_a_manager_does_not_answer() {
     assert!(elapsed < Duration::from_secs(2), "shutdown took {elapsed:?} while connecting");
     drop(silent);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_expired_reject_at_the_handshake_exits_78_saying_so() {
+    let fake = FakeManager::start(5).await;
+    let token = new_token();
+    fake.add_token(&token, TokenState::Expired);
+    let state = tempfile::tempdir().unwrap();
+    let mut delegate = Delegate::start(&env_for(&fake, &token, state.path()), &[]);
+    let (code, _) = delegate.wait_exit(LIMIT).await;
+    assert_eq!(code, Some(78), "log:\n{}", delegate.log());
+    let log = delegate.log();
+    assert!(log.contains("has expired") && log.contains("token expired at its set expiry"), "log:\n{log}");
+    assert!(state.path().join("fatal").exists(), "the fatal exit was not recorded");
+    let signed = fake
+        .events()
+        .iter()
+        .filter(|e| matches!(e, Event::Rejected { code: RejectCode::Expired, signed: true, .. }))
+        .count();
+    assert_eq!(signed, 1);
+}

@@ -30,6 +30,8 @@ pub enum TokenState {
     Active,
     /// Signed `revoked` reject.
     Revoked,
+    /// Signed `expired` reject.
+    Expired,
     /// Unsigned `revoked` reject: a forgery the delegate must not believe.
     ForgedRevoked,
 }
@@ -246,9 +248,13 @@ async fn serve<S>(
             return;
         }
     };
-    if state == TokenState::Revoked {
-        shared.lock().unwrap().events.push(reject(RejectCode::Revoked, true));
-        let frame = verified.reject(RejectCode::Revoked, "token revoked by the operator");
+    if matches!(state, TokenState::Revoked | TokenState::Expired) {
+        let (code, text) = match state {
+            TokenState::Expired => (RejectCode::Expired, "token expired at its set expiry"),
+            _ => (RejectCode::Revoked, "token revoked by the operator"),
+        };
+        shared.lock().unwrap().events.push(reject(code, true));
+        let frame = verified.reject(code, text);
         let _ = ws.send(Message::Binary(frame.into())).await;
         let _ = ws.close(None).await;
         return;
