@@ -25,7 +25,7 @@ pub fn repo_root() -> PathBuf {
 }
 
 /// Polls `probe` about every `interval` until it returns `Some`, an error, or `timeout` passes.
-/// Bounded in time and so in count; the error names `what` and the last observation.
+/// Bounded in time and so in count; the error names `what`.
 pub fn wait_until<T>(
     what: &str,
     timeout: Duration,
@@ -471,8 +471,22 @@ impl ComposeProject {
         old_sessions: &[String],
         timeout: Duration,
     ) -> Result<HashMap<String, LiveDelegate>> {
-        wait_until("both delegates connected", timeout, Duration::from_millis(500), || {
-            let live = self.live_delegates()?;
+        // What the last probe saw, for the timeout message (ids only, never token values).
+        let mut last = String::from("nothing yet");
+        let result = wait_until("both delegates connected", timeout, Duration::from_millis(500), || {
+            // The manager may be restarting: a failed `delegate list` means "not yet".
+            let live = match self.live_delegates() {
+                Ok(live) => live,
+                Err(e) => {
+                    last = format!("delegate list failed: {e}");
+                    return Ok(None);
+                }
+            };
+            last = live
+                .iter()
+                .map(|d| format!("{} on token {} (session {})", d.name, d.token_id, d.session_id))
+                .collect::<Vec<_>>()
+                .join(", ");
             let mut found = HashMap::new();
             for (service, name) in DELEGATES {
                 let sessions: Vec<&LiveDelegate> = live.iter().filter(|d| d.name == name).collect();
@@ -481,12 +495,14 @@ impl ComposeProject {
                     return Ok(None);
                 }
                 if !self.delegate_healthy(service)? {
+                    last.push_str(&format!("; {service}: tether-delegate health fails"));
                     return Ok(None);
                 }
                 found.insert(name.to_string(), (*session).clone());
             }
             Ok(Some(found))
-        })
+        });
+        result.map_err(|e| anyhow!("{e}; the manager last listed: [{last}]"))
     }
 
     /// Ids of the containers Compose lists for `service` (running or not).
