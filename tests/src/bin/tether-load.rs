@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use tether_tests::load::manager::ManagerProc;
+use tether_tests::harness::manager::{Manager, Options};
 use tether_tests::load::scenarios::{self, Ctx, Scale};
 use tether_tests::load::transport::Target;
 
@@ -72,7 +72,13 @@ async fn run(
     for name in which.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         eprintln!("== {name}");
         // A fresh manager per scenario, so one scenario's memory does not colour the next.
-        let manager = ManagerProc::start(&manager_bin, &[]).await?;
+        let manager = Manager::start_with(Options {
+            bin: Some(manager_bin.clone()),
+            // The shipped defaults (30 s heartbeats), and no per-session log lines.
+            env: vec![("RUST_LOG".into(), "warn".into())],
+            ..Options::default()
+        })
+        .await?;
         let target = Target::new(manager.addr, "localhost", &manager.init.ca_cert)?;
         let ctx =
             Ctx { manager, target, delegate_bin: delegate_bin.clone(), self_bin: std::env::current_exe()? };

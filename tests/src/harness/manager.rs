@@ -71,6 +71,8 @@ pub struct Options {
     /// Host name the REST client uses (resolved to the listen address), e.g. one of
     /// `tls_sans`; default: the listen IP.
     pub url_host: Option<String>,
+    /// The manager binary; default `$TETHER_MANAGER_BIN` or `target/debug/tether-manager`.
+    pub bin: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -80,6 +82,7 @@ impl Default for Options {
             tls_sans: Vec::new(),
             env: vec![("TETHER_HEARTBEAT_SECS".into(), "2".into())],
             url_host: None,
+            bin: None,
         }
     }
 }
@@ -130,7 +133,10 @@ impl Manager {
 
     /// Inits a fresh data dir and serves it with `options`.
     pub async fn start_with(options: Options) -> Result<Self> {
-        let bin = binary("tether-manager", "TETHER_MANAGER_BIN")?;
+        let bin = match &options.bin {
+            Some(bin) => bin.clone(),
+            None => binary("tether-manager", "TETHER_MANAGER_BIN")?,
+        };
         let data_dir = tempfile::tempdir()?;
         let mut init = Command::new(&bin);
         init.args(["init", "--json", "--data-dir"]).arg(data_dir.path());
@@ -197,6 +203,25 @@ impl Manager {
             Some(host) => format!("https://{host}:{}", self.addr.port()),
             None => format!("https://{}", self.addr),
         }
+    }
+
+    /// The serving process's id, while it runs (for RSS and CPU readings).
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.as_ref().map(Proc::pid)
+    }
+
+    /// The HTTPS client that trusts this manager's CA.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// Runs an admin CLI subcommand with `--json` and parses what it prints.
+    pub fn cli_json(&self, args: &[&str]) -> Result<Value> {
+        let out = self.cli(&[args, &["--json"]].concat())?;
+        if !out.status.success() {
+            bail!("tether-manager {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(serde_json::from_slice(&out.stdout)?)
     }
 
     /// The manager's log so far.

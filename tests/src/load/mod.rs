@@ -3,7 +3,6 @@
 //! bounded in count and time. Used by the `tether-load` binary and its CI smoke test.
 pub mod baseline;
 pub mod fleet;
-pub mod manager;
 pub mod procfs;
 pub mod scenarios;
 pub mod session;

@@ -13,11 +13,11 @@ use tether_protocol::Token;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::fleet::{Fleet, GrowOptions};
-use super::manager::ManagerProc;
 use super::procfs;
 use super::session::{self, Identity};
 use super::stats::{self, Summary};
 use super::transport::{self, source_for, Target};
+use crate::harness::manager::Manager;
 
 /// How big each scenario is.
 #[derive(Debug, Clone, Serialize)]
@@ -79,7 +79,7 @@ impl Scale {
 #[derive(Debug)]
 pub struct Ctx {
     /// The running manager.
-    pub manager: ManagerProc,
+    pub manager: Manager,
     /// Its delegate endpoint.
     pub target: Target,
     /// The delegate binary, for the footprint scenario.
@@ -89,6 +89,10 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    fn manager_pid(&self) -> Result<u32> {
+        self.manager.pid().context("the manager is not running")
+    }
+
     fn identity(&self, token: Token, name: &str) -> Identity {
         Identity {
             account_id: self.manager.init.account_id.clone(),
@@ -99,7 +103,7 @@ impl Ctx {
 
     /// Creates a token through the CLI and returns it parsed.
     fn create_token(&self, name: &str) -> Result<Token> {
-        let v = self.manager.cli(&["token", "create", name])?;
+        let v = self.manager.cli_json(&["token", "create", name])?;
         let value = v["value"].as_str().context("`value` missing in `token create --json` output")?;
         Ok(Token::parse(value)?)
     }
@@ -144,7 +148,7 @@ pub async fn idle(ctx: &Ctx, scale: &Scale) -> Result<IdleResult> {
     let mut steps = Vec::new();
     for &n in &scale.idle_steps {
         fleet.grow(n, &ctx.target, &who, &opts, Duration::from_secs(900)).await?;
-        steps.push((n, settled_rss(ctx.manager.pid()).await?));
+        steps.push((n, settled_rss(ctx.manager_pid()?).await?));
     }
     let ramp_secs = started.elapsed().as_secs_f64();
     fleet.stop(Duration::from_secs(120)).await;
@@ -323,8 +327,8 @@ pub async fn revoke(ctx: &Ctx, scale: &Scale) -> Result<RevokeResult> {
     };
     let mut fleet = Fleet::default();
     fleet.grow(scale.revoke_sessions, &ctx.target, &who, &opts, Duration::from_secs(300)).await?;
-    let http = ctx.manager.http()?;
-    let cpu_before = procfs::cpu_ticks(ctx.manager.pid())?;
+    let http = ctx.manager.http().clone();
+    let cpu_before = procfs::cpu_ticks(ctx.manager_pid()?)?;
     let called = Instant::now();
     let resp = http
         .post(format!(
@@ -341,7 +345,7 @@ pub async fn revoke(ctx: &Ctx, scale: &Scale) -> Result<RevokeResult> {
         bail!("revoke answered {}: {}", resp.status(), resp.text().await.unwrap_or_default());
     }
     let ended = fleet.wait_all(Duration::from_secs(60)).await;
-    let cpu_ticks = procfs::cpu_ticks(ctx.manager.pid())? - cpu_before;
+    let cpu_ticks = procfs::cpu_ticks(ctx.manager_pid()?)? - cpu_before;
     let closed_before_answer = ended.iter().filter(|e| e.at < answered).count();
     let mut lat: Vec<Duration> = ended.iter().map(|e| e.at.saturating_duration_since(answered)).collect();
     Ok(RevokeResult {
@@ -369,7 +373,7 @@ pub struct RotateResult {
 }
 
 fn token_state(ctx: &Ctx, token_id: &str) -> Result<String> {
-    let v = ctx.manager.cli(&["token", "show", token_id])?;
+    let v = ctx.manager.cli_json(&["token", "show", token_id])?;
     Ok(v["state"].as_str().unwrap_or_default().to_owned())
 }
 
@@ -386,7 +390,7 @@ pub async fn rotate(ctx: &Ctx, scale: &Scale) -> Result<RotateResult> {
     let mut fleet = Fleet::default();
     fleet.grow(scale.rotate_sessions, &ctx.target, &who, &opts, Duration::from_secs(120)).await?;
     let started = Instant::now();
-    ctx.manager.cli(&["token", "rotate", &token_id, "--grace-secs", "120"])?;
+    ctx.manager.cli_json(&["token", "rotate", &token_id, "--grace-secs", "120"])?;
     let deadline = started + Duration::from_secs(60);
     loop {
         if token_state(ctx, &token_id)? == "revoked" {
@@ -423,7 +427,7 @@ pub struct EchoResult {
 }
 
 async fn session_ids(ctx: &Ctx, name: &str) -> Result<Vec<String>> {
-    let v = ctx.manager.cli(&["delegate", "list"])?;
+    let v = ctx.manager.cli_json(&["delegate", "list"])?;
     let list = v.as_array().or_else(|| v["delegates"].as_array()).context("delegate list --json shape")?;
     Ok(list
         .iter()
@@ -433,7 +437,7 @@ async fn session_ids(ctx: &Ctx, name: &str) -> Result<Vec<String>> {
 }
 
 async fn ping_rounds(ctx: &Ctx, ids: Vec<String>, rounds_each: usize) -> Result<(f64, Vec<Duration>)> {
-    let http = ctx.manager.http()?;
+    let http = ctx.manager.http().clone();
     let url = ctx.manager.url();
     let admin = ctx.manager.init.admin_token.clone();
     let started = Instant::now();
