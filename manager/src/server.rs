@@ -36,14 +36,23 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     on_ready: impl FnOnce(),
 ) -> Result<(), ServeError> {
-    let data = DataDir::open(&config.data_dir)?;
-    let files = match (&config.tls_cert, &config.tls_key) {
-        (Some(cert), Some(key)) => TlsFiles { cert: cert.clone(), key: key.clone(), ca: None },
-        _ => tls::ensure_generated(&data.path, &[], false)?,
-    };
-    let rustls = tls::server_config(&files)?;
-    if let Some(ca) = &files.ca {
-        let fingerprint = tls::fingerprint_sha256(ca)?;
+    // Startup file work (database open and migrations, key file, certificates) runs on the
+    // blocking pool like every other store call.
+    let (data_dir, tls_cert, tls_key) =
+        (config.data_dir.clone(), config.tls_cert.clone(), config.tls_key.clone());
+    let (data, files, rustls, fingerprint) = tokio::task::spawn_blocking(move || -> Result<_, ServeError> {
+        let data = DataDir::open(&data_dir)?;
+        let files = match (tls_cert, tls_key) {
+            (Some(cert), Some(key)) => TlsFiles { cert, key, ca: None },
+            _ => tls::ensure_generated(&data.path, &[], false)?,
+        };
+        let rustls = tls::server_config(&files)?;
+        let fingerprint = files.ca.as_deref().map(tls::fingerprint_sha256).transpose()?;
+        Ok((data, files, rustls, fingerprint))
+    })
+    .await
+    .map_err(|e| ServeError::Io(std::io::Error::other(e)))??;
+    if let (Some(ca), Some(fingerprint)) = (&files.ca, &fingerprint) {
         tracing::info!(ca_cert = %ca.display(), ca_fingerprint_sha256 = %fingerprint, "using the generated CA; give delegates this CA (MANAGER_CA_CERT)");
     }
     let initialised = data.store.call(|c| crate::store::meta_get(c, "initialised_at")).await?;

@@ -13,8 +13,12 @@ pub mod handshake;
 pub mod ratelimit;
 pub mod session;
 
-/// Read and write buffer of each delegate connection.
-const BUFFER: usize = 8 * 1024;
+/// Read buffer of each delegate connection. tungstenite zero-fills and keeps the whole buffer,
+/// so it is resident for every idle session; a bigger frame grows it as needed.
+const READ_BUFFER: usize = 4 * 1024;
+
+/// Frames are gathered up to this size before a write (every send flushes anyway).
+const WRITE_BUFFER: usize = 8 * 1024;
 
 /// Upgrades to a WebSocket and runs one delegate connection.
 pub async fn connect(
@@ -26,13 +30,15 @@ pub async fn connect(
         return (StatusCode::SERVICE_UNAVAILABLE, "manager is shutting down").into_response();
     }
     let max = state.config.max_frame;
-    ws.read_buffer_size(BUFFER)
-        .write_buffer_size(BUFFER)
-        .max_write_buffer_size(max + BUFFER + 1024)
+    ws.read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        .max_write_buffer_size(max + WRITE_BUFFER + 1024)
         .max_message_size(max + 1)
         .max_frame_size(max + 1)
         .on_upgrade(move |socket| async move {
-            if let Some(session) = handshake::run(&state, socket, peer.ip()).await {
+            // Boxed: the handshake's state is freed once it is done instead of sizing the
+            // future every idle session keeps.
+            if let Some(session) = Box::pin(handshake::run(&state, socket, peer.ip())).await {
                 session::run(&state, session).await;
             }
         })
