@@ -77,47 +77,102 @@ impl std::fmt::Debug for Core {
     }
 }
 
-/// The delegate's side of a session: sends [`C2s`], receives [`S2c`].
+/// Which side of a session this is: what it sends and what it receives.
+pub trait Role: std::fmt::Debug + private::Sealed {
+    /// Messages this side sends.
+    type Out: Sequenced;
+    /// Messages this side receives.
+    type In: Sequenced;
+}
+
+mod private {
+    pub trait Sealed {}
+    impl Sealed for super::Client {}
+    impl Sealed for super::Server {}
+}
+
+/// The delegate's role: sends [`C2s`], receives [`S2c`].
 #[derive(Debug)]
-pub struct ClientSession(Core);
+pub struct Client;
+
+/// The manager's role: sends [`S2c`], receives [`C2s`].
+#[derive(Debug)]
+pub struct Server;
+
+impl Role for Client {
+    type Out = C2s;
+    type In = S2c;
+}
+
+impl Role for Server {
+    type Out = S2c;
+    type In = C2s;
+}
+
+/// One side of an authenticated session.
+#[derive(Debug)]
+pub struct Session<R: Role> {
+    core: Core,
+    role: std::marker::PhantomData<R>,
+}
+
+/// The delegate's side of a session: sends [`C2s`], receives [`S2c`].
+pub type ClientSession = Session<Client>;
 
 /// The manager's side of a session: sends [`S2c`], receives [`C2s`].
-#[derive(Debug)]
-pub struct ServerSession(Core);
+pub type ServerSession = Session<Server>;
 
-impl ClientSession {
-    /// After a verified welcome (s2c seq 0), the next s2c frame is seq 1.
-    pub(crate) fn new(session_id: Uuid, keys: &SessionKeys, max_frame: usize) -> Self {
-        Self(Core {
-            session_id,
-            send_key: MacKey::new(keys.c2s()),
-            recv_key: MacKey::new(keys.s2c()),
-            seal_key: zeroize::Zeroizing::new(*keys.seal()),
-            next_send: 0,
-            next_recv: 1,
-            max_frame,
-            failed: false,
-        })
-    }
-
+impl<R: Role> Session<R> {
     /// The session id from the welcome.
     pub fn session_id(&self) -> Uuid {
-        self.0.session_id
+        self.core.session_id
     }
 
-    /// The largest frame the server accepts.
+    /// The maximum frame size announced in the challenge.
     pub fn max_frame(&self) -> usize {
-        self.0.max_frame
+        self.core.max_frame
     }
 
-    /// Encodes and signs a message, assigning the next c2s sequence number.
-    pub fn encode(&mut self, msg: C2s) -> Vec<u8> {
-        self.0.encode(msg)
+    /// Encodes and signs a message, assigning this direction's next sequence number.
+    pub fn encode(&mut self, msg: R::Out) -> Vec<u8> {
+        self.core.encode(msg)
     }
 
-    /// Verifies and decodes a server frame. After an error the session is dead.
-    pub fn decode(&mut self, bytes: &[u8]) -> Result<S2c, ProtocolError> {
-        self.0.decode(bytes)
+    /// Verifies and decodes a frame from the peer. After an error the session is dead.
+    pub fn decode(&mut self, bytes: &[u8]) -> Result<R::In, ProtocolError> {
+        self.core.decode(bytes)
+    }
+
+    /// `send` and `recv` keys; the welcome was s2c seq 0, so s2c counts on from 1.
+    fn with_keys(
+        session_id: Uuid,
+        send: &[u8; KEY_LEN],
+        recv: &[u8; KEY_LEN],
+        keys: &SessionKeys,
+        max_frame: usize,
+        next_send: u64,
+        next_recv: u64,
+    ) -> Self {
+        Self {
+            core: Core {
+                session_id,
+                send_key: MacKey::new(send),
+                recv_key: MacKey::new(recv),
+                seal_key: zeroize::Zeroizing::new(*keys.seal()),
+                next_send,
+                next_recv,
+                max_frame,
+                failed: false,
+            },
+            role: std::marker::PhantomData,
+        }
+    }
+}
+
+impl Session<Client> {
+    /// After a verified welcome (s2c seq 0), the next s2c frame is seq 1.
+    pub(crate) fn new(session_id: Uuid, keys: &SessionKeys, max_frame: usize) -> Self {
+        Self::with_keys(session_id, keys.c2s(), keys.s2c(), keys, max_frame, 0, 1)
     }
 
     /// Opens the `sealed_token` of a `rotate` and checks it carries the announced token id.
@@ -127,7 +182,7 @@ impl ClientSession {
         token_id: Uuid,
         sealed_token: &str,
     ) -> Result<Token, SealError> {
-        let token = seal::open(&self.0.seal_key, rotation_id, sealed_token)?;
+        let token = seal::open(&self.core.seal_key, rotation_id, sealed_token)?;
         if token.id() != token_id {
             return Err(SealError::IdMismatch);
         }
@@ -135,43 +190,14 @@ impl ClientSession {
     }
 }
 
-impl ServerSession {
+impl Session<Server> {
     /// After sending the welcome (s2c seq 0), the next s2c frame is seq 1.
     pub(crate) fn new(session_id: Uuid, keys: &SessionKeys, max_frame: usize) -> Self {
-        Self(Core {
-            session_id,
-            send_key: MacKey::new(keys.s2c()),
-            recv_key: MacKey::new(keys.c2s()),
-            seal_key: zeroize::Zeroizing::new(*keys.seal()),
-            next_send: 1,
-            next_recv: 0,
-            max_frame,
-            failed: false,
-        })
-    }
-
-    /// The session id sent in the welcome.
-    pub fn session_id(&self) -> Uuid {
-        self.0.session_id
-    }
-
-    /// The maximum frame size announced in the challenge.
-    pub fn max_frame(&self) -> usize {
-        self.0.max_frame
-    }
-
-    /// Encodes and signs a message, assigning the next s2c sequence number.
-    pub fn encode(&mut self, msg: S2c) -> Vec<u8> {
-        self.0.encode(msg)
-    }
-
-    /// Verifies and decodes a delegate frame. After an error the session is dead.
-    pub fn decode(&mut self, bytes: &[u8]) -> Result<C2s, ProtocolError> {
-        self.0.decode(bytes)
+        Self::with_keys(session_id, keys.s2c(), keys.c2s(), keys, max_frame, 1, 0)
     }
 
     /// Seals a successor token for this session (the `sealed_token` of `rotate`).
     pub fn seal_token(&self, rotation_id: Uuid, nonce: [u8; 12], token: &Token) -> String {
-        seal::seal(&self.0.seal_key, rotation_id, nonce, token)
+        seal::seal(&self.core.seal_key, rotation_id, nonce, token)
     }
 }
