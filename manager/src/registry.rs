@@ -1,12 +1,13 @@
-//! The registry of live delegate sessions: who is connected, and a command channel into each
+//! The registry of live delegate sessions: who is connected, and a command mailbox into each
 //! session task (revoke, rotate, task, disconnect, goodbye).
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tether_protocol::message::RevokedReason;
 use tether_protocol::Token;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{oneshot, Notify};
 use uuid::Uuid;
 
 /// What the registry knows about one live session.
@@ -77,10 +78,75 @@ pub enum SessionCommand {
     Shutdown,
 }
 
+/// One session's commands. A tokio `mpsc` channel costs ~2 KiB per session even when empty
+/// (a 32-slot block and cache-padded state); this costs ~150 bytes and allocates only while
+/// commands wait.
+#[derive(Debug, Default)]
+struct Mailbox {
+    queue: Mutex<VecDeque<SessionCommand>>,
+    notify: Notify,
+    /// The session stopped reading (its [`Commands`] was dropped).
+    receiver_gone: AtomicBool,
+    /// The registry forgot the session (its entry was dropped).
+    sender_gone: AtomicBool,
+}
+
+impl Mailbox {
+    fn queue(&self) -> std::sync::MutexGuard<'_, VecDeque<SessionCommand>> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues `cmd`; `false` if the session no longer reads.
+    fn send(&self, cmd: SessionCommand) -> bool {
+        if self.receiver_gone.load(Ordering::Acquire) {
+            return false;
+        }
+        self.queue().push_back(cmd);
+        self.notify.notify_one();
+        true
+    }
+}
+
+/// The receiving end of one session's commands (held by the session task).
+#[derive(Debug)]
+pub struct Commands {
+    mailbox: Arc<Mailbox>,
+}
+
+impl Commands {
+    /// The next command, in order; `None` once the registry forgot the session and nothing
+    /// is queued. Cancel-safe: a command is only taken when it is returned.
+    pub async fn recv(&mut self) -> Option<SessionCommand> {
+        loop {
+            if let Some(cmd) = self.mailbox.queue().pop_front() {
+                return Some(cmd);
+            }
+            if self.mailbox.sender_gone.load(Ordering::Acquire) {
+                return None;
+            }
+            // A notify between the checks above and this wait is kept as a permit.
+            self.mailbox.notify.notified().await;
+        }
+    }
+}
+
+impl Drop for Commands {
+    fn drop(&mut self) {
+        self.mailbox.receiver_gone.store(true, Ordering::Release);
+    }
+}
+
 #[derive(Debug)]
 struct Entry {
     info: SessionInfo,
-    tx: mpsc::UnboundedSender<SessionCommand>,
+    tx: Arc<Mailbox>,
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        self.tx.sender_gone.store(true, Ordering::Release);
+        self.tx.notify.notify_one();
+    }
 }
 
 /// The live sessions. Cheap to clone.
@@ -95,15 +161,15 @@ impl Registry {
     }
 
     /// Registers a session; returns the receiver of its commands.
-    pub fn insert(&self, info: SessionInfo) -> mpsc::UnboundedReceiver<SessionCommand> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        self.lock().insert(info.session_id, Entry { info, tx });
-        rx
+    pub fn insert(&self, info: SessionInfo) -> Commands {
+        let mailbox = Arc::new(Mailbox::default());
+        self.lock().insert(info.session_id, Entry { info, tx: mailbox.clone() });
+        Commands { mailbox }
     }
 
     /// Forgets a session.
     pub fn remove(&self, session_id: Uuid) -> Option<SessionInfo> {
-        self.lock().remove(&session_id).map(|e| e.info)
+        self.lock().remove(&session_id).map(|e| e.info.clone())
     }
 
     /// Records a heartbeat.
@@ -156,7 +222,7 @@ impl Registry {
 
     /// Sends a command to one session; `false` if it is gone.
     pub fn send(&self, session_id: Uuid, cmd: SessionCommand) -> bool {
-        self.lock().get(&session_id).is_some_and(|e| e.tx.send(cmd).is_ok())
+        self.lock().get(&session_id).is_some_and(|e| e.tx.send(cmd))
     }
 
     /// Sends a command (made per session) to every session on a token; returns how many.
@@ -166,15 +232,90 @@ impl Registry {
         mut make: impl FnMut(&SessionInfo) -> SessionCommand,
     ) -> usize {
         let guard = self.lock();
-        guard
-            .values()
-            .filter(|e| e.info.token_id == token_id)
-            .filter(|e| e.tx.send(make(&e.info)).is_ok())
-            .count()
+        guard.values().filter(|e| e.info.token_id == token_id).filter(|e| e.tx.send(make(&e.info))).count()
     }
 
     /// Sends `Shutdown` to every session; returns how many.
     pub fn shutdown_all(&self) -> usize {
-        self.lock().values().filter(|e| e.tx.send(SessionCommand::Shutdown).is_ok()).count()
+        self.lock().values().filter(|e| e.tx.send(SessionCommand::Shutdown)).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info() -> SessionInfo {
+        SessionInfo {
+            session_id: Uuid::new_v4(),
+            account_id: "acme".into(),
+            token_id: Uuid::new_v4(),
+            name: "d1".into(),
+            instance: Uuid::new_v4(),
+            host: "h".into(),
+            version: "0".into(),
+            ip: IpAddr::from([127, 0, 0, 1]),
+            connected_at: 1,
+            last_heartbeat: 1,
+        }
+    }
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    }
+
+    #[test]
+    fn commands_arrive_in_order_and_end_when_forgotten() {
+        rt().block_on(async {
+            let registry = Registry::default();
+            let s = info();
+            let mut commands = registry.insert(s.clone());
+            assert!(registry.send(s.session_id, SessionCommand::Disconnect));
+            assert!(registry.send(s.session_id, SessionCommand::Shutdown));
+            assert!(matches!(commands.recv().await, Some(SessionCommand::Disconnect)));
+            assert!(matches!(commands.recv().await, Some(SessionCommand::Shutdown)));
+            // A waiting receiver is woken by a later send, and by the registry forgetting it.
+            let waiter = tokio::spawn(async move {
+                let first = commands.recv().await;
+                let second = commands.recv().await;
+                (first, second)
+            });
+            tokio::task::yield_now().await;
+            assert_eq!(registry.send_to_token(s.token_id, |_| SessionCommand::Disconnect), 1);
+            tokio::task::yield_now().await;
+            assert_eq!(registry.remove(s.session_id), Some(s.clone()));
+            let (first, second) = tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+                .await
+                .expect("receiver woken")
+                .unwrap();
+            assert!(matches!(first, Some(SessionCommand::Disconnect)));
+            assert!(second.is_none());
+            assert!(!registry.send(s.session_id, SessionCommand::Disconnect));
+        });
+    }
+
+    #[test]
+    fn a_dropped_receiver_refuses_commands() {
+        let registry = Registry::default();
+        let s = info();
+        drop(registry.insert(s.clone()));
+        assert!(!registry.send(s.session_id, SessionCommand::Disconnect));
+        assert_eq!(registry.send_to_token(s.token_id, |_| SessionCommand::Disconnect), 0);
+        assert_eq!(registry.shutdown_all(), 0);
+    }
+
+    #[test]
+    fn a_cancelled_recv_loses_no_command() {
+        rt().block_on(async {
+            let registry = Registry::default();
+            let s = info();
+            let mut commands = registry.insert(s.clone());
+            // Cancel a waiting recv (as `select!` does when another branch wins), then send.
+            let cancelled = tokio::time::timeout(std::time::Duration::from_millis(1), commands.recv()).await;
+            assert!(cancelled.is_err());
+            assert!(registry.send(s.session_id, SessionCommand::Shutdown));
+            let got = tokio::time::timeout(std::time::Duration::from_secs(5), commands.recv()).await;
+            assert!(matches!(got, Ok(Some(SessionCommand::Shutdown))));
+        });
     }
 }

@@ -31,7 +31,7 @@ pub struct Authenticated {
     /// Who is connected (already in the registry).
     pub info: SessionInfo,
     /// The registry's commands for this session.
-    pub commands: tokio::sync::mpsc::UnboundedReceiver<crate::registry::SessionCommand>,
+    pub commands: crate::registry::Commands,
     /// When the token expires.
     pub expires_at: Option<u64>,
 }
