@@ -2,6 +2,18 @@
 //! (`u16` big-endian length, then that many bytes; a short last chunk takes what is left).
 //! The seed writer uses [`join_chunks`] so that seeds and drivers agree on the format.
 
+/// The `type` of a JSON payload, read the way the protocol reads it (a typed field; other
+/// fields are skipped, not validated — `serde_json::Value` would refuse e.g. a lone surrogate
+/// escape in an ignored field that the protocol rightly ignores).
+pub fn payload_type(payload: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Kind {
+        #[serde(rename = "type")]
+        kind: String,
+    }
+    serde_json::from_slice::<Kind>(payload).ok().map(|k| k.kind)
+}
+
 /// Splits off the mode byte; an empty input has none.
 pub fn mode(data: &[u8]) -> Option<(u8, &[u8])> {
     data.split_first().map(|(m, rest)| (*m, rest))

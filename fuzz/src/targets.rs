@@ -96,3 +96,23 @@ mod tests {
         println!("inputs tried: {tried}");
     }
 }
+
+#[cfg(test)]
+mod regressions {
+    /// Inputs that once failed a driver (`regressions/<target>/<name>`) pass it now.
+    #[test]
+    fn past_findings_stay_fixed() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("regressions");
+        let mut replayed = 0;
+        for (target, run) in [
+            ("server_handshake", super::server_handshake::run as fn(&[u8]) -> crate::Reached),
+            ("client_handshake", super::client_handshake::run),
+        ] {
+            for entry in std::fs::read_dir(dir.join(target)).expect("regressions dir").flatten() {
+                run(&std::fs::read(entry.path()).expect("readable"));
+                replayed += 1;
+            }
+        }
+        assert!(replayed >= 2, "only {replayed} regression inputs found");
+    }
+}
