@@ -117,8 +117,6 @@ async fn a_locked_database_refuses_changes_and_keeps_sessions_up() {
 /// that its valid token is revoked: a signed `revoked` is final (the delegate exits 78 and
 /// stays down), so a busy, full or read-only disk would take the whole fleet down for good.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "manager bug: gateway/handshake.rs answers a SIGNED `revoked` when the post-welcome \
-            last-use write + re-read fails (the `_ =>` arm of `late_refusal`); remove this line once fixed"]
 async fn a_handshake_while_the_database_is_locked_is_never_told_revoked() {
     let m = Manager::start(&[]).await.unwrap();
     let token = m.default_token().unwrap();

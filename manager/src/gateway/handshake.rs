@@ -147,10 +147,14 @@ pub async fn run(state: &AppState, mut socket: WebSocket, ip: IpAddr) -> Option<
     // Register before the welcome, then re-read the token: a revoke that commits from here on
     // finds this session in the registry, and one that committed since the first read is seen.
     let commands = state.registry.insert(info.clone());
+    // Recording the last use is best effort: a database that cannot be written (full disk,
+    // read-only, locked) must not turn into a refusal, let alone a signed, final `revoked`.
     let recheck = state
         .store
         .call(move |c| {
-            tokens::touch(c, token_id, now)?;
+            if let Err(e) = tokens::touch(c, token_id, now) {
+                tracing::warn!(%token_id, error = %e, "could not record the token's last use");
+            }
             Ok(tokens::get(c, token_id)?.map(|t| t.state(now)))
         })
         .await;
@@ -159,7 +163,19 @@ pub async fn run(state: &AppState, mut socket: WebSocket, ip: IpAddr) -> Option<
         Ok(Some(TokenState::Expired)) => {
             Some((RejectCode::Expired, "this token expired; create a new token"))
         }
-        _ => Some((RejectCode::Revoked, "this token was revoked; use a valid token")),
+        // Revoked, or deleted (only a revoked token can be deleted) since the first read.
+        Ok(Some(TokenState::Revoked) | None) => {
+            Some((RejectCode::Revoked, "this token was revoked; use a valid token"))
+        }
+        Err(e) => {
+            // Not the delegate's fault: an unsigned reject, which it retries with backoff.
+            tracing::error!(%token_id, error = %e, "token re-read failed during handshake");
+            state.registry.remove(session_id);
+            let reject = unsigned_reject(RejectCode::Protocol, "manager error; retry later");
+            let _ = socket.send(Message::Binary(reject.into())).await;
+            close_ws(&mut socket, close::PROTOCOL, "internal error").await;
+            return None;
+        }
     };
     if let Some((code, message)) = late_refusal {
         state.registry.remove(session_id);
