@@ -65,8 +65,8 @@ pub async fn serve(listen: SocketAddr, dir: &Path) -> Result<()> {
     let app = Router::new().route("/api/v1/delegates/connect", get(upgrade));
     println!("LISTENING {addr}");
     // The same acceptor stack as the manager: TLS over TCP_NODELAY sockets.
-    let acceptor =
-        axum_server::tls_rustls::RustlsAcceptor::new(config).acceptor(axum_server::accept::NoDelayAcceptor::new());
+    let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(config)
+        .acceptor(axum_server::accept::NoDelayAcceptor::new());
     axum_server::from_tcp(listener)?.acceptor(acceptor).serve(app.into_make_service()).await?;
     Ok(())
 }
