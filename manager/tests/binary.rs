@@ -215,15 +215,20 @@ fn bad_configuration_and_usage_exit_64_naming_the_setting() {
 }
 
 /// Runs a CLI subcommand against `served` and returns stdout (asserting exit 0).
-async fn cli(served: &Served, init: &Init, args: &[&str]) -> String {
-    let out = tokio::process::Command::new(BIN)
+/// Runs the admin CLI against `served` as the init admin.
+async fn cli_output(served: &Served, init: &Init, args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(BIN)
         .args(args)
         .env("TETHER_MANAGER_URL", served.url())
         .env("TETHER_ADMIN_TOKEN", &init.admin_token)
         .env("TETHER_CA_CERT", &init.ca_cert)
         .output()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+async fn cli(served: &Served, init: &Init, args: &[&str]) -> String {
+    let out = cli_output(served, init, args).await;
     assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
@@ -324,14 +329,7 @@ async fn every_cli_subcommand_works_against_a_running_manager() {
     );
 
     // A refused call exits 1 with the API's message.
-    let out = tokio::process::Command::new(BIN)
-        .args(["token", "delete", "ci2", "--account", "acme"])
-        .env("TETHER_MANAGER_URL", served.url())
-        .env("TETHER_ADMIN_TOKEN", &init.admin_token)
-        .env("TETHER_CA_CERT", &init.ca_cert)
-        .output()
-        .await
-        .unwrap();
+    let out = cli_output(&served, &init, &["token", "delete", "ci2", "--account", "acme"]).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("revoke it first"));
 

@@ -7,7 +7,7 @@
 //! doctored payload with the right key) — that is the point of this module. Connections go to
 //! loopback only, from a chosen 127.0.0.x source address. Every wait has a deadline.
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -83,17 +83,6 @@ where
 // The manager process
 // ---------------------------------------------------------------------------------------------
 
-/// A built workspace binary: `target/<profile>/<name>`, beside the test executable's `deps/`.
-pub fn workspace_bin(name: &str) -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let dir = exe.parent().and_then(Path::parent).ok_or_else(|| anyhow!("odd test exe path"))?;
-    let path = dir.join(name);
-    if !path.exists() {
-        bail!("{} is not built: run `cargo build --workspace --bins` first", path.display());
-    }
-    Ok(path)
-}
-
 /// What `tether-manager init --json` printed.
 #[derive(Debug, Clone)]
 pub struct Init {
@@ -125,7 +114,7 @@ impl Manager {
     /// `init --json` into a fresh data dir, then `serve` on a free 127.0.0.1 port with `env`
     /// (e.g. `TETHER_HANDSHAKE_FAIL_LIMIT`, `RUST_LOG`); waits (bounded) for `/readyz`.
     pub async fn start(env: &[(&str, &str)]) -> Result<Self> {
-        let bin = workspace_bin("tether-manager")?;
+        let bin = crate::harness::process::sibling_binary("tether-manager")?;
         let dir = tempfile::tempdir()?;
         let out = Command::new(&bin)
             .args(["init", "--json", "--data-dir"])

@@ -6,12 +6,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn bin(name: &str) -> PathBuf {
-    // target/<profile>/deps/<test exe> → target/<profile>/<name>
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let path = dir.join(name);
-    assert!(path.exists(), "{} is not built: run `cargo build --workspace --bins` first", path.display());
-    path
+    tether_tests::harness::process::sibling_binary(name).unwrap()
 }
 
 #[test]

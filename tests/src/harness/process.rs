@@ -27,6 +27,18 @@ pub fn binary(name: &str, env_var: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// A workspace binary built by the same cargo invocation as the running test:
+/// `target/<profile>/<name>`, beside the test executable's `deps/` directory.
+pub fn sibling_binary(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().and_then(Path::parent).context("test executable has no target dir")?;
+    let path = dir.join(name);
+    if !path.exists() {
+        bail!("{} is not built: run `cargo build --workspace --bins` first", path.display());
+    }
+    Ok(path)
+}
+
 /// A running child process; its stderr lines are collected; killed on drop.
 #[derive(Debug)]
 pub struct Proc {
