@@ -15,6 +15,8 @@
 //! - [`handshake`]: the handshake as two type-state machines, client and server.
 //! - [`session`]: post-handshake sessions with per-direction keys and sequence numbers.
 //! - [`error`]: the typed errors and the WebSocket close codes they map to.
+//! - [`text`]: bounding untrusted text on character boundaries; control-character checks.
+//! - [`secret`]: [`SecretString`], the redacting, zeroizing type for secret text.
 //!
 //! See `PROTOCOL.md` beside this crate for the byte-level specification.
 #![forbid(unsafe_code)]
@@ -26,11 +28,14 @@ pub mod handshake;
 pub mod keys;
 pub mod message;
 pub mod seal;
+pub mod secret;
 pub mod session;
+pub mod text;
 pub mod token;
 
 pub use error::{ProtocolError, RejectCode, TokenError};
 pub use keys::{SessionKeys, TokenKey};
+pub use secret::SecretString;
 pub use token::Token;
 
 /// Protocol version carried in the first byte of every frame and in `v` of the handshake.

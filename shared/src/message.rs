@@ -297,11 +297,14 @@ struct TypeOnly {
     kind: String,
 }
 
-/// The `type` of a JSON payload, if it has one.
+/// Longest `type` (in bytes) carried into an error: the rest of an unknown type is noise.
+const MAX_TYPE_SHOWN: usize = 64;
+
+/// The `type` of a JSON payload, if it has one, bounded on a character boundary.
 pub(crate) fn peek_type(payload: &[u8]) -> Option<String> {
     serde_json::from_slice::<TypeOnly>(payload).ok().map(|t| {
         let mut kind = t.kind;
-        kind.truncate(64);
+        crate::text::bound_in_place(&mut kind, MAX_TYPE_SHOWN);
         kind
     })
 }

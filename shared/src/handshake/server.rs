@@ -80,11 +80,26 @@ impl ServerHandshake {
         if hello.v != u64::from(crate::PROTOCOL_VERSION) {
             return Err(ProtocolError::UnsupportedVersion { got: hello.v });
         }
+        check_printable(&hello)?;
         if !bool::from(subtle::ConstantTimeEq::ct_eq(&hello.server_nonce[..], &self.server_nonce[..])) {
             return Err(ProtocolError::NonceMismatch);
         }
         Ok(HelloReceived { hello, payload: raw.payload.to_vec(), tag: *raw.tag, max_frame: self.max_frame })
     }
+}
+
+/// Refuses a hello whose account id or delegate fields hold a control or bidi-override
+/// character: they are shown to operators (CLI tables, logs), whose terminals would obey them.
+fn check_printable(hello: &Hello) -> Result<(), ProtocolError> {
+    let d = &hello.delegate;
+    for (field, value) in
+        [("account_id", &hello.account_id), ("name", &d.name), ("host", &d.host), ("version", &d.version)]
+    {
+        if crate::text::has_control(value) {
+            return Err(ProtocolError::Malformed(format!("hello `{field}` contains a control character")));
+        }
+    }
+    Ok(())
 }
 
 impl HelloReceived {
