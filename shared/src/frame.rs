@@ -39,14 +39,15 @@ pub fn split(bytes: &[u8], max_frame: usize) -> Result<RawFrame<'_>, ProtocolErr
     if bytes.len() > max_frame {
         return Err(ProtocolError::Oversize { len: bytes.len(), max: max_frame });
     }
-    if bytes.len() < HEADER_LEN {
+    let (Some((&version, rest)), true) = (bytes.split_first(), bytes.len() >= HEADER_LEN) else {
         return Err(ProtocolError::Truncated { len: bytes.len() });
+    };
+    if version != PROTOCOL_VERSION {
+        return Err(ProtocolError::BadVersion { got: version });
     }
-    if bytes[0] != PROTOCOL_VERSION {
-        return Err(ProtocolError::BadVersion { got: bytes[0] });
-    }
-    let tag: &[u8; KEY_LEN] = bytes[1..HEADER_LEN].try_into().expect("length checked");
-    Ok(RawFrame { tag, payload: &bytes[HEADER_LEN..] })
+    let (tag, payload) =
+        rest.split_first_chunk::<KEY_LEN>().ok_or(ProtocolError::Truncated { len: bytes.len() })?;
+    Ok(RawFrame { tag, payload })
 }
 
 /// Joins version, tag and payload into one frame.

@@ -20,6 +20,8 @@
 //!
 //! See `PROTOCOL.md` beside this crate for the byte-level specification.
 #![forbid(unsafe_code)]
+// This crate parses untrusted bytes: no indexing or slicing that could panic (tests may).
+#![cfg_attr(not(test), warn(clippy::string_slice, clippy::indexing_slicing))]
 
 mod b64;
 pub mod error;

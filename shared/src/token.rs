@@ -63,8 +63,8 @@ impl Token {
         if got != TOKEN_LEN || text.len() != TOKEN_LEN {
             return Err(TokenError::Length { got });
         }
-        let body: Zeroizing<Vec<u8>> =
-            Zeroizing::new(b64::decode(&text[PREFIX.len()..]).ok_or(TokenError::Encoding)?);
+        let encoded = text.strip_prefix(PREFIX).ok_or(TokenError::Prefix)?;
+        let body: Zeroizing<Vec<u8>> = Zeroizing::new(b64::decode(encoded).ok_or(TokenError::Encoding)?);
         if body.len() != BODY_LEN {
             return Err(TokenError::Encoding);
         }
@@ -72,9 +72,9 @@ impl Token {
         if crc32fast::hash(data).to_be_bytes() != crc {
             return Err(TokenError::Checksum);
         }
-        let id = Uuid::from_slice(&data[..16]).map_err(|_| TokenError::Encoding)?;
-        let mut secret = [0u8; SECRET_LEN];
-        secret.copy_from_slice(&data[16..]);
+        let (id_bytes, secret_bytes) = data.split_first_chunk::<16>().ok_or(TokenError::Encoding)?;
+        let id = Uuid::from_bytes(*id_bytes);
+        let mut secret: [u8; SECRET_LEN] = secret_bytes.try_into().map_err(|_| TokenError::Encoding)?;
         let token = Self::from_parts(id, secret);
         zeroize::Zeroize::zeroize(&mut secret);
         Ok(token)
