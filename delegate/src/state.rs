@@ -80,7 +80,7 @@ pub fn local_scope() -> String {
         .as_deref()
         .and_then(crate::docker::container_id::from_mountinfo)
         .or_else(|| cgroup.as_deref().and_then(crate::docker::container_id::from_cgroup))
-        .map(|id| id[..12].to_owned());
+        .map(|id| tether_protocol::text::bounded(&id, 12).to_owned());
     let scope = from_proc
         .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_owned()))
         .unwrap_or_default();
@@ -96,14 +96,13 @@ pub fn local_scope() -> String {
     }
 }
 
+/// Mode of the state files: readable by a `health` check running as another user.
+const STATE_FILE_MODE: u32 = 0o644;
+
+/// Atomic replace through an unpredictable, exclusively created temporary file (the state
+/// directory is by default the token file's directory, possibly writable by others).
 fn write_replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".tmp.{}", std::process::id()));
-    let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })
+    crate::token_file::replace(path, bytes, STATE_FILE_MODE, crate::token_file::Durability::NoFsync)
 }
 
 impl StateDir {
