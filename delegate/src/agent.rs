@@ -15,7 +15,9 @@ use tokio::sync::watch;
 use crate::backoff::{self, Backoff};
 use crate::config::{ApplyModeSetting, Candidate, Config, TokenSource};
 use crate::connection::{self, Connection, Connector};
+use crate::docker::container_id::short_id;
 use crate::docker::engine::DockerHost;
+use crate::logging::shown;
 use crate::rotation::{ApplyMode, Rotator};
 use crate::session::{self, SessionContext, SessionEnd};
 use crate::state::{unix_now, StateDir};
@@ -125,7 +127,7 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Exit {
         tokio::spawn(async move {
             match host.take_over().await {
                 Ok(Some(old)) => {
-                    tracing::info!(replaced = %&old[..old.len().min(12)], "took over from the previous container")
+                    tracing::info!(replaced = %short_id(&old), "took over from the previous container")
                 }
                 Ok(None) => {}
                 Err(err) => tracing::error!(error = %err, "could not take over from the previous container"),
@@ -200,7 +202,7 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Exit {
                 }
                 Err(err) => {
                     delay = backoff.next_delay(&mut rand::thread_rng());
-                    tracing::warn!(error = %err, attempt = backoff.attempts(), delay_ms = delay.as_millis() as u64, "cannot connect; retrying");
+                    tracing::warn!(error = %shown(&err.to_string()), attempt = backoff.attempts(), delay_ms = delay.as_millis() as u64, "cannot connect; retrying");
                 }
             }
         };
@@ -249,8 +251,7 @@ async fn first_session(
     let mut last_final: Option<(RevokedReason, String)> = None;
     loop {
         let mut index = 0;
-        while index < candidates.len() {
-            let candidate = &candidates[index];
+        while let Some(candidate) = candidates.get(index) {
             let Some(attempt) = connect_or_stop(connector, &candidate.token, shutdown).await else {
                 return Ok(None);
             };
@@ -262,7 +263,7 @@ async fn first_session(
                 }
                 Err(err) if err.is_final() => {
                     let rejection = err.rejection().expect("final errors are rejections");
-                    tracing::warn!(source = %candidate.source, token_id = %candidate.token.id(), reject = %rejection, "token is no longer valid");
+                    tracing::warn!(source = %candidate.source, token_id = %candidate.token.id(), reject = %shown(&rejection.to_string()), "token is no longer valid");
                     let reason = match rejection.code {
                         tether_protocol::RejectCode::Expired => RevokedReason::Expired,
                         _ => RevokedReason::Revoked,
@@ -271,14 +272,19 @@ async fn first_session(
                     candidates.remove(index);
                 }
                 Err(err) => {
-                    tracing::warn!(source = %candidate.source, token_id = %candidate.token.id(), error = %err, "cannot authenticate");
+                    tracing::warn!(source = %candidate.source, token_id = %candidate.token.id(), error = %shown(&err.to_string()), "cannot authenticate");
                     index += 1;
                 }
             }
         }
         if candidates.is_empty() {
             let (reason, message) = last_final.unwrap_or((RevokedReason::Revoked, String::new()));
-            let token = Token::parse(&config.candidates[0].token.expose()).expect("valid token");
+            // `Config::load` never yields an empty candidate list; without one there is no
+            // token to name, and the exit is fatal all the same.
+            let Some(token) = config.candidates.first().and_then(|c| Token::parse(&c.token.expose()).ok())
+            else {
+                return Err(Exit::Fatal);
+            };
             let (rotator, _) = Rotator::new(connector.clone(), ApplyMode::Manual, None, Duration::ZERO);
             return Err(fatal(config, state, &rotator, &token, reason, &message, shutdown).await);
         }
@@ -334,7 +340,7 @@ async fn fatal(
     };
     tracing::error!(
         token_id = %token.id(),
-        manager_message = %message,
+        manager_message = %shown(message),
         "the delegate token {what}: this delegate cannot connect with it again and stops (exit code 78). \
          What to do: create a new token (or rotate it) on the manager, put its value in ACCOUNT_SECRET \
          (or the file named by ACCOUNT_SECRET_FILE), and restart the delegate. A restart within {} s waits out the rest first.",

@@ -1,7 +1,9 @@
 //! Command-line flags. Every setting is also an environment variable (Harness's names for the
 //! core ones); secret values are never shown in `--help`. Flags only collect raw strings:
-//! validation happens in [`crate::config`].
+//! validation happens in [`crate::config`]. Token values are held as [`SecretString`], so the
+//! derived `Debug` of these structs never shows them.
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use tether_protocol::SecretString;
 
 /// Tether delegate: keeps an authenticated session to the manager and applies token rotations.
 #[derive(Debug, Parser)]
@@ -46,10 +48,10 @@ pub struct RunFlags {
     pub account_id: Option<String>,
     /// Delegate token (`tdt_…`).
     #[arg(long, env = "ACCOUNT_SECRET", hide_env_values = true)]
-    pub account_secret: Option<String>,
+    pub account_secret: Option<SecretString>,
     /// Alias of ACCOUNT_SECRET.
     #[arg(long, env = "DELEGATE_TOKEN", hide_env_values = true)]
-    pub delegate_token: Option<String>,
+    pub delegate_token: Option<SecretString>,
     /// File holding the token; kept current across rotations.
     #[arg(long, env = "ACCOUNT_SECRET_FILE")]
     pub account_secret_file: Option<String>,

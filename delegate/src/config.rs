@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
-use tether_protocol::Token;
+use tether_protocol::{SecretString, Token};
 
 use crate::cli::RunFlags;
 use crate::strings::Strings;
@@ -129,6 +129,11 @@ fn pick(flag: &Option<String>, env: &dyn Strings, var: &str) -> Option<String> {
     flag.clone().or_else(|| env.get(var)).filter(|v| !v.trim().is_empty())
 }
 
+/// A secret value from its flag, else from the environment; empty counts as unset.
+fn pick_secret(flag: &Option<SecretString>, env: &dyn Strings, var: &str) -> Option<SecretString> {
+    flag.clone().or_else(|| env.get(var).map(SecretString::new)).filter(|v| !v.expose().trim().is_empty())
+}
+
 /// Parses a token, naming the variable and the reason on failure.
 pub fn parse_token(text: &str, var: &'static str) -> Result<Token, ConfigError> {
     Token::parse(text.trim()).map_err(|err| ConfigError::new(var, format!("malformed token: {err}")))
@@ -225,7 +230,7 @@ fn read_ca(path: &Path) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
 /// Reads the token file: `Ok(None)` when it does not exist or is empty (it is seeded later).
 pub fn read_token_file(path: &Path) -> Result<Option<Token>, ConfigError> {
     const VAR: &str = "ACCOUNT_SECRET_FILE";
-    match std::fs::read_to_string(path) {
+    match std::fs::read_to_string(path).map(zeroize::Zeroizing::new) {
         Ok(text) if text.trim().is_empty() => Ok(None),
         Ok(text) => parse_token(&text, VAR).map(Some),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -243,11 +248,11 @@ impl Config {
             return Err(ConfigError::new("ACCOUNT_ID", "must be at most 128 printable characters"));
         }
 
-        let secret = pick(&flags.account_secret, env, "ACCOUNT_SECRET")
-            .map(|v| parse_token(&v, "ACCOUNT_SECRET"))
+        let secret = pick_secret(&flags.account_secret, env, "ACCOUNT_SECRET")
+            .map(|v| parse_token(v.expose(), "ACCOUNT_SECRET"))
             .transpose()?;
-        let alias = pick(&flags.delegate_token, env, "DELEGATE_TOKEN")
-            .map(|v| parse_token(&v, "DELEGATE_TOKEN"))
+        let alias = pick_secret(&flags.delegate_token, env, "DELEGATE_TOKEN")
+            .map(|v| parse_token(v.expose(), "DELEGATE_TOKEN"))
             .transpose()?;
         let env_token = match (secret, alias) {
             (Some(a), Some(b)) if !a.same_as(&b) => {

@@ -16,6 +16,8 @@
 //! - [`health`]: the `health` subcommand.
 //! - [`logging`]: text or JSON logs.
 #![forbid(unsafe_code)]
+// Input must never reach a panic: no byte-index string slicing, no unchecked indexing.
+#![cfg_attr(not(test), warn(clippy::string_slice, clippy::indexing_slicing))]
 
 pub mod agent;
 pub mod backoff;

@@ -14,7 +14,9 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::connection::{Connection, Connector};
+use crate::docker::container_id::short_id;
 use crate::docker::engine::DockerHost;
+use crate::logging::shown;
 use crate::{session, token_file};
 
 /// How this delegate applies a rotated token (resolved once at start).
@@ -183,7 +185,9 @@ impl Rotator {
         };
         let proven = match self.inner.connector.connect(&token).await {
             Ok(conn) => conn,
-            Err(err) => return fail(format!("the new token did not authenticate: {err}")),
+            Err(err) => {
+                return fail(format!("the new token did not authenticate: {}", shown(&err.to_string())))
+            }
         };
         tracing::info!(%rotation_id, new_token_id = %token.id(), "new token proven by a second handshake");
         match &self.inner.mode {
@@ -254,7 +258,7 @@ impl Rotator {
                 return fail(format!("cannot start the successor container: {err}"));
             }
         };
-        tracing::info!(%rotation_id, successor = %&successor_id[..12], timeout_secs = self.inner.replace_timeout.as_secs(),
+        tracing::info!(%rotation_id, successor = %short_id(&successor_id), timeout_secs = self.inner.replace_timeout.as_secs(),
             "successor container started; waiting for it to authenticate and take over");
         self.book().pending = Some(PendingReplacement { rotation_id, successor_id: successor_id.clone() });
         tokio::time::sleep(self.inner.replace_timeout).await;
@@ -280,7 +284,7 @@ impl Rotator {
         restore().await;
         fail(format!(
             "the successor container {} did not authenticate within {} s; it was removed and this container keeps running",
-            &successor_id[..12],
+            short_id(&successor_id),
             self.inner.replace_timeout.as_secs()
         ))
     }

@@ -14,6 +14,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::connection::{Connection, Ws};
+use crate::docker::container_id::short_id;
 use crate::rotation::{RotateRequest, RotationDone, Rotator};
 use crate::state::{unix_now, Health, StateDir};
 
@@ -121,13 +122,13 @@ pub async fn run(mut conn: Connection, ctx: SessionContext<'_>) -> SessionEnd {
         tokio::select! {
             _ = shutdown.wait_for(|stop| *stop) => {
                 if let Some(pending) = rotator.take_pending() {
-                    tracing::info!(rotation_id = %pending.rotation_id, successor = %&pending.successor_id[..12],
+                    tracing::info!(rotation_id = %pending.rotation_id, successor = %short_id(&pending.successor_id),
                         "stopped by the successor container: rotation applied");
                     let ack = conn.session.encode(C2s::RotateAck {
                         seq: 0,
                         rotation_id: pending.rotation_id,
                         outcome: RotateOutcome::Applied,
-                        detail: format!("replaced by container {}", &pending.successor_id[..12]),
+                        detail: format!("replaced by container {}", short_id(&pending.successor_id)),
                     });
                     let _ = send(&mut conn.ws, ack).await;
                     let bye = conn.session.encode(C2s::Goodbye { seq: 0, reason: GoodbyeReason::Replaced });

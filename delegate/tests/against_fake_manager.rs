@@ -359,3 +359,58 @@ async fn a_signed_expired_reject_at_the_handshake_exits_78_saying_so() {
         .count();
     assert_eq!(signed, 1);
 }
+
+/// An unsigned frame: version 0x01, 32 zero bytes for the tag, then `payload`.
+fn unsigned_frame(payload: &str) -> Vec<u8> {
+    let mut frame = vec![0x01];
+    frame.extend_from_slice(&[0u8; 32]);
+    frame.extend_from_slice(payload.as_bytes());
+    frame
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_unsigned_challenges_only_cause_retries() {
+    // Anything answering on the manager's address can send these in place of the challenge.
+    // The first two once aborted the delegate (exit 134): `peek_type` truncated the `type` at
+    // byte 64, inside a multi-byte character.
+    let long_ascii_then_e = format!("{}é", "a".repeat(511));
+    let payloads = [
+        format!(r#"{{"type":"{}é"}}"#, "a".repeat(63)),
+        format!(r#"{{"type":"{}"}}"#, "日".repeat(64)),
+        format!(r#"{{"type":"{long_ascii_then_e}"}}"#),
+        format!(
+            r#"{{"type":"challenge","v":1,"server_nonce":"{long_ascii_then_e}","time":0,"max_frame":65536}}"#
+        ),
+        format!(r#"{{"type":"reject","code":"rate_limited","message":"{long_ascii_then_e}"}}"#),
+    ];
+    let fake = FakeManager::start(5).await;
+    let token = new_token();
+    fake.add_token(&token, TokenState::Active);
+    fake.queue_hostile_challenges(payloads.iter().map(|p| unsigned_frame(p)).collect());
+    let state = tempfile::tempdir().unwrap();
+    let mut delegate = Delegate::start(&env_for(&fake, &token, state.path()), &[]);
+
+    // Each hostile frame went to a new connection: the delegate survived it, backed off and
+    // tried again; after the last one it authenticates against the honest fake.
+    let hostile_sent =
+        |events: &[Event]| events.iter().filter(|e| matches!(e, Event::HostileChallenge { .. })).count();
+    fake.wait_for(LIMIT, "the first hostile challenge", |e| (hostile_sent(e) >= 1).then_some(())).await;
+    fake.wait_for(Duration::from_secs(60), "a session after every hostile challenge", |e| {
+        authenticated(e, token.id(), 0)
+    })
+    .await;
+    assert!(delegate.running(), "a hostile challenge stopped the delegate; log:\n{}", delegate.log());
+    assert_eq!(hostile_sent(&fake.events()), payloads.len());
+
+    delegate.terminate();
+    let (code, _) = delegate.wait_exit(LIMIT).await;
+    assert_eq!(code, Some(0), "log:\n{}", delegate.log());
+    let log = delegate.log();
+    // The log names each protocol error, with the type bounded on a character boundary.
+    assert!(log.contains(&format!("unknown message type `{}`", "a".repeat(63))), "log:\n{log}");
+    assert!(log.contains(&format!("unknown message type `{}`", "日".repeat(21))), "log:\n{log}");
+    assert!(log.contains(&format!("unknown message type `{}`", "a".repeat(64))), "log:\n{log}");
+    assert!(log.contains("malformed payload"), "log:\n{log}");
+    assert!(log.contains("rate_limited") || log.contains("rate limited"), "log:\n{log}");
+    assert!(!log.contains("panicked"), "log:\n{log}");
+}

@@ -15,6 +15,15 @@ pub enum IdSource {
     Hostname,
 }
 
+/// Length of Docker's short container id.
+pub const SHORT_ID_LEN: usize = 12;
+
+/// The short form of a container id, for logs and names: its first 12 bytes, cut on a
+/// character boundary, so an engine answering a short or odd id cannot make it panic.
+pub fn short_id(id: &str) -> &str {
+    tether_protocol::text::bounded(id, SHORT_ID_LEN)
+}
+
 fn is_hex(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
@@ -117,6 +126,16 @@ mod tests {
         assert_eq!(from_hostname("3f4e5a6b7c8d").as_deref(), Some("3f4e5a6b7c8d"));
         assert_eq!(from_hostname("delegate-1"), None);
         assert_eq!(from_hostname("3F4E5A6B7C8D"), None);
+    }
+
+    #[test]
+    fn short_id_of_short_and_odd_ids_does_not_panic() {
+        assert_eq!(short_id(ID), "3f4e5a6b7c8d");
+        assert_eq!(short_id("abc"), "abc");
+        assert_eq!(short_id(""), "");
+        // Byte 12 inside a multi-byte character: cut before it.
+        assert_eq!(short_id("aaaaaaaaaaaé"), "aaaaaaaaaaa");
+        assert_eq!(short_id("日本語日本語"), "日本語日");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use tether_protocol::Token;
 
-use super::container_id::{self, IdSource};
+use super::container_id::{self, short_id, IdSource};
 use super::successor::{self, LABEL_CANONICAL_NAME, LABEL_REPLACES};
 
 /// Seconds the old container gets to stop gracefully.
@@ -78,7 +78,7 @@ impl DockerHost {
                         IdSource::Mountinfo | IdSource::Cgroup => id == candidate,
                     };
                     if confirmed {
-                        tracing::debug!(container = %&id[..12], ?source, "own container found");
+                        tracing::debug!(container = %short_id(&id), ?source, "own container found");
                         return Ok(Self { docker, own_id: id });
                     }
                 }

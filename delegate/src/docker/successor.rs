@@ -14,8 +14,9 @@ pub const LABEL_REPLACES: &str = "io.tether.replaces";
 /// Label on a successor: the name it takes once the old container is gone.
 pub const LABEL_CANONICAL_NAME: &str = "io.tether.canonical-name";
 
-/// What to create, and how to wire it.
-#[derive(Debug, Clone)]
+/// What to create, and how to wire it. Its `Debug` leaves out the create body, whose
+/// environment carries the new token.
+#[derive(Clone)]
 pub struct Successor {
     /// Temporary name: `<old short id>_<canonical name>`.
     pub name: String,
@@ -25,6 +26,18 @@ pub struct Successor {
     pub body: ContainerCreateBody,
     /// Networks to connect after create, with their endpoint settings.
     pub extra_networks: Vec<(String, EndpointSettings)>,
+}
+
+impl std::fmt::Debug for Successor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let networks: Vec<&str> = self.extra_networks.iter().map(|(name, _)| name.as_str()).collect();
+        f.debug_struct("Successor")
+            .field("name", &self.name)
+            .field("canonical_name", &self.canonical_name)
+            .field("image", &self.body.image)
+            .field("extra_networks", &networks)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why a successor cannot be specified.
@@ -127,7 +140,7 @@ pub fn canonical_name(inspect: &ContainerInspectResponse) -> Option<String> {
 /// Specifies the successor of `inspect`'s container, carrying `token`.
 pub fn successor_spec(inspect: &ContainerInspectResponse, token: &str) -> Result<Successor, SpecError> {
     let full_id = inspect.id.clone().ok_or(SpecError::Missing("Id"))?;
-    let short_id: String = full_id.chars().take(12).collect();
+    let short_id = super::container_id::short_id(&full_id).to_owned();
     let canonical_name = canonical_name(inspect).ok_or(SpecError::Missing("Name"))?;
     let config = inspect.config.clone().ok_or(SpecError::Missing("Config"))?;
     let host_config = inspect.host_config.clone().ok_or(SpecError::Missing("HostConfig"))?;

@@ -4,7 +4,7 @@
 //! `tether-delegate` binary that collects its log lines.
 #![allow(dead_code)]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -47,6 +47,8 @@ pub enum Event {
     Received { session_id: Uuid, message: C2s },
     /// A session ended.
     Closed { session_id: Uuid },
+    /// A queued hostile frame was sent in place of the challenge (index in the queue).
+    HostileChallenge { index: usize },
 }
 
 #[derive(Default)]
@@ -54,6 +56,9 @@ struct Shared {
     tokens: HashMap<Uuid, (TokenKey, TokenState)>,
     sessions: HashMap<Uuid, mpsc::UnboundedSender<Outbound>>,
     events: Vec<Event>,
+    /// Frames to send instead of the challenge, one per connection, before honest ones.
+    hostile: VecDeque<Vec<u8>>,
+    hostile_sent: usize,
 }
 
 enum Outbound {
@@ -158,6 +163,12 @@ impl FakeManager {
         self.shared.lock().unwrap().tokens.insert(token.id(), (token.key(), state));
     }
 
+    /// Queues raw frames to send in place of the challenge, one per new connection, in
+    /// order; once they are used up the fake answers honestly again.
+    pub fn queue_hostile_challenges(&self, frames: Vec<Vec<u8>>) {
+        self.shared.lock().unwrap().hostile.extend(frames);
+    }
+
     /// All events so far.
     pub fn events(&self) -> Vec<Event> {
         self.shared.lock().unwrap().events.clone()
@@ -211,6 +222,25 @@ async fn serve<S>(
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
+    let hostile = {
+        let mut shared = shared.lock().unwrap();
+        let frame = shared.hostile.pop_front();
+        frame.map(|frame| {
+            let index = shared.hostile_sent;
+            shared.hostile_sent += 1;
+            (index, frame)
+        })
+    };
+    if let Some((index, frame)) = hostile {
+        let sent = ws.send(Message::Binary(frame.into())).await.is_ok();
+        if sent {
+            shared.lock().unwrap().events.push(Event::HostileChallenge { index });
+        }
+        // The delegate gives up on this connection: wait (bounded) until it goes.
+        let drain = async { while let Some(Ok(_)) = ws.next().await {} };
+        let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
+        return;
+    }
     let mut nonce = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut nonce);
     let (hs, challenge) = ServerHandshake::new(nonce, now(), 65_536);
