@@ -1,21 +1,106 @@
 //! Log output: human-readable by default, JSON lines with `--log-format json`. Filter with
 //! `RUST_LOG` (default `info`). Token ids may appear in logs; token values never do.
+//!
+//! `RUST_LOG` governs the delegate's own records (`tether_delegate`, `tether_protocol`) only.
+//! Every other target — the libraries that see secrets on their way (bollard logs Docker
+//! request bodies, which carry the successor's `ACCOUNT_SECRET`, and inspect answers; hyper,
+//! h2, tungstenite, rustls, …) and any library added later — is capped at `warn`, whatever
+//! `RUST_LOG` says: a separate filter layer drops their debug and trace records (including
+//! those bridged from the `log` crate) after the `RUST_LOG` filter, so no directive can turn
+//! them back on.
 use std::io::IsTerminal;
 
-use tracing_subscriber::EnvFilter;
+use tracing::{Level, Metadata};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{filter, fmt, EnvFilter};
 
 use crate::cli::LogFormat;
+
+/// Targets (crates, and their modules) whose records follow `RUST_LOG` at every level.
+pub const OWN_TARGETS: &[&str] = &["tether_delegate", "tether_protocol"];
+
+/// The most verbose level any other target may log at.
+pub const OTHER_TARGETS_MAX: Level = Level::WARN;
+
+/// Whether a record of `target` at `level` may be written (before `RUST_LOG` is applied).
+pub fn may_log(target: &str, level: &Level) -> bool {
+    *level <= OTHER_TARGETS_MAX || is_own(target)
+}
+
+fn is_own(target: &str) -> bool {
+    OWN_TARGETS
+        .iter()
+        .any(|own| target.strip_prefix(own).is_some_and(|rest| rest.is_empty() || rest.starts_with("::")))
+}
+
+/// Longest text from the peer that is logged as it came, in bytes.
+pub const MAX_SHOWN: usize = 1024;
+
+/// `text` as it may be logged when it can come from anything answering on the manager's
+/// address (a reject's message, an error naming a received `type`): bounded to
+/// [`MAX_SHOWN`] bytes on a character boundary, control characters escaped, so it can neither
+/// flood the log nor forge lines or terminal sequences in it.
+pub fn shown(text: &str) -> String {
+    let bounded = tether_protocol::text::bounded(text, MAX_SHOWN);
+    let mut out = tether_protocol::text::escape_control(bounded).into_owned();
+    if bounded.len() < text.len() {
+        out.push('…');
+    }
+    out
+}
 
 /// Installs the global subscriber, writing to stderr.
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(std::io::stderr().is_terminal());
+    let guard = filter::filter_fn(|meta: &Metadata<'_>| may_log(meta.target(), meta.level()));
+    let registry = tracing_subscriber::registry().with(filter).with(guard);
+    let ansi = std::io::stderr().is_terminal();
     let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => registry
+            .with(fmt::layer().with_writer(std::io::stderr).with_target(false).with_ansi(ansi))
+            .try_init(),
+        LogFormat::Json => registry
+            .with(fmt::layer().json().flatten_event(true).with_writer(std::io::stderr).with_target(false))
+            .try_init(),
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_text_is_bounded_and_escaped() {
+        assert_eq!(shown("plain"), "plain");
+        assert_eq!(shown("line\nforged: ERROR x\u{1b}[2J"), "line\\u{a}forged: ERROR x\\u{1b}[2J");
+        let long = format!("{}é", "a".repeat(MAX_SHOWN - 1));
+        assert_eq!(shown(&long), format!("{}…", "a".repeat(MAX_SHOWN - 1)));
+        assert_eq!(shown(&"日".repeat(400)), format!("{}…", "日".repeat(341)));
+    }
+
+    #[test]
+    fn libraries_are_capped_at_warn_and_the_delegate_is_not() {
+        for target in [
+            "bollard::docker",
+            "bollard",
+            "hyper_util::client",
+            "h2::codec",
+            "tungstenite::protocol",
+            "tokio_tungstenite",
+            "rustls::client",
+            "log",
+            "tether_delegate_evil",
+            "tether_protocolx",
+        ] {
+            assert!(!may_log(target, &Level::DEBUG), "{target} at debug");
+            assert!(!may_log(target, &Level::TRACE), "{target} at trace");
+            assert!(!may_log(target, &Level::INFO), "{target} at info");
+            assert!(may_log(target, &Level::WARN), "{target} at warn");
+            assert!(may_log(target, &Level::ERROR), "{target} at error");
+        }
+        for target in ["tether_delegate", "tether_delegate::docker::engine", "tether_protocol::handshake"] {
+            assert!(may_log(target, &Level::TRACE), "{target} at trace");
+        }
+    }
 }
