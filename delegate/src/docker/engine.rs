@@ -166,3 +166,64 @@ impl DockerHost {
         Ok(Some(old_id.clone()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::UnixListener;
+
+    use super::*;
+
+    /// A Docker engine on a Unix socket that answers `/version` and, for any container, an
+    /// inspect whose `Id` is `id`.
+    async fn fake_engine(dir: &Path, id: &'static str) -> std::path::PathBuf {
+        let socket = dir.join("docker.sock");
+        let listener = UnixListener::bind(&socket).unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut request = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    loop {
+                        let Ok(n) = stream.read(&mut buf).await else { return };
+                        if n == 0 {
+                            return;
+                        }
+                        request.extend_from_slice(buf.get(..n).unwrap_or_default());
+                        let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
+                        let head =
+                            String::from_utf8_lossy(request.get(..end).unwrap_or_default()).into_owned();
+                        request.drain(..end + 4);
+                        let body = if head.contains("/version ") {
+                            r#"{"ApiVersion":"1.41","Version":"20.10.0"}"#.to_owned()
+                        } else {
+                            serde_json::json!({ "Id": id, "Name": "/x" }).to_string()
+                        };
+                        let answer = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if stream.write_all(answer.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        socket
+    }
+
+    #[tokio::test]
+    async fn an_engine_answering_a_short_or_odd_id_does_not_panic_discovery() {
+        // The debug line that shortens the id is evaluated only when debug is enabled.
+        let subscriber =
+            tracing_subscriber::fmt().with_max_level(tracing::Level::TRACE).with_test_writer().finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        for (id, candidate) in [("abc", "abc"), ("aaaaaaaaaaaé-container", "aaaa")] {
+            let dir = tempfile::tempdir().unwrap();
+            let socket = fake_engine(dir.path(), id).await;
+            let host = DockerHost::discover(&socket, Some(candidate), None).await.unwrap();
+            assert_eq!(host.own_id(), id);
+        }
+    }
+}
