@@ -44,6 +44,18 @@ pub struct DataDir {
     pub master: Arc<MasterKey>,
 }
 
+/// Warns when others may read or enter the data dir (it holds the master key and the
+/// database; `chmod 700` it). Not refused: a group-shared directory can be deliberate.
+fn warn_if_open(path: &Path) {
+    if let Ok(meta) = std::fs::metadata(path) {
+        let mode = meta.permissions().mode();
+        if mode & 0o077 != 0 {
+            tracing::warn!(data_dir = %path.display(), mode = %format!("{:o}", mode & 0o777),
+                "the data dir is accessible to other users; run `chmod 700` on it");
+        }
+    }
+}
+
 impl DataDir {
     /// Opens `path`, creating the directory (0700), the master key (0600) and the database.
     pub fn open(path: &Path) -> Result<Self, DataDirError> {
@@ -53,6 +65,7 @@ impl DataDir {
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
         }
         let path = std::fs::canonicalize(path).map_err(io)?;
+        warn_if_open(&path);
         let (master, _) = MasterKey::load_or_create(&path.join(MASTER_KEY_FILE))?;
         let store = Store::open(&path.join(DB_FILE))?;
         Ok(Self { path, store, master: Arc::new(master) })

@@ -1,5 +1,8 @@
 //! Structured logs with tracing: text or JSON lines on stderr, filtered by `RUST_LOG`
 //! (default `info`). Log fields carry token ids, never token values or secrets.
+//!
+//! [`install_panic_hook`] replaces the default panic message (which quotes whatever the
+//! panicking code formatted, input included) with a log record that names only the place.
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
@@ -12,4 +15,22 @@ pub fn init(format: LogFormat) {
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
         LogFormat::Text => builder.try_init(),
     };
+}
+
+/// Panics counted since start (a panic ends one connection's task, never the process).
+pub static PANICS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Logs a panic as one error record with its location, and its message only when that is a
+/// literal of the code (`&'static str`): a formatted message may quote input, or a secret.
+/// The release profile unwinds, so tokio ends only the panicking task (one connection or
+/// session); this hook makes that visible without leaking what the task was handling.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        PANICS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let location = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
+        let message =
+            info.payload().downcast_ref::<&'static str>().copied().unwrap_or("<formatted message withheld>");
+        let thread = std::thread::current().name().unwrap_or("unnamed").to_owned();
+        tracing::error!(%location, %thread, message, "internal error: a task panicked and was stopped; the manager keeps running");
+    }));
 }

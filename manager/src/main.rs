@@ -6,6 +6,7 @@ use clap::Parser;
 fn main() -> ExitCode {
     // ring is the only TLS provider; install it before anything builds a TLS config.
     let _ = rustls::crypto::ring::default_provider().install_default();
+    tether_manager::logging::install_panic_hook();
     let cli = match tether_manager::cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

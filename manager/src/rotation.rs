@@ -9,10 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tether_protocol::message::{RevokedReason, RotateOutcome};
+use tether_protocol::SecretString;
 use tether_protocol::Token;
 use tokio::sync::Notify;
 use uuid::Uuid;
-use zeroize::Zeroizing;
 
 use crate::clock::now_unix;
 use crate::registry::{SessionCommand, SessionInfo};
@@ -50,8 +50,8 @@ pub struct Rotations {
 pub struct Started {
     /// The rotation.
     pub rotation: RotationRow,
-    /// The successor token string.
-    pub token: Zeroizing<String>,
+    /// The successor token string (redacted in `Debug`).
+    pub token: SecretString,
     /// Live delegates told.
     pub delegates: usize,
 }
@@ -92,13 +92,20 @@ impl Rotations {
     }
 }
 
+/// Longest rotate-ack detail kept (bytes, cut on a character boundary).
+pub const MAX_ACK_DETAIL: usize = 512;
+
 /// Starts rotating `token_ref` of `account` with a grace window of `grace_secs`.
+///
+/// The successor keeps the old token's allowed CIDRs and, unless `expires_in_secs` sets
+/// another, the old token's lifetime counted from now: a token with an expiry never silently
+/// becomes one without.
 pub async fn start(
     state: &AppState,
     account: &str,
     token_ref: &str,
     grace_secs: u64,
-    successor_spec: Option<TokenSpec>,
+    expires_in_secs: Option<u64>,
     actor: Actor,
 ) -> Result<Started, StoreError> {
     let now = now_unix();
@@ -124,9 +131,9 @@ pub async fn start(
                     return Err(StoreError::Conflict(format!("a {} token cannot be rotated", other.as_str())))
                 }
             }
-            let spec = successor_spec
-                .unwrap_or(TokenSpec { expires_at: None, allowed_cidrs: old.allowed_cidrs.clone() });
-            let old_name = format!("{}~{}", old.name, &old.id.simple().to_string()[..8]);
+            let spec = successor_spec(&old, expires_in_secs, now);
+            let old_name =
+                format!("{}~{}", old.name, tether_protocol::text::bounded(&old.id.simple().to_string(), 8));
             tokens::set_rotation(&tx, old.id, &old_name, Some(rotation_id))?;
             let (new_row, token) = new_token(&master, &account, &old.name, &spec, &actor, now);
             tokens::insert(&tx, &new_row)?;
@@ -154,7 +161,7 @@ pub async fn start(
         })
         .await?;
     let token = Arc::new(token);
-    let value = token.expose();
+    let value = SecretString::new(token.expose().to_string());
     let notify = Arc::new(Notify::new());
     state.rotations.lock().insert(
         rotation_id,
@@ -182,6 +189,16 @@ pub async fn start(
     tracing::info!(%rotation_id, old_token_id = %row.old_token_id, new_token_id = %row.new_token_id, delegates = told, grace_secs, "rotation started");
     tokio::spawn(drive(state.clone(), rotation_id, row.old_token_id, deadline, notify));
     Ok(Started { rotation: row, token: value, delegates: told })
+}
+
+/// The successor's expiry and CIDRs: the old token's CIDRs; `expires_in_secs` from now when
+/// given, else the old token's lifetime (expiry minus creation) from now, else none.
+fn successor_spec(old: &tokens::TokenRow, expires_in_secs: Option<u64>, now: u64) -> TokenSpec {
+    let lifetime = expires_in_secs.or(old.expires_at.map(|e| e.saturating_sub(old.created_at).max(1)));
+    TokenSpec {
+        expires_at: lifetime.map(|l| now.saturating_add(l)),
+        allowed_cidrs: old.allowed_cidrs.clone(),
+    }
 }
 
 fn pending(s: &SessionInfo, now: u64) -> RotationDelegate {
@@ -246,7 +263,11 @@ pub async fn on_authenticated(state: &AppState, info: &SessionInfo) {
     }
 }
 
-/// A delegate acknowledged a rotation. Stale or duplicate acks change nothing harmful.
+/// A delegate acknowledged a rotation. Stale or duplicate acks change nothing harmful; an
+/// ack counts only from a session on the rotation's account and its old or new token (a
+/// delegate of another token or account that learnt the ids changes nothing). The detail is
+/// bounded on a character boundary and its control characters are escaped, since operators
+/// read it in a terminal.
 pub async fn on_ack(
     state: &AppState,
     info: &SessionInfo,
@@ -259,14 +280,14 @@ pub async fn on_ack(
         RotateOutcome::Failed => "failed",
         RotateOutcome::Manual => "manual",
     };
-    let mut detail = detail;
-    detail.truncate(512);
+    let detail = ack_detail(&detail);
     let (instance, now) = (info.instance, now_unix());
+    let (account, token_id) = (info.account_id.clone(), info.token_id);
     let matched = state
         .store
         .call(move |c| {
             let Some(row) = rotations::get(c, rotation_id)? else { return Ok(false) };
-            if row.finished_at.is_some() {
+            if row.finished_at.is_some() || !acks_from(&row, &account, token_id) {
                 return Ok(false);
             }
             rotations::ack(c, rotation_id, instance, outcome_word, &detail, now)
@@ -282,6 +303,17 @@ pub async fn on_ack(
         }
         Err(e) => tracing::warn!(%rotation_id, error = %e, "cannot record a rotate ack"),
     }
+}
+
+/// Whether a session of `account` on `token_id` may acknowledge rotation `row`.
+fn acks_from(row: &RotationRow, account: &str, token_id: Uuid) -> bool {
+    row.account_id == account && (token_id == row.old_token_id || token_id == row.new_token_id)
+}
+
+/// A delegate's ack detail as stored: control characters escaped, then bounded.
+pub fn ack_detail(detail: &str) -> String {
+    let shown = tether_protocol::text::escape_control(detail);
+    tether_protocol::text::bounded(&shown, MAX_ACK_DETAIL).to_owned()
 }
 
 /// A session ended: if its token is being replaced, the rotation may be complete.
@@ -359,5 +391,78 @@ async fn finish(state: &AppState, rotation_id: Uuid, old_token: Uuid, outcome: &
         Err(e) => {
             tracing::error!(%rotation_id, error = %e, "cannot finish rotation; it will be retried at the next start")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ack_details_are_bounded_on_a_character_boundary_and_escaped() {
+        // The detail that aborted the manager (issue 10, finding 2).
+        let crash = format!("{}é", "x".repeat(511));
+        assert_eq!(ack_detail(&crash), "x".repeat(511));
+        for tail in ["é", "日", "😀"] {
+            for pad in 505..=513 {
+                let d = ack_detail(&format!("{}{tail}", "a".repeat(pad)));
+                assert!(d.len() <= MAX_ACK_DETAIL);
+            }
+        }
+        let shown = ack_detail("ok\u{1b}[2J\n");
+        assert!(!tether_protocol::text::has_control(&ack_detail("a\u{1b}]0;t\u{7}\nb")));
+        assert_eq!(shown, "ok\\u{1b}[2J\\u{a}");
+    }
+
+    fn row(account: &str, old: u128, new: u128) -> RotationRow {
+        RotationRow {
+            id: Uuid::from_u128(1),
+            account_id: account.into(),
+            old_token_id: Uuid::from_u128(old),
+            new_token_id: Uuid::from_u128(new),
+            started_at: 0,
+            started_by: "t".into(),
+            deadline: 10,
+            finished_at: None,
+            outcome: None,
+        }
+    }
+
+    #[test]
+    fn acks_count_only_from_the_rotations_tokens_and_account() {
+        let r = row("acme", 10, 11);
+        assert!(acks_from(&r, "acme", Uuid::from_u128(10)));
+        assert!(acks_from(&r, "acme", Uuid::from_u128(11)));
+        assert!(!acks_from(&r, "acme", Uuid::from_u128(12)), "another token of the account");
+        assert!(!acks_from(&r, "other", Uuid::from_u128(10)), "another account");
+    }
+
+    fn token_row(created_at: u64, expires_at: Option<u64>) -> tokens::TokenRow {
+        tokens::TokenRow {
+            id: Uuid::from_u128(5),
+            account_id: "acme".into(),
+            name: "t".into(),
+            sealed_key: vec![],
+            created_at,
+            created_by: "t".into(),
+            expires_at,
+            allowed_cidrs: vec!["10.0.0.0/8".parse().unwrap()],
+            revoked_at: None,
+            revoked_by: None,
+            last_used_at: None,
+            rotation_id: None,
+        }
+    }
+
+    #[test]
+    fn the_successor_keeps_the_lifetime_and_cidrs_of_the_old_token() {
+        // Issue 10, finding 4: a rotation used to drop the expiry.
+        let old = token_row(1_000, Some(1_000 + 3_600));
+        let spec = successor_spec(&old, None, 5_000);
+        assert_eq!(spec.expires_at, Some(5_000 + 3_600));
+        assert_eq!(spec.allowed_cidrs, old.allowed_cidrs);
+        assert_eq!(successor_spec(&old, Some(60), 5_000).expires_at, Some(5_060));
+        assert_eq!(successor_spec(&token_row(1_000, None), None, 5_000).expires_at, None);
+        assert_eq!(successor_spec(&token_row(1_000, None), Some(7), 5_000).expires_at, Some(5_007));
     }
 }

@@ -1,7 +1,14 @@
 //! Plain-text tables and time formatting for people.
 
-/// Renders rows under a header, columns padded to their widest cell.
+/// Renders rows under a header, columns padded to their widest cell. Control and bidi
+/// characters in a cell (delegate-supplied names, hosts, versions, details) are shown as
+/// `\u{…}` escapes, so no value can steer the operator's terminal.
 pub fn render(header: &[&str], rows: &[Vec<String>]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| row.iter().map(|c| tether_protocol::text::escape_control(c).into_owned()).collect())
+        .collect();
+    let rows = rows.as_slice();
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {
@@ -61,5 +68,15 @@ mod tests {
         assert_eq!(time(951_782_400), "2000-02-29 00:00:00Z");
         let t = render(&["A", "BB"], &[vec!["xxx".into(), "y".into()]]);
         assert_eq!(t, "A    BB\nxxx  y\n");
+    }
+
+    #[test]
+    fn control_characters_in_cells_are_escaped() {
+        // Issue 10, finding 9: a delegate named like this retitled and cleared the terminal.
+        let evil = "\u{1b}]0;title\u{7}\u{1b}[2Jpwned";
+        let t = render(&["NAME", "HOST"], &[vec![evil.into(), "h\u{202e}x".into()]]);
+        assert!(!t.contains('\u{1b}') && !t.contains('\u{7}') && !t.contains('\u{202e}'), "{t:?}");
+        assert!(t.contains("\\u{1b}]0;title\\u{7}\\u{1b}[2Jpwned"));
+        assert_eq!(render(&["N"], &[vec!["délégué日本".into()]]), "N\ndélégué日本\n");
     }
 }

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::Connection;
 
+pub mod access;
 pub mod accounts;
 pub mod admin;
 pub mod audit;
@@ -39,9 +40,30 @@ pub enum StoreError {
     /// The blocking task died.
     #[error("store task failed")]
     Task,
+    /// The database file's permissions could not be set.
+    #[error("database file: {0}")]
+    Io(String),
     /// A stored value is malformed.
     #[error("stored value is malformed: {0}")]
     Corrupt(String),
+}
+
+/// Creates `db` 0600 when missing and tightens it and its `-wal`/`-shm` files to 0600.
+fn private_files(db: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let io = |e: std::io::Error| StoreError::Io(format!("{}: {e}", db.display()));
+    std::fs::OpenOptions::new().write(true).create(true).truncate(false).mode(0o600).open(db).map_err(io)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = db.as_os_str().to_owned();
+        name.push(suffix);
+        let file = Path::new(&name);
+        let Ok(meta) = std::fs::symlink_metadata(file) else { continue };
+        if meta.permissions().mode() & 0o077 != 0 {
+            std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+            tracing::warn!(file = %file.display(), "database file was readable by others; set to 0600");
+        }
+    }
+    Ok(())
 }
 
 /// A handle to the store; cheap to clone.
@@ -52,7 +74,12 @@ pub struct Store {
 
 impl Store {
     /// Opens (creating if needed) the database at `path` and migrates it.
+    ///
+    /// The database file is created 0600 before SQLite opens it (SQLite gives its WAL and
+    /// shared-memory files the database file's mode), and an existing database, WAL or SHM
+    /// file that others may read is tightened to 0600, whatever the process umask.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        private_files(path)?;
         let mut conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
