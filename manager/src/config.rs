@@ -20,6 +20,12 @@ pub const SETTINGS: &[&str] = &[
     "max_frame",
     "handshake_fail_limit",
     "handshake_fail_window_secs",
+    "tls_handshake_timeout_secs",
+    "http_header_timeout_secs",
+    "http_idle_timeout_secs",
+    "max_unauthenticated_connections",
+    "max_unauthenticated_per_address",
+    "session_write_timeout_secs",
     "rotation_grace_secs",
     "max_rotation_grace_secs",
     "drain_secs",
@@ -55,6 +61,22 @@ pub struct ServeConfig {
     pub handshake_fail_limit: u32,
     /// The window of that limit.
     pub handshake_fail_window_secs: u64,
+    /// Deadline for the TLS handshake of a new connection.
+    pub tls_handshake_timeout_secs: u64,
+    /// Deadline for a complete HTTP request head, counted from when the connection is ready
+    /// for one (accepted, or the previous response sent).
+    pub http_header_timeout_secs: u64,
+    /// A connection that is not an authenticated delegate session is closed after this long
+    /// without a byte read or written.
+    pub http_idle_timeout_secs: u64,
+    /// Most connections that have not authenticated (HTTP, or a WebSocket before its
+    /// delegate handshake succeeded), over all source addresses.
+    pub max_unauthenticated_connections: usize,
+    /// Most such connections from one source address (IPv6: one /64).
+    pub max_unauthenticated_per_address: usize,
+    /// Bound on every write to an authenticated session; a session that cannot be written
+    /// within it is dropped.
+    pub session_write_timeout_secs: u64,
     /// Grace window of a rotation when the request names none.
     pub rotation_grace_secs: u64,
     /// Longest grace window a request may ask for.
@@ -105,6 +127,14 @@ impl ServeConfig {
             return Err(ConfigError::invalid(missing, Origin::Default, "tls_cert and tls_key go together"));
         }
         let max_rotation_grace_secs = src.u64("max_rotation_grace_secs", 30 * 86_400, 1, 365 * 86_400)?;
+        let max_unauthenticated_connections =
+            src.u64("max_unauthenticated_connections", 4_096, 1, 1_000_000)? as usize;
+        let max_unauthenticated_per_address = src.u64(
+            "max_unauthenticated_per_address",
+            128.min(max_unauthenticated_connections as u64),
+            1,
+            max_unauthenticated_connections as u64,
+        )? as usize;
         let cfg = Self {
             data_dir,
             listen,
@@ -124,6 +154,12 @@ impl ServeConfig {
             )? as usize,
             handshake_fail_limit: src.u64("handshake_fail_limit", 20, 1, 1_000_000)? as u32,
             handshake_fail_window_secs: src.u64("handshake_fail_window_secs", 60, 1, 86_400)?,
+            tls_handshake_timeout_secs: src.u64("tls_handshake_timeout_secs", 10, 1, 300)?,
+            http_header_timeout_secs: src.u64("http_header_timeout_secs", 10, 1, 300)?,
+            http_idle_timeout_secs: src.u64("http_idle_timeout_secs", 30, 1, 3_600)?,
+            max_unauthenticated_connections,
+            max_unauthenticated_per_address,
+            session_write_timeout_secs: src.u64("session_write_timeout_secs", 10, 1, 300)?,
             rotation_grace_secs: src.u64("rotation_grace_secs", 3_600, 1, max_rotation_grace_secs)?,
             max_rotation_grace_secs,
             drain_secs: src.u64("drain_secs", 10, 1, 600)?,
@@ -334,5 +370,46 @@ mod tests {
         std::fs::write(&file, "heartbeat = 5\n").unwrap();
         let err = Sources::collect([], [], Some(&file)).unwrap_err().to_string();
         assert!(err.contains("heartbeat"), "{err}");
+    }
+
+    #[test]
+    fn connection_limits_and_timeouts() {
+        let cfg = ServeConfig::from_sources(&Sources::default()).unwrap();
+        assert_eq!(
+            (cfg.tls_handshake_timeout_secs, cfg.http_header_timeout_secs, cfg.http_idle_timeout_secs),
+            (10, 10, 30)
+        );
+        assert_eq!((cfg.max_unauthenticated_connections, cfg.max_unauthenticated_per_address), (4_096, 128));
+        assert_eq!(cfg.session_write_timeout_secs, 10);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("m.toml");
+        std::fs::write(&file, "max_unauthenticated_connections = 50\nsession_write_timeout_secs = 2\n")
+            .unwrap();
+        let src = Sources::collect([], env(&[("TETHER_HTTP_IDLE_TIMEOUT_SECS", "5")]), Some(&file)).unwrap();
+        let cfg = ServeConfig::from_sources(&src).unwrap();
+        assert_eq!(cfg.http_idle_timeout_secs, 5);
+        assert_eq!(cfg.session_write_timeout_secs, 2);
+        // The per-address default never exceeds the global cap.
+        assert_eq!((cfg.max_unauthenticated_connections, cfg.max_unauthenticated_per_address), (50, 50));
+        let src = Sources::collect(
+            [],
+            env(&[
+                ("TETHER_MAX_UNAUTHENTICATED_CONNECTIONS", "10"),
+                ("TETHER_MAX_UNAUTHENTICATED_PER_ADDRESS", "11"),
+            ]),
+            None,
+        )
+        .unwrap();
+        let err = ServeConfig::from_sources(&src).unwrap_err().to_string();
+        assert!(err.contains("max_unauthenticated_per_address") && err.contains("between 1 and 10"), "{err}");
+        for (name, value) in [
+            ("TETHER_TLS_HANDSHAKE_TIMEOUT_SECS", "0"),
+            ("TETHER_HTTP_HEADER_TIMEOUT_SECS", "301"),
+            ("TETHER_SESSION_WRITE_TIMEOUT_SECS", "x"),
+        ] {
+            let src = Sources::collect([], env(&[(name, value)]), None).unwrap();
+            let err = ServeConfig::from_sources(&src).unwrap_err().to_string();
+            assert!(err.contains(name), "{err}");
+        }
     }
 }

@@ -12,6 +12,13 @@ pub struct OutcomeLabel {
     pub outcome: String,
 }
 
+/// Label of a refused connection: which cap it hit.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CapLabel {
+    /// `total` (every address) or `per_address`.
+    pub cap: String,
+}
+
 /// The manager's metrics.
 #[derive(Debug)]
 pub struct Metrics {
@@ -28,6 +35,14 @@ pub struct Metrics {
     pub rotations: Family<OutcomeLabel, Counter>,
     /// Sessions closed for missed heartbeats.
     pub heartbeat_timeouts: Counter,
+    /// Open connections that have not authenticated (HTTP, or WebSocket before the handshake).
+    pub unauthenticated_connections: Gauge,
+    /// Connections closed on accept because a cap on unauthenticated connections was reached.
+    pub connections_refused: Family<CapLabel, Counter>,
+    /// Unauthenticated connections closed after the idle timeout.
+    pub connection_idle_timeouts: Counter,
+    /// Sessions dropped because a write did not complete within the write timeout.
+    pub session_write_timeouts: Counter,
 }
 
 impl Default for Metrics {
@@ -60,7 +75,43 @@ impl Metrics {
             "Sessions closed after missed heartbeats",
             heartbeat_timeouts.clone(),
         );
-        Self { registry, sessions, handshakes, revocations, sessions_revoked, rotations, heartbeat_timeouts }
+        let unauthenticated_connections = Gauge::default();
+        let connections_refused = Family::default();
+        let connection_idle_timeouts = Counter::default();
+        let session_write_timeouts = Counter::default();
+        registry.register(
+            "unauthenticated_connections",
+            "Open connections not (yet) authenticated as a delegate session",
+            unauthenticated_connections.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Connections closed on accept by a cap on unauthenticated connections",
+            connections_refused.clone(),
+        );
+        registry.register(
+            "connection_idle_timeouts",
+            "Unauthenticated connections closed after the idle timeout",
+            connection_idle_timeouts.clone(),
+        );
+        registry.register(
+            "session_write_timeouts",
+            "Delegate sessions dropped because a write did not complete in time",
+            session_write_timeouts.clone(),
+        );
+        Self {
+            registry,
+            sessions,
+            handshakes,
+            revocations,
+            sessions_revoked,
+            rotations,
+            heartbeat_timeouts,
+            unauthenticated_connections,
+            connections_refused,
+            connection_idle_timeouts,
+            session_write_timeouts,
+        }
     }
 
     /// Counts a handshake outcome.

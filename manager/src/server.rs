@@ -1,5 +1,9 @@
 //! `serve`: open the data dir, build TLS, serve the router on one TLS port, report readiness,
 //! and on shutdown say `goodbye` to every delegate, drain, and stop within a bounded time.
+//!
+//! Every accepted connection first passes the caps on unauthenticated connections (and gets
+//! their idle timeout, `gateway::connections`), then a bounded TLS handshake, then HTTP/1 with
+//! a header-read timeout (hyper's, which needs a timer to be on at all).
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -68,17 +72,33 @@ pub async fn run(
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     let handle = axum_server::Handle::new();
-    // TCP_NODELAY: the handshake is a few small frames each way; without it Nagle's algorithm
-    // and delayed ACKs add ~40 ms to every connect.
+    // The limit acceptor admits or refuses the TCP connection (and sets TCP_NODELAY), then
+    // TLS runs within its handshake timeout.
     let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(RustlsConfig::from_config(rustls))
-        .acceptor(axum_server::accept::NoDelayAcceptor::new());
-    let server = axum_server::from_tcp(listener)?
-        .acceptor(acceptor)
-        .handle(handle.clone())
-        .serve(crate::api::app(state.clone()).into_make_service_with_connect_info::<SocketAddr>());
+        .handshake_timeout(Duration::from_secs(config.tls_handshake_timeout_secs))
+        .acceptor(state.connections.acceptor());
+    let mut server = axum_server::from_tcp(listener)?.acceptor(acceptor).handle(handle.clone());
+    // Without a timer hyper's header-read timeout is off. With it, a request head must be
+    // complete within the timeout, counted from when the connection is ready for one (so it
+    // also bounds the wait between keep-alive requests).
+    server
+        .http_builder()
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(config.http_header_timeout_secs));
+    let server =
+        server.serve(crate::api::app(state.clone()).into_make_service_with_connect_info::<SocketAddr>());
     let mut server = tokio::spawn(server);
     state.set_ready();
     tracing::info!(%addr, url = %format!("https://{addr}"), "tether-manager listening");
+    tracing::debug!(
+        max_unauthenticated_connections = state.connections.max_total(),
+        max_unauthenticated_per_address = config.max_unauthenticated_per_address,
+        tls_handshake_timeout_secs = config.tls_handshake_timeout_secs,
+        http_header_timeout_secs = config.http_header_timeout_secs,
+        http_idle_timeout_secs = config.http_idle_timeout_secs,
+        "connection limits"
+    );
     on_ready();
 
     tokio::select! {

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use crate::config::ServeConfig;
 use crate::datadir::DataDir;
+use crate::gateway::connections::ConnectionLimits;
 use crate::gateway::ratelimit::FailureLimiter;
 use crate::keys::MasterKey;
 use crate::metrics::Metrics;
@@ -30,6 +31,8 @@ pub struct Inner {
     pub metrics: Metrics,
     /// Failed-handshake limits per source address.
     pub limiter: FailureLimiter,
+    /// Caps and idle timeout of connections that have not authenticated.
+    pub connections: ConnectionLimits,
     /// Rotations in progress.
     pub rotations: Rotations,
     ready: AtomicBool,
@@ -47,13 +50,16 @@ impl AppState {
     /// State over an opened data dir.
     pub fn new(config: ServeConfig, data: &DataDir) -> Self {
         let limiter = FailureLimiter::new(config.handshake_fail_limit, config.handshake_fail_window_secs);
+        let metrics = Metrics::new();
+        let connections = ConnectionLimits::from_config(&config, &metrics);
         Self(Arc::new(Inner {
             config,
             store: data.store.clone(),
             master: data.master.clone(),
             registry: Registry::default(),
-            metrics: Metrics::new(),
+            metrics,
             limiter,
+            connections,
             rotations: Rotations::default(),
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),

@@ -39,7 +39,10 @@ pub struct Authenticated {
 /// Runs the handshake; `None` when it failed (the socket is closed with the right code).
 pub async fn run(state: &AppState, mut socket: WebSocket, ip: IpAddr) -> Option<Authenticated> {
     let now = now_unix();
-    if state.limiter.is_limited(ip, now) {
+    // A slot for this address is reserved before the challenge and held until this function
+    // returns: attempts in flight count against the limit with the failures (`fail`), so
+    // concurrent attempts cannot overshoot it; a success releases the slot uncounted.
+    let Some(_attempt) = state.limiter.try_begin(ip, now) else {
         state.metrics.handshake(RejectCode::RateLimited.as_str());
         let reject = unsigned_reject(
             RejectCode::RateLimited,
@@ -48,7 +51,7 @@ pub async fn run(state: &AppState, mut socket: WebSocket, ip: IpAddr) -> Option<
         let _ = socket.feed(Message::Binary(reject.into())).await;
         close_ws(&mut socket, close::RATE_LIMITED, "rate limited").await;
         return None;
-    }
+    };
     let (hs, challenge) = ServerHandshake::new(keys::random32(), now, state.config.max_frame);
     if socket.send(Message::Binary(challenge.into())).await.is_err() {
         return None;

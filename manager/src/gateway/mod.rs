@@ -1,6 +1,8 @@
 //! The delegate WebSocket endpoint `/api/v1/delegates/connect`: upgrade with small buffers,
-//! run the v1 handshake, then the session loop.
+//! run the v1 handshake, then the session loop; and the caps and timeouts on connections that
+//! have not authenticated ([`connections`]).
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
@@ -9,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::state::AppState;
 
+pub mod connections;
 pub mod handshake;
 pub mod ratelimit;
 pub mod session;
@@ -19,6 +22,13 @@ const READ_BUFFER: usize = 4 * 1024;
 
 /// Frames are gathered up to this size before a write (every send flushes anyway).
 const WRITE_BUFFER: usize = 8 * 1024;
+
+/// Bound on the close frame's write in [`close`] (the default `session_write_timeout_secs`).
+/// Before authentication every write is also bounded by the connection's idle timeout.
+pub(crate) const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long [`close`] waits for the peer's close frame.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 /// Upgrades to a WebSocket and runs one delegate connection.
 pub async fn connect(
@@ -39,6 +49,9 @@ pub async fn connect(
             // Boxed: the handshake's state is freed once it is done instead of sizing the
             // future every idle session keeps.
             if let Some(session) = Box::pin(handshake::run(&state, socket, peer.ip())).await {
+                // Authenticated: the connection leaves the caps on unauthenticated connections
+                // and its idle timer stops (heartbeats supervise it from now on).
+                state.connections.authenticated(peer);
                 session::run(&state, session).await;
             }
         })
@@ -46,11 +59,23 @@ pub async fn connect(
 
 /// Sends a close frame and waits (bounded) for the peer's close, so the code reaches it.
 pub(crate) async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
+    close_within(socket, code, reason, CLOSE_WRITE_TIMEOUT).await;
+}
+
+/// [`close`], with the close frame's write (and whatever is buffered before it) bounded by
+/// `write_timeout`: a peer that does not read is dropped without the close handshake.
+pub(crate) async fn close_within(
+    socket: &mut WebSocket,
+    code: u16,
+    reason: &'static str,
+    write_timeout: Duration,
+) {
     let frame = CloseFrame { code, reason: reason.into() };
-    if socket.send(Message::Close(Some(frame))).await.is_err() {
-        return;
+    match tokio::time::timeout(write_timeout, socket.send(Message::Close(Some(frame)))).await {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) | Err(_) => return,
     }
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+    let _ = tokio::time::timeout(CLOSE_WAIT, async {
         for _ in 0..16 {
             match socket.recv().await {
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
