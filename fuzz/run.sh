@@ -20,7 +20,7 @@ seconds="${1:-${FUZZ_SECONDS:-60}}"
 shift || true
 targets=("$@")
 if [ "${#targets[@]}" -eq 0 ]; then
-  targets=(frame_split server_handshake client_handshake session_decode token_parse sealed_token_open rest_bodies)
+  targets=(frame_split server_handshake client_handshake session_decode token_parse sealed_token_open rest_bodies text_bound manager_ack)
 fi
 case "$seconds" in ''|*[!0-9]*) echo "seconds must be a whole number, got '$seconds'" >&2; exit 64;; esac
 
@@ -52,7 +52,7 @@ for t in "${targets[@]}"; do
   log="target/fuzz-$t.log"
   if cargo fuzz run --sanitizer none "$t" "corpus/$t" -- \
       -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=16384 \
-      -print_final_stats=1 >"$log" 2>&1; then
+      -dict=dict/protocol.dict -print_final_stats=1 >"$log" 2>&1; then
     result=ok
   else
     result=FAILED

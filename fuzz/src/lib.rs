@@ -6,6 +6,8 @@
 //! - [`fixture`]: the fixed token, nonces and clock every driver uses, and a completed
 //!   in-memory handshake (no I/O, no randomness: every run is reproducible).
 //! - [`input`]: how a driver cuts one fuzz input into a mode byte and length-prefixed parts.
+//! - [`boundary`]: text at the limits byte-index code gets wrong (multi-byte characters
+//!   straddling 64/128/512 bytes, control characters), mixed into the seeds of every text path.
 //! - [`targets`]: one module per fuzz target. Each has `run(&[u8]) -> Reached`, which feeds
 //!   the bytes to the protocol code and asserts its invariants (a panic is a finding), and
 //!   `seeds()`, valid inputs built with the protocol crate itself (never by hand).
@@ -15,6 +17,7 @@
 //! behind the MAC instead of only ever hitting `BadTag`.
 #![forbid(unsafe_code)]
 
+pub mod boundary;
 pub mod fixture;
 pub mod input;
 pub mod targets;

@@ -1,10 +1,12 @@
 //! One module per fuzz target: the driver (`run`) and its seeds (`seeds`).
 pub mod client_handshake;
 pub mod frame_split;
+pub mod manager_ack;
 pub mod rest_bodies;
 pub mod sealed_token_open;
 pub mod server_handshake;
 pub mod session_decode;
+pub mod text_bound;
 pub mod token_parse;
 
 /// Every target's name with its seeds, for the seed writer and the seed tests.
@@ -17,6 +19,8 @@ pub fn all_seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         ("token_parse", token_parse::seeds()),
         ("sealed_token_open", sealed_token_open::seeds()),
         ("rest_bodies", rest_bodies::seeds()),
+        ("text_bound", text_bound::seeds()),
+        ("manager_ack", manager_ack::seeds()),
     ]
 }
 
@@ -34,6 +38,8 @@ mod tests {
             "token_parse" => token_parse::run,
             "sealed_token_open" => sealed_token_open::run,
             "rest_bodies" => rest_bodies::run,
+            "text_bound" => text_bound::run,
+            "manager_ack" => manager_ack::run,
             other => panic!("no driver for {other}"),
         }
     }

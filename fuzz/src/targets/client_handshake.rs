@@ -144,5 +144,7 @@ pub fn seeds() -> Vec<Vec<u8>> {
         input::join_chunks(SIGN_WELCOME, &[&challenge, &revoked[frame::HEADER_LEN..]]),
         input::join_chunks(SIGN_WELCOME, &[&challenge, &other_welcome]),
         input::join_chunks(WRAP_BOTH, &[challenge_payload, welcome_payload]),
+        // The unsigned "challenge" that aborted the delegate.
+        input::join_chunks(RAW, &[&crate::boundary::crash_frame(), &welcome]),
     ]
 }

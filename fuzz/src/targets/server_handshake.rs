@@ -100,5 +100,14 @@ pub fn seeds() -> Vec<Vec<u8>> {
     for variant in [other_account, other_token, version_2] {
         seeds.push([&[SIGNED][..], variant.as_bytes()].concat());
     }
+    // The frame that aborted the manager, and hellos whose type or delegate fields straddle
+    // the bounds with multi-byte characters or carry control characters.
+    seeds.push([&[RAW][..], &crate::boundary::crash_frame()].concat());
+    let name = format!("\"name\":\"{}\"", fixture::delegate().name);
+    for evil in crate::boundary::straddling().into_iter().chain(crate::boundary::control()) {
+        let quoted = serde_json::to_string(&evil).expect("a string serialises");
+        seeds.push([&[SIGNED][..], text.replacen("\"hello\"", &quoted, 1).as_bytes()].concat());
+        seeds.push([&[SIGNED][..], text.replace(&name, &format!("\"name\":{quoted}")).as_bytes()].concat());
+    }
     seeds
 }

@@ -113,6 +113,13 @@ pub fn seeds() -> Vec<Vec<u8>> {
         },
         C2s::TaskResult { seq: 0, task_id: Uuid::from_u128(5), ok: true, payload: "pong".into() },
         C2s::Goodbye { seq: 0, reason: GoodbyeReason::Restart },
+        // The ack detail that aborted the manager (511 bytes + a 2-byte character).
+        C2s::RotateAck {
+            seq: 0,
+            rotation_id: ROTATION_ID,
+            outcome: RotateOutcome::Failed,
+            detail: format!("{}é", "x".repeat(511)),
+        },
     ]
     .into_iter()
     .map(|m| client.encode(m))
@@ -149,7 +156,15 @@ pub fn seeds() -> Vec<Vec<u8>> {
     fn replay(v: &[Vec<u8>]) -> Vec<&[u8]> {
         vec![&v[0], &v[1], &v[1], &v[2]]
     }
+    // Signed frames whose `type` straddles 64 bytes with a multi-byte character.
+    let evil_types: Vec<Vec<u8>> = crate::boundary::straddling()
+        .into_iter()
+        .map(|kind| serde_json::to_vec(&serde_json::json!({ "type": kind, "seq": 0 })).expect("serialises"))
+        .collect();
+    let evil: Vec<&[u8]> = evil_types.iter().take(16).map(Vec::as_slice).collect();
     vec![
+        input::join_chunks(SIGNED, &evil[..1]),
+        input::join_chunks(CLIENT_END | SIGNED, &evil[..1]),
         input::join_chunks(RAW, &frames(&c2s)),
         input::join_chunks(CLIENT_END | RAW, &frames(&s2c)),
         input::join_chunks(SIGNED, &payloads(&c2s)),
