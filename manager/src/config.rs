@@ -31,6 +31,9 @@ pub const SETTINGS: &[&str] = &[
     "drain_secs",
     "tls_cert",
     "tls_key",
+    "admin_auth_fail_limit",
+    "admin_auth_fail_window_secs",
+    "admin_auth_lockout_secs",
 ];
 
 /// How logs are written.
@@ -87,6 +90,12 @@ pub struct ServeConfig {
     pub tls_cert: Option<PathBuf>,
     /// Private key PEM, with `tls_cert`.
     pub tls_key: Option<PathBuf>,
+    /// Failed admin authentications one source address may make per window before it is locked out.
+    pub admin_auth_fail_limit: u32,
+    /// The window of that limit.
+    pub admin_auth_fail_window_secs: u64,
+    /// How long a locked-out address is answered 429.
+    pub admin_auth_lockout_secs: u64,
 }
 
 impl ServeConfig {
@@ -165,6 +174,9 @@ impl ServeConfig {
             drain_secs: src.u64("drain_secs", 10, 1, 600)?,
             tls_cert,
             tls_key,
+            admin_auth_fail_limit: src.u64("admin_auth_fail_limit", 5, 1, 1_000_000)? as u32,
+            admin_auth_fail_window_secs: src.u64("admin_auth_fail_window_secs", 900, 1, 86_400)?,
+            admin_auth_lockout_secs: src.u64("admin_auth_lockout_secs", 900, 1, 86_400)?,
         };
         Ok(cfg)
     }

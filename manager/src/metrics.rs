@@ -12,6 +12,13 @@ pub struct OutcomeLabel {
     pub outcome: String,
 }
 
+/// Label of a failed admin authentication.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// `malformed`, `unknown`, `revoked` or `expired`.
+    pub reason: String,
+}
+
 /// Label of a refused connection: which cap it hit.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CapLabel {
@@ -35,6 +42,12 @@ pub struct Metrics {
     pub rotations: Family<OutcomeLabel, Counter>,
     /// Sessions closed for missed heartbeats.
     pub heartbeat_timeouts: Counter,
+    /// Failed admin-token authentications, by reason.
+    pub admin_auth_failures: Family<ReasonLabel, Counter>,
+    /// Admin authentication lockouts started (one per source address and lockout).
+    pub admin_auth_lockouts: Counter,
+    /// Requests refused with 429 because their source address was locked out.
+    pub admin_auth_locked: Counter,
     /// Open connections that have not authenticated (HTTP, or WebSocket before the handshake).
     pub unauthenticated_connections: Gauge,
     /// Connections closed on accept because a cap on unauthenticated connections was reached.
@@ -75,6 +88,24 @@ impl Metrics {
             "Sessions closed after missed heartbeats",
             heartbeat_timeouts.clone(),
         );
+        let admin_auth_failures = Family::default();
+        let admin_auth_lockouts = Counter::default();
+        let admin_auth_locked = Counter::default();
+        registry.register(
+            "admin_auth_failures",
+            "Failed admin-token authentications, by reason",
+            admin_auth_failures.clone(),
+        );
+        registry.register(
+            "admin_auth_lockouts",
+            "Source addresses locked out after repeated failed admin authentication",
+            admin_auth_lockouts.clone(),
+        );
+        registry.register(
+            "admin_auth_locked_requests",
+            "API requests refused (429) while their source address was locked out",
+            admin_auth_locked.clone(),
+        );
         let unauthenticated_connections = Gauge::default();
         let connections_refused = Family::default();
         let connection_idle_timeouts = Counter::default();
@@ -107,6 +138,9 @@ impl Metrics {
             sessions_revoked,
             rotations,
             heartbeat_timeouts,
+            admin_auth_failures,
+            admin_auth_lockouts,
+            admin_auth_locked,
             unauthenticated_connections,
             connections_refused,
             connection_idle_timeouts,
@@ -117,6 +151,11 @@ impl Metrics {
     /// Counts a handshake outcome.
     pub fn handshake(&self, outcome: &str) {
         self.handshakes.get_or_create(&OutcomeLabel { outcome: outcome.to_owned() }).inc();
+    }
+
+    /// Counts a failed admin authentication.
+    pub fn admin_auth_failure(&self, reason: &str) {
+        self.admin_auth_failures.get_or_create(&ReasonLabel { reason: reason.to_owned() }).inc();
     }
 
     /// The text exposition.

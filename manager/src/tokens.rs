@@ -120,6 +120,8 @@ pub fn create_admin_token(
         allowed_cidrs,
         revoked_at: None,
         last_used_at: None,
+        account_id: None,
+        restriction_id: None,
     };
     let tx = conn.transaction()?;
     admin::insert(&tx, &row)?;

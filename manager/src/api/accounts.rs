@@ -1,7 +1,9 @@
-//! `/api/v1/accounts`: list, create (with the default token), show.
+//! `/api/v1/accounts`: list (an account-bound token sees its own account only), create (with
+//! the default token; a token bound to no account only), show.
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
+use tether_protocol::SecretString;
 
 use super::auth::{Caller, Scope};
 use super::body::Body;
@@ -12,17 +14,18 @@ use crate::state::AppState;
 use crate::store::accounts;
 use crate::validate;
 
-/// List accounts.
+/// List accounts (an account-bound admin token sees only its own).
 #[utoipa::path(get, path = "/api/v1/accounts", tag = "accounts",
     responses((status = 200, body = [AccountDto]), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Vec<AccountDto>>, AppError> {
     caller.require(Scope::TokensRead)?;
     let rows = state.store.call(|c| accounts::list(c)).await?;
-    Ok(Json(rows.into_iter().map(Into::into).collect()))
+    Ok(Json(rows.into_iter().filter(|a| caller.sees(&a.id)).map(Into::into).collect()))
 }
 
-/// Create an account and its default token (the value is in the answer, once).
+/// Create an account and its default token (the value is in the answer, once). Needs the
+/// `admin` scope and a token bound to no account.
 #[utoipa::path(post, path = "/api/v1/accounts", tag = "accounts", request_body = CreateAccount,
     responses((status = 201, body = CreatedAccount), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)),
@@ -33,6 +36,7 @@ pub async fn create(
     Body(req): Body<CreateAccount>,
 ) -> Result<(StatusCode, Json<CreatedAccount>), AppError> {
     caller.require(Scope::Admin)?;
+    caller.require_unbound("creating accounts")?;
     validate::name("id", &req.id)?;
     let name = req.name.unwrap_or_else(|| req.id.clone());
     if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
@@ -44,7 +48,7 @@ pub async fn create(
         .call(move |c| crate::tokens::create_account(c, &master, &req.id, &name, &actor, now))
         .await?;
     tracing::info!(account = %account.id, token_id = %row.id, "account created");
-    let value = token.expose().to_string();
+    let value = SecretString::new(token.expose().to_string());
     Ok((
         StatusCode::CREATED,
         Json(CreatedAccount {
@@ -65,6 +69,7 @@ pub async fn show(
     Path(account): Path<String>,
 ) -> Result<Json<AccountDto>, AppError> {
     caller.require(Scope::TokensRead)?;
+    caller.check_account(&account)?;
     let id = account.clone();
     let row = state.store.call(move |c| accounts::get(c, &id)).await?;
     row.map(|a| Json(a.into())).ok_or_else(|| AppError::NotFound(format!("account `{account}`")))

@@ -1,18 +1,29 @@
-//! `/api/v1/admin-tokens`: list, create (value shown once), revoke.
+//! `/api/v1/admin-tokens`: list, create (value shown once), revoke. All need the `admin`
+//! scope. An account-bound admin token lists and revokes only tokens bound to its account (any
+//! other is 404) and creates only tokens with no more power than its own
+//! ([`super::access::grant`]).
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
+use tether_protocol::SecretString;
+use uuid::Uuid;
 
+use super::access::{self, Escalation, Power};
 use super::auth::{Caller, Scope, SCOPES};
 use super::body::Body;
 use super::dto::{AdminTokenDto, CreateAdminToken, CreatedAdminToken};
 use super::error::{AppError, ErrorBody};
 use crate::clock::now_unix;
+use crate::keys;
 use crate::state::AppState;
-use crate::store::admin;
+use crate::store::admin::{self, AdminTokenRow};
+use crate::store::{access as restrictions, accounts, StoreError};
 use crate::validate;
 
-/// List admin tokens (never their values).
+/// Longest expiry an admin token may be created with: 10 years.
+const MAX_EXPIRY_SECS: u64 = 10 * 365 * 86_400;
+
+/// List admin tokens (never their values); a bound caller sees those bound to its account.
 #[utoipa::path(get, path = "/api/v1/admin-tokens", tag = "admin-tokens",
     responses((status = 200, body = [AdminTokenDto]), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("bearer" = [])))]
@@ -21,14 +32,25 @@ pub async fn list(
     caller: Caller,
 ) -> Result<Json<Vec<AdminTokenDto>>, AppError> {
     caller.require(Scope::Admin)?;
-    let rows = state.store.call(|c| admin::list(c)).await?;
-    Ok(Json(rows.into_iter().map(Into::into).collect()))
+    let account = caller.account.clone();
+    let (rows, names) =
+        state.store.call(move |c| Ok((admin::list(c, account.as_deref())?, restrictions::names(c)?))).await?;
+    Ok(Json(
+        rows.into_iter()
+            .map(|r| {
+                let name = r.restriction_id.and_then(|id| names.get(&id).cloned());
+                AdminTokenDto::from_row(r, name)
+            })
+            .collect(),
+    ))
 }
 
-/// Create an admin token.
+/// Create an admin token. Fields left out are inherited from the caller (account binding,
+/// restriction, expiry, allowed CIDRs); more power than the caller's own is refused (403).
 #[utoipa::path(post, path = "/api/v1/admin-tokens", tag = "admin-tokens", request_body = CreateAdminToken,
     responses((status = 201, body = CreatedAdminToken), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)),
+        (status = 403, body = ErrorBody, description = "Lacks `admin`, or more power than the caller's own"),
+        (status = 404, body = ErrorBody, description = "No such account or restriction"), (status = 409, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
@@ -45,32 +67,113 @@ pub async fn create(
         )));
     }
     if let Some(bad) = req.scopes.iter().find(|s| !SCOPES.contains(&s.as_str())) {
-        let bad: String = bad.chars().take(32).collect();
+        let bad = tether_protocol::text::bounded_chars(bad, 32);
         return Err(AppError::BadRequest(format!(
-            "invalid `scopes`: unknown scope `{bad}`; known: {}",
+            "invalid `scopes`: unknown scope `{}`; known: {}",
+            tether_protocol::text::escape_control(bad),
             SCOPES.join(", ")
         )));
     }
     let mut scopes = req.scopes.clone();
     scopes.sort();
     scopes.dedup();
-    let allowed = validate::cidrs("allowed_cidrs", &req.allowed_cidrs)?;
+    if let Some(a) = &req.account {
+        validate::name("account", a)?;
+    }
+    if let Some(r) = &req.restriction {
+        validate::name("restriction", r)?;
+    }
+    let allowed_cidrs = validate::cidrs("allowed_cidrs", &req.allowed_cidrs)?;
     let now = now_unix();
     let expires_at = req
         .expires_in_secs
-        .map(|s| validate::secs("expires_in_secs", s, 1, 10 * 365 * 86_400).map(|s| now + s))
+        .map(|s| validate::secs("expires_in_secs", s, 1, MAX_EXPIRY_SECS).map(|s| now + s))
         .transpose()?;
+    let creator = caller.power();
     let actor = caller.actor();
-    let (row, value) = state
+    let value = keys::new_admin_token();
+    let hash = keys::admin_token_hash(&value);
+    let created = state
         .store
-        .call(move |c| {
-            crate::tokens::create_admin_token(c, &req.name, scopes, expires_at, allowed, &actor, now)
+        .call(move |c| -> Result<Result<(AdminTokenRow, Option<String>), AppError>, StoreError> {
+            let tx = c.transaction()?;
+            let restriction = match &req.restriction {
+                None => None,
+                Some(wanted) => match restrictions::find(&tx, wanted)? {
+                    Some(r) => Some(r),
+                    // A restricted caller may name only its own: do not tell it which others exist.
+                    None if creator.restriction.is_some() => {
+                        return Ok(Err(AppError::Forbidden(Escalation::Restriction.to_string())))
+                    }
+                    None => return Ok(Err(AppError::NotFound(format!("restriction `{wanted}`")))),
+                },
+            };
+            let requested = Power {
+                scopes,
+                account: req.account.clone(),
+                restriction: restriction.as_ref().map(|r| r.id),
+                expires_at,
+                allowed_cidrs,
+            };
+            let granted = match access::grant(&creator, requested) {
+                Ok(p) => p,
+                Err(e) => return Ok(Err(AppError::Forbidden(e.to_string()))),
+            };
+            if let Some(a) = &granted.account {
+                if accounts::get(&tx, a)?.is_none() {
+                    return Ok(Err(AppError::NotFound(format!("account `{a}`"))));
+                }
+            }
+            let restriction_name = match granted.restriction {
+                None => None,
+                Some(id) => match restrictions::get(&tx, id)? {
+                    Some(r) => Some(r.name),
+                    None => {
+                        return Ok(Err(AppError::Forbidden(
+                            "this admin token's endpoint restriction no longer exists".into(),
+                        )))
+                    }
+                },
+            };
+            let row = AdminTokenRow {
+                id: Uuid::new_v4(),
+                name: req.name.clone(),
+                hash,
+                scopes: granted.scopes,
+                created_at: now,
+                created_by: actor.who.clone(),
+                expires_at: granted.expires_at,
+                allowed_cidrs: granted.allowed_cidrs,
+                revoked_at: None,
+                last_used_at: None,
+                account_id: granted.account,
+                restriction_id: granted.restriction,
+            };
+            admin::insert(&tx, &row)?;
+            let detail = format!(
+                "{} scopes={} account={} restriction={}",
+                row.name,
+                row.scopes.join(","),
+                row.account_id.as_deref().unwrap_or("*"),
+                restriction_name.as_deref().unwrap_or("-"),
+            );
+            actor.record(&tx, now, "admin_token.create", &format!("admin_token:{}", row.id), &detail)?;
+            tx.commit()?;
+            Ok(Ok((row, restriction_name)))
         })
-        .await?;
-    Ok((StatusCode::CREATED, Json(CreatedAdminToken { admin_token: row.into(), value: value.to_string() })))
+        .await??;
+    let (row, restriction_name) = created;
+    tracing::info!(admin_token_id = %row.id, account = row.account_id.as_deref().unwrap_or("*"), "admin token created");
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedAdminToken {
+            admin_token: AdminTokenDto::from_row(row, restriction_name),
+            value: SecretString::new(value.to_string()),
+        }),
+    ))
 }
 
-/// Revoke an admin token (by id or name).
+/// Revoke an admin token (by id or name); a bound caller only one bound to its account.
 #[utoipa::path(post, path = "/api/v1/admin-tokens/{admin_token}/revoke", tag = "admin-tokens",
     params(("admin_token" = String, Path, description = "Admin token id or name")),
     responses((status = 200, body = AdminTokenDto), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
@@ -89,7 +192,8 @@ pub async fn revoke(
         .store
         .call(move |c| {
             let tx = c.transaction()?;
-            let Some(row) = admin::find(&tx, &key)? else { return Ok(None) };
+            let visible = |r: &AdminTokenRow| caller.account.is_none() || r.account_id == caller.account;
+            let Some(row) = admin::find(&tx, &key)?.filter(visible) else { return Ok(None) };
             if admin::revoke(&tx, row.id, now)? {
                 actor.record(
                     &tx,
@@ -100,8 +204,12 @@ pub async fn revoke(
                 )?;
             }
             tx.commit()?;
-            admin::find(c, &row.id.to_string())
+            let name = match row.restriction_id {
+                Some(id) => restrictions::get(c, id)?.map(|r| r.name),
+                None => None,
+            };
+            Ok(admin::find(c, &row.id.to_string())?.map(|r| AdminTokenDto::from_row(r, name)))
         })
         .await?;
-    row.map(|r| Json(r.into())).ok_or_else(|| AppError::NotFound(format!("admin token `{admin_token}`")))
+    row.map(Json).ok_or_else(|| AppError::NotFound(format!("admin token `{admin_token}`")))
 }

@@ -1,4 +1,5 @@
-//! `/api/v1/audit`: the audit log, newest first.
+//! `/api/v1/audit`: the audit log, newest first. It is cluster-wide (entries name admin
+//! tokens, sessions and rotations of every account), so an account-bound token may not read it.
 use axum::extract::{Query, State};
 use axum::Json;
 use serde::Deserialize;
@@ -19,7 +20,7 @@ pub struct AuditQuery {
     pub before: Option<i64>,
 }
 
-/// Read the audit log.
+/// Read the audit log (`admin` scope, a token bound to no account).
 #[utoipa::path(get, path = "/api/v1/audit", tag = "audit", params(AuditQuery),
     responses((status = 200, body = [AuditDto]), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody)),
@@ -30,6 +31,7 @@ pub async fn list(
     Query(q): Query<AuditQuery>,
 ) -> Result<Json<Vec<AuditDto>>, AppError> {
     caller.require(Scope::Admin)?;
+    caller.require_unbound("reading the cluster-wide audit log")?;
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(AppError::BadRequest("invalid `limit`: must be between 1 and 1000".into()));

@@ -1,16 +1,29 @@
 //! Admin bearer authentication: `Authorization: Bearer tat_…`, looked up by SHA-256, checked
-//! for revocation, expiry and allowed CIDRs; then per-handler scope checks.
+//! for revocation, expiry and allowed CIDRs, failures counted per source address with a lockout
+//! ([`super::lockout`]); then the token's endpoint restriction; then, in each handler, its
+//! scope and account-binding checks.
+//!
+//! Account binding: a bound token acting on another account's objects (a route under
+//! `/api/v1/accounts/{other}/…`, a rotation, a delegate session or an admin token of another
+//! account) is answered **404**, exactly as if the object did not exist, so a bound token learns
+//! nothing about other accounts. What a bound token may never do (create accounts, read the
+//! cluster-wide audit log, manage restrictions) is answered **403**.
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::{ConnectInfo, FromRequestParts, OriginalUri};
 use axum::http::request::Parts;
+use ipnet::IpNet;
 use uuid::Uuid;
 
+use super::access::{Power, Rule};
 use super::error::AppError;
+use super::lockout::AdminLockout;
 use crate::clock::now_unix;
 use crate::keys::{admin_token_hash, ADMIN_PREFIX};
 use crate::state::AppState;
-use crate::store::admin;
+use crate::store::access::{self as restrictions, RestrictionRow};
+use crate::store::admin::{self, AdminTokenRow};
 use crate::store::audit::Actor;
 use crate::validate::ip_allowed;
 
@@ -56,6 +69,14 @@ pub struct Caller {
     pub scopes: Vec<String>,
     /// Source address.
     pub ip: Option<IpAddr>,
+    /// The one account this token may act on; `None`: all.
+    pub account: Option<String>,
+    /// Its endpoint restriction.
+    pub restriction: Option<Uuid>,
+    /// Its expiry.
+    pub expires_at: Option<u64>,
+    /// Where it may be used from (empty: anywhere).
+    pub allowed_cidrs: Vec<IpNet>,
 }
 
 impl Caller {
@@ -68,10 +89,126 @@ impl Caller {
         }
     }
 
+    /// Whether the caller may see `account`'s objects.
+    pub fn sees(&self, account: &str) -> bool {
+        self.account.as_deref().is_none_or(|own| own == account)
+    }
+
+    /// Refuses another account than the caller's binding as if it did not exist (404).
+    pub fn check_account(&self, account: &str) -> Result<(), AppError> {
+        if self.sees(account) {
+            Ok(())
+        } else {
+            Err(AppError::NotFound(format!("account `{account}`")))
+        }
+    }
+
+    /// Refuses an account-bound caller (403): `what` needs a token bound to no account.
+    pub fn require_unbound(&self, what: &str) -> Result<(), AppError> {
+        match &self.account {
+            None => Ok(()),
+            Some(own) => Err(AppError::Forbidden(format!(
+                "this admin token is bound to account `{own}`; {what} needs an admin token that is not bound to an account"
+            ))),
+        }
+    }
+
+    /// What this caller may hand on to an admin token it creates.
+    pub fn power(&self) -> Power {
+        Power {
+            scopes: self.scopes.clone(),
+            account: self.account.clone(),
+            restriction: self.restriction,
+            expires_at: self.expires_at,
+            allowed_cidrs: self.allowed_cidrs.clone(),
+        }
+    }
+
     /// The audit actor.
     pub fn actor(&self) -> Actor {
         Actor { who: format!("admin:{}", self.name), source_ip: self.ip.map(|ip| ip.to_string()) }
     }
+}
+
+/// The outcome of looking up a presented token.
+enum Lookup {
+    Unknown,
+    Revoked,
+    Expired,
+    NotFromHere,
+    /// Valid: the row, and its restriction when it has one (`Some(None)`: named but gone).
+    Valid(Box<AdminTokenRow>, Option<Option<RestrictionRow>>),
+}
+
+/// Looks the token up and, only when it is valid from `ip` at `now`, records its use.
+fn lookup(
+    conn: &rusqlite::Connection,
+    hash: &str,
+    ip: Option<IpAddr>,
+    now: u64,
+) -> Result<Lookup, crate::store::StoreError> {
+    let Some(row) = admin::by_hash(conn, hash)? else { return Ok(Lookup::Unknown) };
+    if row.revoked_at.is_some() {
+        return Ok(Lookup::Revoked);
+    }
+    if row.expires_at.is_some_and(|e| e <= now) {
+        return Ok(Lookup::Expired);
+    }
+    let allowed = match ip {
+        Some(ip) => ip_allowed(&row.allowed_cidrs, ip),
+        None => row.allowed_cidrs.is_empty(),
+    };
+    if !allowed {
+        return Ok(Lookup::NotFromHere);
+    }
+    let restriction = row.restriction_id.map(|id| restrictions::get(conn, id)).transpose()?;
+    admin::touch(conn, row.id, now)?;
+    Ok(Lookup::Valid(Box::new(row), restriction))
+}
+
+/// Counts a failed authentication and starts (and logs, rate-limited) a lockout when due.
+fn failed(state: &AppState, lockout: &AdminLockout, ip: Option<IpAddr>, now: u64, reason: &'static str) {
+    state.metrics.admin_auth_failure(reason);
+    if let Some(secs) = lockout.record_failure(ip, now) {
+        state.metrics.admin_auth_lockouts.inc();
+        if let Some(suppressed) = lockout.may_log(now) {
+            let source = ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+            tracing::warn!(
+                %source,
+                failures = lockout.limit(),
+                lockout_secs = secs,
+                suppressed_lockout_lines = suppressed,
+                "admin authentication: too many failed admin tokens from this address; locked out"
+            );
+        }
+    }
+}
+
+/// Refuses a request that `restriction` does not allow.
+fn check_restriction(restriction: Option<Option<RestrictionRow>>, parts: &Parts) -> Result<(), AppError> {
+    let Some(restriction) = restriction else { return Ok(()) };
+    let Some(r) = restriction else {
+        return Err(AppError::Forbidden(
+            "this admin token's endpoint restriction no longer exists, so it may not be used".into(),
+        ));
+    };
+    let path = parts.extensions.get::<OriginalUri>().map_or_else(|| parts.uri.path(), |u| u.0.path());
+    let mut allowed = false;
+    for (i, text) in r.rules.iter().enumerate() {
+        // A stored rule that no longer parses allows nothing (fail closed).
+        if Rule::parse(text, i + 1).is_ok_and(|rule| rule.allows(&parts.method, path)) {
+            allowed = true;
+            break;
+        }
+    }
+    if allowed {
+        return Ok(());
+    }
+    let shown = tether_protocol::text::bounded(path, 200);
+    Err(AppError::Forbidden(format!(
+        "this admin token's endpoint restriction `{}` does not allow {} {shown}",
+        r.name, parts.method
+    )))
 }
 
 impl FromRequestParts<AppState> for Caller {
@@ -79,6 +216,18 @@ impl FromRequestParts<AppState> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
         let ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+        let lockout = parts
+            .extensions
+            .get::<Arc<AdminLockout>>()
+            .cloned()
+            .ok_or_else(|| AppError::Internal("the admin lockout is not installed".into()))?;
+        let now = now_unix();
+        // A locked-out address is refused before its token is looked at.
+        if let Some(retry_after_secs) = lockout.retry_after(ip, now) {
+            state.metrics.admin_auth_locked.inc();
+            return Err(AppError::LockedOut { retry_after_secs });
+        }
+        // No credentials at all is not a guess: refused, not counted.
         let header = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
@@ -88,28 +237,43 @@ impl FromRequestParts<AppState> for Caller {
             .ok()
             .and_then(|h| h.strip_prefix("Bearer "))
             .map(str::trim)
-            .filter(|t| t.starts_with(ADMIN_PREFIX) && t.len() < 256)
-            .ok_or(AppError::Unauthorized("malformed admin token"))?;
-        let hash = admin_token_hash(value);
-        let now = now_unix();
-        let row = state
-            .store
-            .call(move |c| admin::authenticate(c, &hash, now))
-            .await?
-            .ok_or(AppError::Unauthorized("unknown admin token"))?;
-        if row.revoked_at.is_some() {
-            return Err(AppError::Unauthorized("admin token revoked"));
-        }
-        if row.expires_at.is_some_and(|e| e <= now) {
-            return Err(AppError::Unauthorized("admin token expired"));
-        }
-        let allowed = match ip {
-            Some(ip) => ip_allowed(&row.allowed_cidrs, ip),
-            None => row.allowed_cidrs.is_empty(),
+            .filter(|t| t.starts_with(ADMIN_PREFIX) && t.len() < 256);
+        let Some(value) = value else {
+            failed(state, &lockout, ip, now, "malformed");
+            return Err(AppError::Unauthorized("malformed admin token"));
         };
-        if !allowed {
-            return Err(AppError::Forbidden("this admin token may not be used from this address".into()));
-        }
-        Ok(Self { id: row.id, name: row.name, scopes: row.scopes, ip })
+        let hash = admin_token_hash(value);
+        let found = state.store.call(move |c| lookup(c, &hash, ip, now)).await?;
+        let (row, restriction) = match found {
+            Lookup::Valid(row, restriction) => (row, restriction),
+            Lookup::Unknown => {
+                failed(state, &lockout, ip, now, "unknown");
+                return Err(AppError::Unauthorized("unknown admin token"));
+            }
+            Lookup::Revoked => {
+                failed(state, &lockout, ip, now, "revoked");
+                return Err(AppError::Unauthorized("admin token revoked"));
+            }
+            Lookup::Expired => {
+                failed(state, &lockout, ip, now, "expired");
+                return Err(AppError::Unauthorized("admin token expired"));
+            }
+            // A genuine token from the wrong network: refused, not counted as a guess.
+            Lookup::NotFromHere => {
+                return Err(AppError::Forbidden("this admin token may not be used from this address".into()))
+            }
+        };
+        check_restriction(restriction, parts)?;
+        let row = *row;
+        Ok(Self {
+            id: row.id,
+            name: row.name,
+            scopes: row.scopes,
+            ip,
+            account: row.account_id,
+            restriction: row.restriction_id,
+            expires_at: row.expires_at,
+            allowed_cidrs: row.allowed_cidrs,
+        })
     }
 }

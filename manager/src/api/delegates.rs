@@ -1,4 +1,5 @@
-//! `/api/v1/delegates`: list live sessions, disconnect one, ping one (an `echo` task).
+//! `/api/v1/delegates`: list live sessions, disconnect one, ping one (an `echo` task). An
+//! account-bound admin token lists only its account's sessions and gets 404 for any other's.
 use std::time::{Duration, Instant};
 
 use axum::extract::{Path, Query, State};
@@ -13,7 +14,7 @@ use super::body::Body;
 use super::dto::{DelegateDto, PingRequest, PingResponse};
 use super::error::{AppError, ErrorBody};
 use crate::clock::now_unix;
-use crate::registry::SessionCommand;
+use crate::registry::{SessionCommand, SessionInfo};
 use crate::state::AppState;
 use crate::store::audit::Actor;
 
@@ -29,7 +30,7 @@ pub struct ListQuery {
     pub account: Option<String>,
 }
 
-/// List live delegate sessions.
+/// List live delegate sessions (only the caller's account's when it is bound).
 #[utoipa::path(get, path = "/api/v1/delegates", tag = "delegates", params(ListQuery),
     responses((status = 200, body = [DelegateDto]), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("bearer" = [])))]
@@ -39,11 +40,24 @@ pub async fn list(
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Vec<DelegateDto>>, AppError> {
     caller.require(Scope::DelegatesRead)?;
-    Ok(Json(state.registry.list(q.account.as_deref()).into_iter().map(Into::into).collect()))
+    // A bound token asking for another account gets what that filter and its binding have in
+    // common: nothing.
+    let account = q.account.as_deref().or(caller.account.as_deref());
+    let list = state.registry.list(account).into_iter().filter(|s| caller.sees(&s.account_id));
+    Ok(Json(list.map(Into::into).collect()))
 }
 
 fn parse_session(id: &str) -> Result<Uuid, AppError> {
     id.parse().map_err(|_| AppError::BadRequest("invalid `session_id`: expected a UUID".into()))
+}
+
+/// The live session `id`, if the caller may see it (404 otherwise, as if it did not exist).
+fn visible_session(state: &AppState, caller: &Caller, id: Uuid) -> Result<SessionInfo, AppError> {
+    state
+        .registry
+        .get(id)
+        .filter(|s| caller.sees(&s.account_id))
+        .ok_or_else(|| AppError::NotFound(format!("delegate session `{id}`")))
 }
 
 /// Disconnect a delegate session (`goodbye`, then close); the delegate reconnects.
@@ -58,8 +72,7 @@ pub async fn disconnect(
 ) -> Result<StatusCode, AppError> {
     caller.require(Scope::DelegatesWrite)?;
     let id = parse_session(&session_id)?;
-    let info =
-        state.registry.get(id).ok_or_else(|| AppError::NotFound(format!("delegate session `{id}`")))?;
+    let info = visible_session(&state, &caller, id)?;
     let actor: Actor = caller.actor();
     let now = now_unix();
     let target = format!("session:{id}");
@@ -85,6 +98,7 @@ pub async fn ping(
 ) -> Result<Json<PingResponse>, AppError> {
     caller.require(Scope::DelegatesWrite)?;
     let id = parse_session(&session_id)?;
+    visible_session(&state, &caller, id)?;
     let payload = req.payload.unwrap_or_else(|| "ping".into());
     if payload.len() > MAX_PING_PAYLOAD {
         return Err(AppError::BadRequest(format!("invalid `payload`: at most {MAX_PING_PAYLOAD} bytes")));

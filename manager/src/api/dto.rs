@@ -1,11 +1,14 @@
 //! Request and response bodies of the REST API: their own types, converted explicitly from
 //! storage rows and registry entries (rows never become a wire contract by accident). The CLI
-//! parses responses with the same types.
+//! parses responses with the same types. Every field that carries a token's value is a
+//! [`SecretString`]: serialised as the value, never shown by `Debug`.
 use serde::{Deserialize, Serialize};
+use tether_protocol::SecretString;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::registry::SessionInfo;
+use crate::store::access::RestrictionRow;
 use crate::store::accounts::Account;
 use crate::store::admin::AdminTokenRow;
 use crate::store::audit::AuditEntry;
@@ -118,7 +121,8 @@ pub struct CreatedToken {
     /// The token.
     pub token: TokenDto,
     /// The token string (`tdt_…`), for `ACCOUNT_SECRET`.
-    pub value: String,
+    #[schema(value_type = String)]
+    pub value: SecretString,
 }
 
 /// Rotate a token.
@@ -127,6 +131,10 @@ pub struct RotateToken {
     /// Grace window in seconds (default from the configuration).
     #[serde(default)]
     pub grace_secs: Option<u64>,
+    /// The successor's lifetime in seconds from now. Default: the old token's lifetime
+    /// (expiry minus creation) from now, or no expiry when the old token had none.
+    #[serde(default)]
+    pub expires_in_secs: Option<u64>,
 }
 
 /// A started rotation: the successor's value is shown once.
@@ -139,7 +147,8 @@ pub struct RotateResponse {
     /// The successor's id.
     pub token_id: Uuid,
     /// The successor's value.
-    pub token: String,
+    #[schema(value_type = String)]
+    pub token: SecretString,
     /// The old token is revoked by then at the latest (unix seconds).
     pub old_token_valid_until: u64,
     /// Live delegates sent `rotate`.
@@ -313,12 +322,19 @@ pub struct AdminTokenDto {
     pub allowed_cidrs: Vec<String>,
     /// When revoked.
     pub revoked_at: Option<u64>,
-    /// Last use.
+    /// Last successful authentication.
     pub last_used_at: Option<u64>,
+    /// The one account it may act on; absent: every account.
+    #[serde(default)]
+    pub account_id: Option<String>,
+    /// The name of the endpoint restriction it is limited by; absent: none.
+    #[serde(default)]
+    pub restriction: Option<String>,
 }
 
-impl From<AdminTokenRow> for AdminTokenDto {
-    fn from(t: AdminTokenRow) -> Self {
+impl AdminTokenDto {
+    /// From a row and the name of its restriction.
+    pub fn from_row(t: AdminTokenRow, restriction: Option<String>) -> Self {
         Self {
             id: t.id,
             name: t.name,
@@ -329,11 +345,15 @@ impl From<AdminTokenRow> for AdminTokenDto {
             allowed_cidrs: t.allowed_cidrs.iter().map(|c| c.to_string()).collect(),
             revoked_at: t.revoked_at,
             last_used_at: t.last_used_at,
+            account_id: t.account_id,
+            restriction,
         }
     }
 }
 
-/// Create an admin token.
+/// Create an admin token. It never gets more power than the token that creates it: every
+/// field left out is inherited from the creator (account binding, restriction, expiry, allowed
+/// CIDRs), and a wider value than the creator's own is refused (403).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct CreateAdminToken {
     /// Unique name.
@@ -346,6 +366,12 @@ pub struct CreateAdminToken {
     /// Allowed source CIDRs.
     #[serde(default)]
     pub allowed_cidrs: Vec<String>,
+    /// Bind it to this account: it may then act on this account only.
+    #[serde(default)]
+    pub account: Option<String>,
+    /// Limit it to the requests this endpoint restriction (id or name) allows.
+    #[serde(default)]
+    pub restriction: Option<String>,
 }
 
 /// A created admin token with its value, shown once.
@@ -354,7 +380,40 @@ pub struct CreatedAdminToken {
     /// The token.
     pub admin_token: AdminTokenDto,
     /// Its value (`tat_…`).
-    pub value: String,
+    #[schema(value_type = String)]
+    pub value: SecretString,
+}
+
+/// An endpoint restriction: the requests an admin token limited by it may make.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RestrictionDto {
+    /// Id.
+    pub id: Uuid,
+    /// Unique name.
+    pub name: String,
+    /// Allowed requests, each `METHOD /api/v1/…` (`*` matches any one path segment).
+    pub allow: Vec<String>,
+    /// Unix seconds.
+    pub created_at: u64,
+    /// Who created it.
+    pub created_by: String,
+}
+
+impl From<RestrictionRow> for RestrictionDto {
+    fn from(r: RestrictionRow) -> Self {
+        Self { id: r.id, name: r.name, allow: r.rules, created_at: r.created_at, created_by: r.created_by }
+    }
+}
+
+/// Create an endpoint restriction.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct CreateRestriction {
+    /// Unique name.
+    pub name: String,
+    /// 1 to 64 allowed requests, each `METHOD /api/v1/path`: the method one of GET, POST, PUT,
+    /// PATCH, DELETE or `*`; a path segment `*` or `{name}` matches any one segment, e.g.
+    /// `GET /api/v1/accounts/{account}/tokens`.
+    pub allow: Vec<String>,
 }
 
 /// An audit entry.
@@ -387,5 +446,85 @@ impl From<AuditEntry> for AuditDto {
             source_ip: a.source_ip,
             detail: a.detail,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MARK: &str = "THIS-IS-THE-SECRET-VALUE";
+
+    fn token_dto() -> TokenDto {
+        TokenDto {
+            id: Uuid::nil(),
+            account_id: "acme".into(),
+            name: "default".into(),
+            state: "active".into(),
+            created_at: 1,
+            created_by: "init".into(),
+            expires_at: None,
+            allowed_cidrs: vec![],
+            revoked_at: None,
+            last_used_at: None,
+            live_delegates: 0,
+            rotation_id: None,
+        }
+    }
+
+    fn admin_dto() -> AdminTokenDto {
+        AdminTokenDto {
+            id: Uuid::nil(),
+            name: "ops".into(),
+            scopes: vec!["admin".into()],
+            created_at: 1,
+            created_by: "init".into(),
+            expires_at: None,
+            allowed_cidrs: vec![],
+            revoked_at: None,
+            last_used_at: None,
+            account_id: Some("acme".into()),
+            restriction: None,
+        }
+    }
+
+    #[test]
+    fn token_values_never_show_in_debug_and_are_serialised_for_the_one_answer() {
+        let delegate_value = format!("tdt_{MARK}");
+        let admin_value = format!("tat_{MARK}");
+        let created = CreatedToken { token: token_dto(), value: delegate_value.as_str().into() };
+        let account = CreatedAccount {
+            account: AccountDto {
+                id: "acme".into(),
+                name: "Acme".into(),
+                created_at: 1,
+                created_by: "x".into(),
+            },
+            default_token: created.clone(),
+        };
+        let rotated = RotateResponse {
+            rotation_id: Uuid::nil(),
+            old_token_id: Uuid::nil(),
+            token_id: Uuid::nil(),
+            token: delegate_value.as_str().into(),
+            old_token_valid_until: 2,
+            delegates_notified: 0,
+        };
+        let admin = CreatedAdminToken { admin_token: admin_dto(), value: admin_value.as_str().into() };
+        for (what, text) in [
+            ("CreatedToken", format!("{created:?}")),
+            ("CreatedAccount", format!("{account:#?}")),
+            ("RotateResponse", format!("{rotated:?}")),
+            ("CreatedAdminToken", format!("{admin:?}")),
+        ] {
+            assert!(!text.contains(MARK), "{what} shows its secret in Debug: {text}");
+            assert!(text.contains("redacted"), "{what}: {text}");
+        }
+        let json = serde_json::to_string(&account).unwrap();
+        assert!(json.contains(&delegate_value), "the API still answers the value once: {json}");
+        let back: CreatedAdminToken = serde_json::from_str(&serde_json::to_string(&admin).unwrap()).unwrap();
+        assert_eq!(back.value.expose(), admin_value);
+        let back: RotateResponse = serde_json::from_str(&serde_json::to_string(&rotated).unwrap()).unwrap();
+        assert_eq!(back.token.expose(), delegate_value);
     }
 }

@@ -30,6 +30,15 @@ pub enum AppError {
     /// The body is too large.
     #[error("{0}")]
     TooLarge(String),
+    /// Too many failed admin authentications from this source address: locked out for
+    /// `retry_after_secs` more seconds (sent as `Retry-After`).
+    #[error(
+        "too many failed admin authentications from this address; locked out, retry in {retry_after_secs} s"
+    )]
+    LockedOut {
+        /// Seconds until the lockout ends.
+        retry_after_secs: u64,
+    },
     /// The delegate did not answer in time.
     #[error("{0}")]
     Timeout(String),
@@ -48,7 +57,8 @@ pub struct ErrorBody {
 /// Code and message.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ErrorDetail {
-    /// Machine-readable: unauthorized, forbidden, not_found, conflict, bad_request, too_large, timeout, internal.
+    /// Machine-readable: unauthorized, forbidden, not_found, conflict, bad_request, too_large,
+    /// locked_out, timeout, internal.
     pub code: String,
     /// Human-readable.
     pub message: String,
@@ -63,6 +73,7 @@ impl AppError {
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             Self::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            Self::LockedOut { .. } => (StatusCode::TOO_MANY_REQUESTS, "locked_out"),
             Self::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -80,6 +91,10 @@ impl IntoResponse for AppError {
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut()
                 .insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"));
+        }
+        if let Self::LockedOut { retry_after_secs } = &self {
+            resp.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(*retry_after_secs));
         }
         resp
     }

@@ -1,11 +1,14 @@
 //! The HTTP surface: [`app`] builds the one router for the REST API under `/api/v1`, health,
 //! metrics, the OpenAPI document and the delegate WebSocket endpoint.
+use std::sync::Arc;
+
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
-use axum::Router;
+use axum::routing::{delete, get, post};
+use axum::{Extension, Router};
 
 use crate::state::AppState;
 
+pub mod access;
 pub mod accounts;
 pub mod admin_tokens;
 pub mod audit;
@@ -15,7 +18,9 @@ pub mod delegates;
 pub mod dto;
 pub mod error;
 pub mod health;
+pub mod lockout;
 pub mod openapi;
+pub mod restrictions;
 pub mod rotations;
 pub mod tokens;
 
@@ -47,12 +52,21 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/admin-tokens"),
     ("post", "/api/v1/admin-tokens"),
     ("post", "/api/v1/admin-tokens/{admin_token}/revoke"),
+    ("get", "/api/v1/restrictions"),
+    ("post", "/api/v1/restrictions"),
+    ("delete", "/api/v1/restrictions/{restriction}"),
     ("get", "/api/v1/audit"),
 ];
 
 /// The router. Serve it with `into_make_service_with_connect_info::<SocketAddr>()` so the
-/// gateway and the admin CIDR checks see the peer address.
+/// gateway, the admin CIDR checks and the admin lockout see the peer address. Build it once per
+/// server: it holds the failed-admin-authentication lockout.
 pub fn app(state: AppState) -> Router {
+    let lockout = Arc::new(lockout::AdminLockout::new(
+        state.config.admin_auth_fail_limit,
+        state.config.admin_auth_fail_window_secs,
+        state.config.admin_auth_lockout_secs,
+    ));
     let api = Router::new()
         .route("/openapi.json", get(openapi::openapi_json))
         .route("/delegates/connect", get(crate::gateway::connect))
@@ -65,10 +79,12 @@ pub fn app(state: AppState) -> Router {
         .route("/rotations", get(rotations::list))
         .route("/rotations/{rotation_id}", get(rotations::show))
         .route("/delegates", get(delegates::list))
-        .route("/delegates/{session_id}", axum::routing::delete(delegates::disconnect))
+        .route("/delegates/{session_id}", delete(delegates::disconnect))
         .route("/delegates/{session_id}/ping", post(delegates::ping))
         .route("/admin-tokens", get(admin_tokens::list).post(admin_tokens::create))
         .route("/admin-tokens/{admin_token}/revoke", post(admin_tokens::revoke))
+        .route("/restrictions", get(restrictions::list).post(restrictions::create))
+        .route("/restrictions/{restriction}", delete(restrictions::delete))
         .route("/audit", get(audit::list));
     Router::new()
         .route("/healthz", get(health::healthz))
@@ -76,5 +92,6 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(health::metrics))
         .nest("/api/v1", api)
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(Extension(lockout))
         .with_state(state)
 }

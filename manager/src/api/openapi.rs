@@ -4,12 +4,12 @@ use axum::Json;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{accounts, admin_tokens, audit, delegates, dto, error, health, rotations, tokens};
+use super::{accounts, admin_tokens, audit, delegates, dto, error, health, restrictions, rotations, tokens};
 
 /// The API description.
 #[derive(Debug, OpenApi)]
 #[openapi(
-    info(title = "Tether manager API", version = "1", description = "Delegate tokens, rotations, live delegates, admin tokens and the audit log. Authenticate with `Authorization: Bearer tat_…`."),
+    info(title = "Tether manager API", version = "1", description = "Delegate tokens, rotations, live delegates, admin tokens, endpoint restrictions and the audit log. Authenticate with `Authorization: Bearer tat_…`. An admin token bound to an account gets 404 for every other account's objects; one limited by an endpoint restriction gets 403 outside it; an address with too many failed admin authentications gets 429 with `Retry-After`."),
     paths(
         health::healthz, health::readyz, health::metrics,
         accounts::list, accounts::create, accounts::show,
@@ -17,6 +17,7 @@ use super::{accounts, admin_tokens, audit, delegates, dto, error, health, rotati
         rotations::list, rotations::show,
         delegates::list, delegates::disconnect, delegates::ping,
         admin_tokens::list, admin_tokens::create, admin_tokens::revoke,
+        restrictions::list, restrictions::create, restrictions::delete,
         audit::list,
         crate::gateway::connect_doc, openapi_json,
     ),
@@ -25,6 +26,7 @@ use super::{accounts, admin_tokens, audit, delegates, dto, error, health, rotati
         dto::CreateToken, dto::CreatedToken, dto::RotateToken, dto::RotateResponse, dto::RevokeResponse,
         dto::RotationDto, dto::RotationDelegateDto, dto::DelegateDto, dto::PingRequest, dto::PingResponse,
         dto::AdminTokenDto, dto::CreateAdminToken, dto::CreatedAdminToken, dto::AuditDto,
+        dto::RestrictionDto, dto::CreateRestriction,
     )),
     modifiers(&BearerAuth),
 )]

@@ -1,4 +1,5 @@
-//! `/api/v1/rotations`: watch rotations and each delegate's progress.
+//! `/api/v1/rotations`: watch rotations and each delegate's progress. An account-bound admin
+//! token sees its own account's rotations only; another account's is 404.
 use axum::extract::{Path, State};
 use axum::Json;
 use uuid::Uuid;
@@ -9,17 +10,25 @@ use super::error::{AppError, ErrorBody};
 use crate::state::AppState;
 use crate::store::rotations;
 
-/// Recent rotations, newest first.
+/// How many rotations the list shows.
+const LIST_LIMIT: u32 = 100;
+
+/// Recent rotations, newest first (only the caller's account's when it is bound).
 #[utoipa::path(get, path = "/api/v1/rotations", tag = "rotations",
     responses((status = 200, body = [RotationDto]), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Vec<RotationDto>>, AppError> {
     caller.require(Scope::TokensRead)?;
+    let account = caller.account.clone();
     let out = state
         .store
-        .call(|c| {
+        .call(move |c| {
+            let rows = match &account {
+                None => rotations::list(c, false, LIST_LIMIT)?,
+                Some(a) => crate::store::access::rotations_of(c, a, LIST_LIMIT)?,
+            };
             let mut out = Vec::new();
-            for r in rotations::list(c, false, 100)? {
+            for r in rows {
                 let ds = rotations::delegates(c, r.id)?;
                 out.push(RotationDto::from_rows(r, ds));
             }
@@ -47,8 +56,10 @@ pub async fn show(
     let found = state
         .store
         .call(move |c| match rotations::get(c, id)? {
-            Some(r) => Ok(Some(RotationDto::from_rows(r, rotations::delegates(c, id)?))),
-            None => Ok(None),
+            Some(r) if caller.sees(&r.account_id) => {
+                Ok(Some(RotationDto::from_rows(r, rotations::delegates(c, id)?)))
+            }
+            _ => Ok(None),
         })
         .await?;
     found.map(Json).ok_or_else(|| AppError::NotFound(format!("rotation `{id}`")))

@@ -1,7 +1,9 @@
-//! `/api/v1/accounts/{account}/tokens`: create, list, show, revoke, rotate, delete.
+//! `/api/v1/accounts/{account}/tokens`: create, list, show, revoke, rotate, delete. An
+//! account-bound admin token gets 404 for every other account, as if it did not exist.
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
+use tether_protocol::SecretString;
 
 use super::auth::{Caller, Scope};
 use super::body::Body;
@@ -28,6 +30,7 @@ pub async fn list(
     Path(account): Path<String>,
 ) -> Result<Json<Vec<TokenDto>>, AppError> {
     caller.require(Scope::TokensRead)?;
+    caller.check_account(&account)?;
     let a = account.clone();
     let list = state
         .store
@@ -62,6 +65,7 @@ pub async fn create(
     Body(req): Body<CreateToken>,
 ) -> Result<(StatusCode, Json<CreatedToken>), AppError> {
     caller.require(Scope::TokensWrite)?;
+    caller.check_account(&account)?;
     validate::name("name", &req.name)?;
     let allowed_cidrs = validate::cidrs("allowed_cidrs", &req.allowed_cidrs)?;
     let now = now_unix();
@@ -76,7 +80,7 @@ pub async fn create(
         .call(move |c| crate::tokens::create_token(c, &master, &account, &req.name, &spec, &actor, now))
         .await?;
     tracing::info!(token_id = %row.id, account = %row.account_id, "token created");
-    let value = token.expose().to_string();
+    let value = SecretString::new(token.expose().to_string());
     Ok((StatusCode::CREATED, Json(CreatedToken { token: TokenDto::from_row(row, now, 0), value })))
 }
 
@@ -91,6 +95,7 @@ pub async fn show(
     Path((account, token)): Path<(String, String)>,
 ) -> Result<Json<TokenDto>, AppError> {
     caller.require(Scope::TokensRead)?;
+    caller.check_account(&account)?;
     let (a, t) = (account.clone(), token.clone());
     let row = state
         .store
@@ -113,6 +118,7 @@ pub async fn revoke(
     Path((account, token)): Path<(String, String)>,
 ) -> Result<Json<RevokeResponse>, AppError> {
     caller.require(Scope::TokensWrite)?;
+    caller.check_account(&account)?;
     let (row, closed) = crate::tokens::revoke(&state, &account, &token, caller.actor()).await?;
     Ok(Json(RevokeResponse { token: TokenDto::from_row(row, now_unix(), 0), sessions_closed: closed }))
 }
@@ -130,18 +136,21 @@ pub async fn rotate(
     Body(req): Body<RotateToken>,
 ) -> Result<(StatusCode, Json<RotateResponse>), AppError> {
     caller.require(Scope::TokensWrite)?;
+    caller.check_account(&account)?;
     let grace = match req.grace_secs {
         Some(g) => validate::secs("grace_secs", g, 1, state.config.max_rotation_grace_secs)?,
         None => state.config.rotation_grace_secs,
     };
-    let started = crate::rotation::start(&state, &account, &token, grace, None, caller.actor()).await?;
+    let expires_in =
+        req.expires_in_secs.map(|s| validate::secs("expires_in_secs", s, 1, MAX_EXPIRY_SECS)).transpose()?;
+    let started = crate::rotation::start(&state, &account, &token, grace, expires_in, caller.actor()).await?;
     Ok((
         StatusCode::CREATED,
         Json(RotateResponse {
             rotation_id: started.rotation.id,
             old_token_id: started.rotation.old_token_id,
             token_id: started.rotation.new_token_id,
-            token: started.token.to_string(),
+            token: started.token.clone(),
             old_token_valid_until: started.rotation.deadline,
             delegates_notified: started.delegates,
         }),
@@ -160,6 +169,7 @@ pub async fn delete(
     Path((account, token)): Path<(String, String)>,
 ) -> Result<StatusCode, AppError> {
     caller.require(Scope::TokensWrite)?;
+    caller.check_account(&account)?;
     crate::tokens::delete(&state, &account, &token, caller.actor()).await?;
     Ok(StatusCode::NO_CONTENT)
 }

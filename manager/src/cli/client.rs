@@ -1,10 +1,12 @@
 //! A small HTTPS client of the manager's API (reqwest, rustls with ring, the CA as the only
-//! root). Errors carry the API's message, never the admin token.
+//! root). Errors carry the API's message, never the admin token, which is held as a
+//! [`SecretString`] (redacted in `Debug`).
 use std::path::Path;
 
 use reqwest::Method;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tether_protocol::SecretString;
 
 use crate::api::error::ErrorBody;
 
@@ -42,7 +44,7 @@ pub enum ClientError {
 pub struct ApiClient {
     http: reqwest::Client,
     base: String,
-    token: String,
+    token: SecretString,
 }
 
 impl ApiClient {
@@ -59,7 +61,7 @@ impl ApiClient {
         if !base.starts_with("https://") {
             return Err(ClientError::Usage("--manager must be an https:// URL".into()));
         }
-        Ok(Self { http, base, token: admin_token.to_owned() })
+        Ok(Self { http, base, token: SecretString::from(admin_token) })
     }
 
     /// Sends a request and decodes the JSON answer as `T` (raw JSON value on `T = Value`).
@@ -70,7 +72,7 @@ impl ApiClient {
         body: Option<&(impl Serialize + ?Sized)>,
     ) -> Result<T, ClientError> {
         let url = format!("{}{path}", self.base);
-        let mut req = self.http.request(method, &url).bearer_auth(&self.token);
+        let mut req = self.http.request(method, &url).bearer_auth(self.token.expose());
         if let Some(body) = body {
             req = req.json(body);
         }
@@ -108,4 +110,36 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         depth += 1;
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    const VALUE: &str = "tat_THIS-IS-THE-ADMIN-SECRET-0123456789abcdef";
+
+    #[test]
+    fn the_admin_token_never_shows_in_debug() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = crate::tls::ensure_generated(dir.path(), &[], true).unwrap();
+        let ca = files.ca.unwrap();
+        let client = ApiClient::new("https://127.0.0.1:1", &ca, VALUE).unwrap();
+        let shown = format!("{client:?} {client:#?}");
+        assert!(!shown.contains("ADMIN-SECRET"), "{shown}");
+        assert_eq!(client.token.expose(), VALUE, "still sent as the bearer");
+
+        let cli =
+            crate::cli::Cli::try_parse_from(["tether-manager", "token", "list", "--admin-token", VALUE])
+                .unwrap();
+        let shown = format!("{cli:?}");
+        assert!(!shown.contains("ADMIN-SECRET"), "{shown}");
+        let crate::cli::Command::Token { client, .. } = cli.command else {
+            panic!("parsed as a token command")
+        };
+        assert_eq!(client.admin_token.as_ref().map(SecretString::expose), Some(VALUE));
+        let shown = format!("{client:?}");
+        assert!(!shown.contains("ADMIN-SECRET"), "ClientArgs: {shown}");
+    }
 }

@@ -61,6 +61,7 @@ pub(super) fn client_command(cmd: Command) -> ExitCode {
         | Command::Delegate { client, .. }
         | Command::Account { client, .. }
         | Command::AdminToken { client, .. }
+        | Command::Restriction { client, .. }
         | Command::Rotation { client, .. }
         | Command::Audit { client, .. } => client.clone(),
         Command::Init(_) | Command::Serve(_) => unreachable!("handled by cli::run"),
@@ -93,7 +94,7 @@ pub(super) fn client_command(cmd: Command) -> ExitCode {
 }
 
 fn connect(args: &ClientArgs) -> Result<ApiClient, ClientError> {
-    let token = args.admin_token.as_deref().filter(|t| !t.is_empty()).ok_or_else(|| {
+    let token = args.admin_token.as_ref().filter(|t| !t.is_empty()).ok_or_else(|| {
         ClientError::Usage("no admin token: pass --admin-token or set TETHER_ADMIN_TOKEN".into())
     })?;
     let ca = args.ca_cert.clone().or_else(|| crate::init::default_ca(&args.data_dir)).ok_or_else(|| {
@@ -102,7 +103,7 @@ fn connect(args: &ClientArgs) -> Result<ApiClient, ClientError> {
             args.data_dir.display()
         ))
     })?;
-    ApiClient::new(&args.manager, &ca, token)
+    ApiClient::new(&args.manager, &ca, token.expose())
 }
 
 fn seg(s: &str) -> String {
@@ -134,6 +135,7 @@ async fn execute(c: &ApiClient, cmd: Command, as_json: bool) -> Result<String, C
         Command::Delegate { cmd, .. } => delegate(c, cmd, as_json).await?,
         Command::Account { cmd, .. } => account(c, cmd, as_json).await?,
         Command::AdminToken { cmd, .. } => admin_token(c, cmd, as_json).await?,
+        Command::Restriction { cmd, .. } => restriction(c, cmd, as_json).await?,
         Command::Rotation { cmd, .. } => rotation(c, cmd, as_json).await?,
         Command::Audit { limit, .. } => {
             let v: Value = c.request(Method::GET, &format!("/api/v1/audit?limit={limit}"), NO_BODY).await?;
@@ -192,7 +194,10 @@ async fn token(c: &ApiClient, cmd: TokenCmd, as_json: bool) -> Result<String, Cl
             let created: CreatedToken = decode(&v)?;
             Ok(format!(
                 "Created token {} ({}) in account {}.\nValue (shown once; use it as ACCOUNT_SECRET):\n{}\n",
-                created.token.name, created.token.id, created.token.account_id, created.value
+                created.token.name,
+                created.token.id,
+                created.token.account_id,
+                created.value.expose()
             ))
         }
         TokenCmd::List { account } => {
@@ -236,9 +241,10 @@ async fn token(c: &ApiClient, cmd: TokenCmd, as_json: bool) -> Result<String, Cl
                 r.token.name, r.token.id, r.sessions_closed
             ))
         }
-        TokenCmd::Rotate { token, account, grace_secs } => {
+        TokenCmd::Rotate { token, account, grace_secs, expires_in } => {
             let path = format!("/api/v1/accounts/{}/tokens/{}/rotate", seg(&account), seg(&token));
-            let v: Value = c.request(Method::POST, &path, Some(&RotateToken { grace_secs })).await?;
+            let body = RotateToken { grace_secs, expires_in_secs: expires_in };
+            let v: Value = c.request(Method::POST, &path, Some(&body)).await?;
             if as_json {
                 return Ok(pretty(&v));
             }
@@ -250,7 +256,7 @@ async fn token(c: &ApiClient, cmd: TokenCmd, as_json: bool) -> Result<String, Cl
                 r.old_token_id,
                 time(r.old_token_valid_until),
                 r.token_id,
-                r.token,
+                r.token.expose(),
                 r.rotation_id
             ))
         }
@@ -349,7 +355,9 @@ async fn account(c: &ApiClient, cmd: AccountCmd, as_json: bool) -> Result<String
             let created: CreatedAccount = decode(&v)?;
             format!(
                 "Created account {}.\nDefault token {} (shown once; use it as ACCOUNT_SECRET):\n{}\n",
-                created.account.id, created.default_token.token.id, created.default_token.value
+                created.account.id,
+                created.default_token.token.id,
+                created.default_token.value.expose()
             )
         }
     })
@@ -358,12 +366,14 @@ async fn account(c: &ApiClient, cmd: AccountCmd, as_json: bool) -> Result<String
 async fn admin_token(c: &ApiClient, cmd: AdminTokenCmd, as_json: bool) -> Result<String, ClientError> {
     let v: Value = match &cmd {
         AdminTokenCmd::List => c.request(Method::GET, "/api/v1/admin-tokens", NO_BODY).await?,
-        AdminTokenCmd::Create { name, scopes, expires_in, allow_cidrs } => {
+        AdminTokenCmd::Create { name, scopes, expires_in, allow_cidrs, account, restriction } => {
             let body = CreateAdminToken {
                 name: name.clone(),
                 scopes: scopes.clone(),
                 expires_in_secs: *expires_in,
                 allowed_cidrs: allow_cidrs.clone(),
+                account: account.clone(),
+                restriction: restriction.clone(),
             };
             c.request(Method::POST, "/api/v1/admin-tokens", Some(&body)).await?
         }
@@ -384,12 +394,14 @@ async fn admin_token(c: &ApiClient, cmd: AdminTokenCmd, as_json: bool) -> Result
                     t.name,
                     state.into(),
                     t.scopes.join(","),
+                    t.account_id.unwrap_or_else(|| "*".into()),
+                    t.restriction.unwrap_or_else(|| "-".into()),
                     opt_time(t.expires_at),
                     opt_time(t.last_used_at),
                 ]
             })
             .collect();
-        render(&["ID", "NAME", "STATE", "SCOPES", "EXPIRES", "LAST USED"], &rows)
+        render(&["ID", "NAME", "STATE", "SCOPES", "ACCOUNT", "RESTRICTION", "EXPIRES", "LAST USED"], &rows)
     };
     Ok(match cmd {
         AdminTokenCmd::List => rows(decode(&v)?),
@@ -398,10 +410,51 @@ async fn admin_token(c: &ApiClient, cmd: AdminTokenCmd, as_json: bool) -> Result
             let created: CreatedAdminToken = decode(&v)?;
             format!(
                 "Created admin token {} ({}).\nValue (shown once; use it as TETHER_ADMIN_TOKEN):\n{}\n",
-                created.admin_token.name, created.admin_token.id, created.value
+                created.admin_token.name,
+                created.admin_token.id,
+                created.value.expose()
             )
         }
     })
+}
+
+async fn restriction(c: &ApiClient, cmd: RestrictionCmd, as_json: bool) -> Result<String, ClientError> {
+    let v: Value = match &cmd {
+        RestrictionCmd::List => c.request(Method::GET, "/api/v1/restrictions", NO_BODY).await?,
+        RestrictionCmd::Create { name, allow } => {
+            let body = CreateRestriction { name: name.clone(), allow: allow.clone() };
+            c.request(Method::POST, "/api/v1/restrictions", Some(&body)).await?
+        }
+        RestrictionCmd::Delete { name } => {
+            let _: Value =
+                c.request(Method::DELETE, &format!("/api/v1/restrictions/{}", seg(name)), NO_BODY).await?;
+            if as_json {
+                return Ok(pretty(&json!({"deleted": name})));
+            }
+            return Ok(format!("Deleted restriction {name}.\n"));
+        }
+    };
+    if as_json {
+        return Ok(pretty(&v));
+    }
+    let list: Vec<RestrictionDto> = match cmd {
+        RestrictionCmd::List => decode(&v)?,
+        _ => vec![decode(&v)?],
+    };
+    let rows: Vec<Vec<String>> = list
+        .into_iter()
+        .flat_map(|r| {
+            let (id, name, by) = (r.id.to_string(), r.name, r.created_by);
+            r.allow.into_iter().enumerate().map(move |(i, rule)| {
+                if i == 0 {
+                    vec![id.clone(), name.clone(), rule, by.clone()]
+                } else {
+                    vec![String::new(), String::new(), rule, String::new()]
+                }
+            })
+        })
+        .collect();
+    Ok(render(&["ID", "NAME", "ALLOWS", "BY"], &rows))
 }
 
 async fn rotation(c: &ApiClient, cmd: RotationCmd, as_json: bool) -> Result<String, ClientError> {
@@ -433,8 +486,7 @@ async fn rotation(c: &ApiClient, cmd: RotationCmd, as_json: bool) -> Result<Stri
             })
             .collect::<Vec<_>>(),
     );
-    if single {
-        let r = &list[0];
+    if let (true, Some(r)) = (single, list.first()) {
         out.push('\n');
         out.push_str(&render(
             &["DELEGATE", "INSTANCE", "STATE", "OUTCOME", "DETAIL"],

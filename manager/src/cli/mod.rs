@@ -1,10 +1,12 @@
 //! The command line: `init`, `serve`, and the client subcommands that call a running
-//! manager's API (`token`, `delegate`, `account`, `admin-token`, `rotation`, `audit`).
+//! manager's API (`token`, `delegate`, `account`, `admin-token`, `restriction`, `rotation`,
+//! `audit`).
 //! Exit codes: 0 ok, 64 bad configuration or usage, 1 other errors.
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use tether_protocol::SecretString;
 
 use crate::config::DEFAULT_DATA_DIR;
 
@@ -65,6 +67,13 @@ pub enum Command {
         client: ClientArgs,
         #[command(subcommand)]
         cmd: AdminTokenCmd,
+    },
+    /// Endpoint restrictions of admin tokens.
+    Restriction {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        cmd: RestrictionCmd,
     },
     /// Rotations.
     Rotation {
@@ -129,9 +138,9 @@ pub struct ClientArgs {
     /// Manager URL.
     #[arg(long, env = "TETHER_MANAGER_URL", default_value = "https://127.0.0.1:8443", global = true)]
     pub manager: String,
-    /// Admin token (`tat_…`).
+    /// Admin token (`tat_…`); redacted in `Debug`.
     #[arg(long, env = "TETHER_ADMIN_TOKEN", hide_env_values = true, global = true)]
-    pub admin_token: Option<String>,
+    pub admin_token: Option<SecretString>,
     /// CA certificate PEM to trust [default: <data dir>/ca.pem].
     #[arg(long, env = "TETHER_CA_CERT", global = true)]
     pub ca_cert: Option<PathBuf>,
@@ -192,6 +201,9 @@ pub enum TokenCmd {
         /// Grace window in seconds.
         #[arg(long)]
         grace_secs: Option<u64>,
+        /// The successor's lifetime in seconds (default: the old token's lifetime, from now).
+        #[arg(long)]
+        expires_in: Option<u64>,
     },
     /// Delete a revoked token.
     Delete {
@@ -265,11 +277,38 @@ pub enum AdminTokenCmd {
         /// Allowed source CIDR (repeatable).
         #[arg(long = "allow-cidr")]
         allow_cidrs: Vec<String>,
+        /// Bind it to this account (it may then act on this account only).
+        #[arg(long)]
+        account: Option<String>,
+        /// Limit it to what this endpoint restriction (name or id) allows.
+        #[arg(long)]
+        restriction: Option<String>,
     },
     /// Revoke an admin token.
     Revoke {
         /// Id or name.
         id: String,
+    },
+}
+
+/// `restriction …`
+#[derive(Debug, Subcommand)]
+pub enum RestrictionCmd {
+    /// List endpoint restrictions.
+    List,
+    /// Create an endpoint restriction.
+    Create {
+        /// Name.
+        name: String,
+        /// An allowed request, `METHOD /api/v1/path` (repeatable); `*` or `{name}` matches
+        /// any one path segment, e.g. `GET /api/v1/accounts/*/tokens`.
+        #[arg(long = "allow", required = true)]
+        allow: Vec<String>,
+    },
+    /// Delete an endpoint restriction no admin token uses any more.
+    Delete {
+        /// Name or id.
+        name: String,
     },
 }
 

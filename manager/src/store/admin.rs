@@ -1,4 +1,5 @@
-//! Admin tokens: bearer credentials of the REST API, stored as SHA-256 only.
+//! Admin tokens: bearer credentials of the REST API, stored as SHA-256 only, each optionally
+//! bound to one account and limited by one endpoint restriction.
 use ipnet::IpNet;
 use rusqlite::{params, Connection, OptionalExtension};
 use uuid::Uuid;
@@ -26,12 +27,16 @@ pub struct AdminTokenRow {
     pub allowed_cidrs: Vec<IpNet>,
     /// When revoked.
     pub revoked_at: Option<u64>,
-    /// Last use.
+    /// Last successful authentication.
     pub last_used_at: Option<u64>,
+    /// The one account it may act on; `None`: every account (the operator's own tokens).
+    pub account_id: Option<String>,
+    /// The endpoint restriction it is limited by; `None`: no restriction beyond its scopes.
+    pub restriction_id: Option<Uuid>,
 }
 
-const COLS: &str =
-    "id, name, hash, scopes, created_at, created_by, expires_at, allowed_cidrs, revoked_at, last_used_at";
+const COLS: &str = "id, name, hash, scopes, created_at, created_by, expires_at, allowed_cidrs, revoked_at, \
+                    last_used_at, account_id, restriction_id";
 
 fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AdminTokenRow> {
     let bad = |i: usize| {
@@ -40,6 +45,7 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AdminTokenRow> {
     let id: String = r.get(0)?;
     let scopes: String = r.get(3)?;
     let cidrs: String = r.get(7)?;
+    let restriction: Option<String> = r.get(11)?;
     Ok(AdminTokenRow {
         id: id.parse().map_err(|_| bad(0))?,
         name: r.get(1)?,
@@ -51,6 +57,8 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AdminTokenRow> {
         allowed_cidrs: serde_json::from_str(&cidrs).map_err(|_| bad(7))?,
         revoked_at: r.get::<_, Option<i64>>(8)?.map(u64_col),
         last_used_at: r.get::<_, Option<i64>>(9)?.map(u64_col),
+        account_id: r.get(10)?,
+        restriction_id: restriction.map(|s| s.parse().map_err(|_| bad(11))).transpose()?,
     })
 }
 
@@ -62,7 +70,9 @@ pub fn insert(conn: &Connection, t: &AdminTokenRow) -> Result<(), StoreError> {
     let scopes = serde_json::to_string(&t.scopes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let cidrs = serde_json::to_string(&t.allowed_cidrs).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     conn.execute(
-        &format!("INSERT INTO admin_tokens({COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
+        &format!(
+            "INSERT INTO admin_tokens({COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+        ),
         params![
             t.id.to_string(),
             t.name,
@@ -74,23 +84,27 @@ pub fn insert(conn: &Connection, t: &AdminTokenRow) -> Result<(), StoreError> {
             cidrs,
             t.revoked_at.map(i64_of),
             t.last_used_at.map(i64_of),
+            t.account_id,
+            t.restriction_id.map(|r| r.to_string()),
         ],
     )?;
     Ok(())
 }
 
-/// By hash (authentication); updates `last_used_at` to `now` when found.
-pub fn authenticate(conn: &Connection, hash: &str, now: u64) -> Result<Option<AdminTokenRow>, StoreError> {
-    let row = conn
+/// By hash (authentication). Changes nothing: record a successful use with [`touch`].
+pub fn by_hash(conn: &Connection, hash: &str) -> Result<Option<AdminTokenRow>, StoreError> {
+    Ok(conn
         .query_row(&format!("SELECT {COLS} FROM admin_tokens WHERE hash = ?1"), [hash], from_row)
-        .optional()?;
-    if let Some(row) = &row {
-        conn.execute(
-            "UPDATE admin_tokens SET last_used_at = ?2 WHERE id = ?1",
-            params![row.id.to_string(), i64_of(now)],
-        )?;
-    }
-    Ok(row)
+        .optional()?)
+}
+
+/// Records a successful authentication at `now` (`last_used_at`).
+pub fn touch(conn: &Connection, id: Uuid, now: u64) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE admin_tokens SET last_used_at = ?2 WHERE id = ?1",
+        params![id.to_string(), i64_of(now)],
+    )?;
+    Ok(())
 }
 
 /// By id or name.
@@ -104,11 +118,23 @@ pub fn find(conn: &Connection, id_or_name: &str) -> Result<Option<AdminTokenRow>
         .optional()?)
 }
 
-/// All admin tokens, by creation.
-pub fn list(conn: &Connection) -> Result<Vec<AdminTokenRow>, StoreError> {
-    let mut stmt = conn.prepare(&format!("SELECT {COLS} FROM admin_tokens ORDER BY created_at, name"))?;
-    let rows = stmt.query_map([], from_row)?;
+/// All admin tokens, by creation; only those bound to `account` when given.
+pub fn list(conn: &Connection, account: Option<&str>) -> Result<Vec<AdminTokenRow>, StoreError> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {COLS} FROM admin_tokens WHERE ?1 IS NULL OR account_id = ?1 ORDER BY created_at, name"
+    ))?;
+    let rows = stmt.query_map([account], from_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// How many admin tokens that are not revoked use restriction `id`.
+pub fn using_restriction(conn: &Connection, id: Uuid) -> Result<u64, StoreError> {
+    let n: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM admin_tokens WHERE restriction_id = ?1 AND revoked_at IS NULL",
+        [id.to_string()],
+        |r| r.get(0),
+    )?;
+    Ok(u64_col(n))
 }
 
 /// Revokes; `false` if it already was.

@@ -73,6 +73,21 @@ const MIGRATIONS: &[&str] = &[
         detail TEXT NOT NULL DEFAULT ''
     );
     "#,
+    // 2: the access model of admin tokens: named endpoint restrictions, and an optional account
+    // binding and restriction on each admin token (NULL: all accounts, no restriction).
+    // `restriction_id` has no foreign key on purpose: a restriction may be deleted once only
+    // revoked tokens name it, and a token whose restriction is gone is refused everything.
+    r#"
+    CREATE TABLE restrictions (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        rules TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        created_by TEXT NOT NULL
+    );
+    ALTER TABLE admin_tokens ADD COLUMN account_id TEXT REFERENCES accounts(id);
+    ALTER TABLE admin_tokens ADD COLUMN restriction_id TEXT;
+    "#,
 ];
 
 /// Brings the database to the newest schema in one transaction per step.
@@ -100,7 +115,31 @@ mod tests {
         let mut conn = Connection::open_in_memory().unwrap();
         migrate(&mut conn).unwrap();
         migrate(&mut conn).unwrap();
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i64);
         conn.pragma_update(None, "user_version", 99).unwrap();
         assert!(matches!(migrate(&mut conn), Err(StoreError::TooNew { found: 99, .. })));
+    }
+
+    #[test]
+    fn version_1_databases_gain_the_access_model_and_keep_their_admin_tokens() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute(
+            "INSERT INTO admin_tokens(id, name, hash, scopes, created_at, created_by) \
+             VALUES ('00000000-0000-4000-8000-000000000001', 'old', 'h', '[\"admin\"]', 1, 'init')",
+            [],
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let (account, restriction): (Option<String>, Option<String>) = conn
+            .query_row("SELECT account_id, restriction_id FROM admin_tokens WHERE name = 'old'", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!((account, restriction), (None, None), "existing tokens stay unbound and unrestricted");
+        let n: i64 = conn.query_row("SELECT COUNT(*) FROM restrictions", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 0);
     }
 }
