@@ -1,6 +1,8 @@
 //! Attacks on the admin API of the real manager over TLS: no token, a malformed or unknown
 //! token, a revoked or expired token, a token lacking the scope, a token used from an address
-//! outside its allowed CIDRs. Each is refused with 401/403 and changes nothing.
+//! outside its allowed CIDRs. Each is refused with 401/403 and changes nothing. Guessing admin
+//! tokens from one address locks that address out (429 with `Retry-After`, logged once without
+//! the token, counted in the metrics) while other addresses carry on.
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
@@ -37,7 +39,8 @@ async fn token_count(m: &Manager) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_without_a_valid_admin_token_are_unauthorized() {
-    let m = Manager::start(&[]).await.unwrap();
+    // Many bad tokens from one address: this test is about the 401s, not the lockout.
+    let m = Manager::start(&[("TETHER_ADMIN_AUTH_FAIL_LIMIT", "1000")]).await.unwrap();
     let path = tokens_path(&m);
     let before = token_count(&m).await;
     let create = Some(json!({"name": "x"}));
@@ -154,4 +157,47 @@ async fn a_token_used_from_a_disallowed_address_is_forbidden() {
             .await
             .unwrap();
     assert_eq!(status, StatusCode::FORBIDDEN, "create from 127.0.0.2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guessing_admin_tokens_locks_the_address_out_and_only_that_address() {
+    let m = Manager::start(&[]).await.unwrap(); // defaults: 5 failures per 15 minutes
+    let path = tokens_path(&m);
+    let guesser = m.http_from(loopback(7)).unwrap();
+    let guesses: Vec<String> = (0..6).map(|i| format!("tat_{}{i}", "G".repeat(42))).collect();
+    for guess in &guesses[..5] {
+        let (status, _) = api_call(&guesser, &m.url(), Method::GET, &path, Some(guess), None).await.unwrap();
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let resp = guesser.get(format!("{}{path}", m.url())).bearer_auth(&guesses[5]).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS, "the sixth guess");
+    let retry: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=900).contains(&retry), "Retry-After {retry}");
+    let (status, _) =
+        api_call(&guesser, &m.url(), Method::GET, &path, Some(&m.init.admin_token), None).await.unwrap();
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "the real token from the locked address");
+    let other = m.http_from(loopback(8)).unwrap();
+    let (status, _) =
+        api_call(&other, &m.url(), Method::GET, &path, Some(&m.init.admin_token), None).await.unwrap();
+    assert_eq!(status, StatusCode::OK, "another address is not locked out");
+
+    let (_, metrics) = {
+        let resp = m.http().unwrap().get(format!("{}/metrics", m.url())).send().await.unwrap();
+        (resp.status(), resp.text().await.unwrap())
+    };
+    assert!(metrics.contains("tether_admin_auth_failures_total{reason=\"unknown\"} 5"), "{metrics}");
+    assert!(metrics.contains("tether_admin_auth_lockouts_total 1"), "{metrics}");
+    assert!(metrics.contains("tether_admin_auth_locked_requests_total 2"), "{metrics}");
+    let logs = poll("the lockout in the manager's log", Duration::from_secs(5), || async {
+        let logs = m.logs();
+        Ok(logs.contains("locked out").then_some(logs))
+    })
+    .await
+    .unwrap();
+    let lines: Vec<&str> = logs.lines().filter(|l| l.contains("locked out")).collect();
+    assert_eq!(lines.len(), 1, "one line per lockout: {lines:?}");
+    assert!(lines[0].contains("WARN") && lines[0].contains("127.0.0.7"), "{}", lines[0]);
+    for secret in guesses.iter().chain([&m.init.admin_token]) {
+        assert!(!logs.contains(secret.trim_start_matches("tat_")), "a token reached the log");
+    }
 }
