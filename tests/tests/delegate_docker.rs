@@ -7,12 +7,20 @@
 //!
 //! The manager runs on the host, listening on the gateway of the test's own network; the
 //! containers reach it by a host name (`--add-host`) that is in its certificate.
+//!
+//! The delegates run at `RUST_LOG=trace`, and the logs of the old container (followed until
+//! it is removed) and of the successor are scanned for both tokens in every encoding: the
+//! engine's client library sees them (the successor's create request carries the new
+//! `ACCOUNT_SECRET`, the inspect answers the old one) and must not write them to the log.
 use std::collections::BTreeSet;
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde_json::Value;
+use tether_protocol::Token;
+use tether_tests::attack::{find_needles, token_needles};
 use tether_tests::harness::docker::{docker, inspect, Run};
 use tether_tests::harness::manager::{Manager, Options};
 use tether_tests::harness::poll;
@@ -83,6 +91,8 @@ async fn setup(replace_timeout_secs: u64, ca_in_layer: bool) -> Result<Setup> {
         "ACCOUNT_SECRET_FILE=/data/token",
         "-e",
         &format!("TETHER_REPLACE_TIMEOUT_SECS={replace_timeout_secs}"),
+        "-e",
+        "RUST_LOG=trace",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -115,6 +125,53 @@ fn logs(container: &str) -> String {
             .output()
             .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
             .unwrap_or_default()
+}
+
+/// `docker logs -f` of one container into a file, until the container is gone.
+struct Follow {
+    child: Child,
+    out: tempfile::NamedTempFile,
+}
+
+impl Follow {
+    fn start(container: &str) -> Result<Self> {
+        let out = tempfile::NamedTempFile::new()?;
+        let child = Command::new("docker")
+            .args(["logs", "-f", container])
+            .stdout(out.reopen()?)
+            .stderr(out.reopen()?)
+            .spawn()
+            .context("docker logs -f")?;
+        Ok(Self { child, out })
+    }
+
+    /// Waits (bounded) for the stream to end with its container, and returns the log.
+    async fn finish(mut self, limit: Duration) -> Result<String> {
+        let ended = poll::until("docker logs -f to end with its container", limit, || {
+            let done = self.child.try_wait().map(|status| status.is_some());
+            async move { Ok(done?.then_some(())) }
+        })
+        .await;
+        if ended.is_err() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        ended?;
+        Ok(std::fs::read_to_string(self.out.path())?)
+    }
+}
+
+/// Where any form of any of `tokens` occurs in `log` (one entry per line and form).
+fn secret_hits(label: &str, log: &str, tokens: &[&str]) -> Result<Vec<String>> {
+    let mut needles = Vec::new();
+    for token in tokens {
+        needles.extend(token_needles(&Token::parse(token).context("a token")?));
+    }
+    Ok(log
+        .lines()
+        .enumerate()
+        .flat_map(|(n, line)| find_needles(&format!("{label} log line {}", n + 1), line, &needles))
+        .collect())
 }
 
 /// A file's content in a (running or stopped) container, through `docker cp`.
@@ -197,6 +254,7 @@ async fn delegate_docker_rotation_replaces_the_container_without_a_gap() -> Resu
     manager.wait_for_session(name, old_token_id, LIMIT).await.with_context(|| logs(name))?;
     let old = inspect(name)?.context("container X")?;
     let old_id = id_of(&old);
+    let old_log = Follow::start(&old_id)?;
 
     let started = std::time::Instant::now();
     let (rotation, min_live) = watching(manager, name, async {
@@ -255,8 +313,27 @@ async fn delegate_docker_rotation_replaces_the_container_without_a_gap() -> Resu
     docker(&["exec", name, "/tether-delegate", "health"]).context("health in the successor")?;
     // Only X is left of the run's containers.
     assert_eq!(s.run.containers()?, vec![id_of(&new)]);
-    let log = logs(name);
-    assert!(!log.contains(&rotation.token[4..]), "the new token leaked into the successor's log");
+
+    // The secret scan at TRACE: neither token, in any encoding, in either container's log.
+    let old_log = old_log.finish(LIMIT).await?;
+    let new_log = logs(name);
+    let tokens = [manager.init.default_token.as_str(), rotation.token.as_str()];
+    let mut hits = secret_hits("old container", &old_log, &tokens)?;
+    hits.extend(secret_hits("successor", &new_log, &tokens)?);
+    assert!(hits.is_empty(), "secrets in the delegates' logs at RUST_LOG=trace: {hits:?}");
+    // The scan means something only if the delegates did log at debug level and beyond.
+    for (label, log) in [("old container", &old_log), ("successor", &new_log)] {
+        assert!(log.contains("own container found"), "{label} did not log at debug level:\n{log}");
+    }
+    assert!(old_log.contains("successor container started"), "old container log:\n{old_log}");
+    assert!(new_log.contains("took over from the previous container"), "successor log:\n{new_log}");
+    eprintln!(
+        "secret scan at TRACE: 0 hits in {} + {} log lines ({} + {} bytes)",
+        old_log.lines().count(),
+        new_log.lines().count(),
+        old_log.len(),
+        new_log.len()
+    );
     Ok(())
 }
 
@@ -291,8 +368,14 @@ async fn delegate_docker_rotation_rolls_back_when_the_successor_cannot_authentic
     let rows = manager.delegates().await?;
     assert!(rows.iter().any(|d| d.name == name && d.token_id == old_token_id), "old session gone: {rows:?}");
     assert!(!rows.iter().any(|d| d.name == name && d.token_id == rotation.token_id));
-    assert!(logs(name).contains("did not authenticate"), "log:\n{}", logs(name));
+    let log = logs(name);
+    assert!(log.contains("did not authenticate"), "log:\n{log}");
     // The token file was restored to the token still in use.
     assert_eq!(read_in(name, "/data/token")?, manager.init.default_token);
+    // The secret scan at TRACE of the container that created and removed the successor.
+    let hits =
+        secret_hits("old container", &log, &[manager.init.default_token.as_str(), rotation.token.as_str()])?;
+    assert!(hits.is_empty(), "secrets in the delegate's log at RUST_LOG=trace: {hits:?}");
+    assert!(log.contains("own container found"), "no debug-level line:\n{log}");
     Ok(())
 }
