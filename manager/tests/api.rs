@@ -712,3 +712,45 @@ async fn an_admin_lockout_ends_after_its_time() {
     .await;
     m.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_guesses_from_one_address_get_no_more_than_the_limit() {
+    let m = Manager::start(|_| {}).await;
+    let tls = tether_manager::tls::client_config(&m.ca).unwrap();
+    let client = |n: u8| {
+        reqwest::Client::builder().use_preconfigured_tls(tls.clone()).local_address(lo(n)).build().unwrap()
+    };
+    let send = |c: reqwest::Client, bearer: String| {
+        let url = format!("{}/api/v1/accounts", m.url());
+        tokio::spawn(async move { c.get(url).bearer_auth(bearer).send().await.unwrap().status() })
+    };
+    let guesser = client(9);
+    // Warm 60 connections first (no credentials: refused, not counted) so that the guesses
+    // below arrive together rather than one TLS handshake apart.
+    let warm: Vec<_> = (0..60)
+        .map(|_| {
+            let (c, url) = (guesser.clone(), format!("{}/api/v1/accounts", m.url()));
+            tokio::spawn(async move { c.get(url).send().await.unwrap().status() })
+        })
+        .collect();
+    for w in warm {
+        assert_eq!(w.await.unwrap(), StatusCode::UNAUTHORIZED);
+    }
+    let guesses: Vec<_> = (0..60).map(|i| send(guesser.clone(), format!("tat_{i:0>43}"))).collect();
+    let mut unauthorized = 0;
+    for g in guesses {
+        match g.await.unwrap() {
+            StatusCode::UNAUTHORIZED => unauthorized += 1,
+            StatusCode::TOO_MANY_REQUESTS => {}
+            other => panic!("a guess got {other}"),
+        }
+    }
+    assert_eq!(unauthorized, 5, "at most the limit of guesses is ever looked up, however concurrent");
+    // An honest client's parallel requests from another address queue for a slot; none is refused.
+    let honest = client(10);
+    let calls: Vec<_> = (0..20).map(|_| send(honest.clone(), m.admin_token.clone())).collect();
+    for c in calls {
+        assert_eq!(c.await.unwrap(), StatusCode::OK);
+    }
+    m.stop().await;
+}

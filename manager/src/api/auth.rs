@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use super::access::{Power, Rule};
 use super::error::AppError;
-use super::lockout::AdminLockout;
+use super::lockout::{AdminLockout, Attempt, Refusal};
 use crate::clock::now_unix;
 use crate::keys::{admin_token_hash, ADMIN_PREFIX};
 use crate::state::AppState;
@@ -167,9 +167,16 @@ fn lookup(
 }
 
 /// Counts a failed authentication and starts (and logs, rate-limited) a lockout when due.
-fn failed(state: &AppState, lockout: &AdminLockout, ip: Option<IpAddr>, now: u64, reason: &'static str) {
+fn failed(
+    state: &AppState,
+    lockout: &AdminLockout,
+    attempt: Attempt,
+    ip: Option<IpAddr>,
+    now: u64,
+    reason: &'static str,
+) {
     state.metrics.admin_auth_failure(reason);
-    if let Some(secs) = lockout.record_failure(ip, now) {
+    if let Some(secs) = attempt.failed(now) {
         state.metrics.admin_auth_lockouts.inc();
         if let Some(suppressed) = lockout.may_log(now) {
             let source = ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
@@ -221,12 +228,20 @@ impl FromRequestParts<AppState> for Caller {
             .get::<Arc<AdminLockout>>()
             .cloned()
             .ok_or_else(|| AppError::Internal("the admin lockout is not installed".into()))?;
+        // A locked-out address is refused before its token is looked at; an attempt in flight
+        // holds one of its address's slots until it is resolved (dropped: not a failure).
+        let attempt = match lockout.begin(ip, now_unix).await {
+            Ok(attempt) => attempt,
+            Err(Refusal::Locked(retry_after_secs)) => {
+                state.metrics.admin_auth_locked.inc();
+                return Err(AppError::LockedOut { retry_after_secs });
+            }
+            Err(Refusal::Busy) => {
+                state.metrics.admin_auth_locked.inc();
+                return Err(AppError::Busy);
+            }
+        };
         let now = now_unix();
-        // A locked-out address is refused before its token is looked at.
-        if let Some(retry_after_secs) = lockout.retry_after(ip, now) {
-            state.metrics.admin_auth_locked.inc();
-            return Err(AppError::LockedOut { retry_after_secs });
-        }
         // No credentials at all is not a guess: refused, not counted.
         let header = parts
             .headers
@@ -239,7 +254,7 @@ impl FromRequestParts<AppState> for Caller {
             .map(str::trim)
             .filter(|t| t.starts_with(ADMIN_PREFIX) && t.len() < 256);
         let Some(value) = value else {
-            failed(state, &lockout, ip, now, "malformed");
+            failed(state, &lockout, attempt, ip, now, "malformed");
             return Err(AppError::Unauthorized("malformed admin token"));
         };
         let hash = admin_token_hash(value);
@@ -247,15 +262,15 @@ impl FromRequestParts<AppState> for Caller {
         let (row, restriction) = match found {
             Lookup::Valid(row, restriction) => (row, restriction),
             Lookup::Unknown => {
-                failed(state, &lockout, ip, now, "unknown");
+                failed(state, &lockout, attempt, ip, now, "unknown");
                 return Err(AppError::Unauthorized("unknown admin token"));
             }
             Lookup::Revoked => {
-                failed(state, &lockout, ip, now, "revoked");
+                failed(state, &lockout, attempt, ip, now, "revoked");
                 return Err(AppError::Unauthorized("admin token revoked"));
             }
             Lookup::Expired => {
-                failed(state, &lockout, ip, now, "expired");
+                failed(state, &lockout, attempt, ip, now, "expired");
                 return Err(AppError::Unauthorized("admin token expired"));
             }
             // A genuine token from the wrong network: refused, not counted as a guess.
@@ -263,6 +278,7 @@ impl FromRequestParts<AppState> for Caller {
                 return Err(AppError::Forbidden("this admin token may not be used from this address".into()))
             }
         };
+        drop(attempt); // authenticated: the slot is free again, nothing counted
         check_restriction(restriction, parts)?;
         let row = *row;
         Ok(Self {

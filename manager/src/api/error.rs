@@ -39,6 +39,10 @@ pub enum AppError {
         /// Seconds until the lockout ends.
         retry_after_secs: u64,
     },
+    /// Every admin-authentication slot of this source address is taken by requests in flight
+    /// (sent with `Retry-After: 1`).
+    #[error("too many admin authentications in progress from this address; retry in 1 s")]
+    Busy,
     /// The delegate did not answer in time.
     #[error("{0}")]
     Timeout(String),
@@ -58,7 +62,7 @@ pub struct ErrorBody {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ErrorDetail {
     /// Machine-readable: unauthorized, forbidden, not_found, conflict, bad_request, too_large,
-    /// locked_out, timeout, internal.
+    /// locked_out, busy, timeout, internal.
     pub code: String,
     /// Human-readable.
     pub message: String,
@@ -74,6 +78,7 @@ impl AppError {
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             Self::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             Self::LockedOut { .. } => (StatusCode::TOO_MANY_REQUESTS, "locked_out"),
+            Self::Busy => (StatusCode::TOO_MANY_REQUESTS, "busy"),
             Self::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -92,9 +97,13 @@ impl IntoResponse for AppError {
             resp.headers_mut()
                 .insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"));
         }
-        if let Self::LockedOut { retry_after_secs } = &self {
-            resp.headers_mut()
-                .insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(*retry_after_secs));
+        let retry_after = match &self {
+            Self::LockedOut { retry_after_secs } => Some(*retry_after_secs),
+            Self::Busy => Some(1),
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
+            resp.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(secs));
         }
         resp
     }
