@@ -168,11 +168,14 @@ impl StateDir {
         let _ = std::fs::remove_file(self.dir.join(FATAL_FILE));
     }
 
-    /// How long to stay quiet at start because of a recent fatal exit, if at all.
+    /// How long to stay quiet at start because of a recent fatal exit, if at all: at least
+    /// the rest of `backoff`. The record holds whole seconds, so one second less than the
+    /// difference is counted as elapsed (an exit at x.99 s and a start at x+1.01 s are only
+    /// 20 ms apart); the wait may exceed the backoff by up to a second, never fall short.
     pub fn fatal_quiet_period(&self, now: u64, backoff: Duration) -> Option<Duration> {
         let text = std::fs::read_to_string(self.dir.join(FATAL_FILE)).ok()?;
         let at: u64 = text.trim().parse().ok()?;
-        let elapsed = Duration::from_secs(now.saturating_sub(at));
+        let elapsed = Duration::from_secs(now.saturating_sub(at).saturating_sub(1));
         backoff.checked_sub(elapsed).filter(|d| !d.is_zero())
     }
 }
@@ -250,8 +253,11 @@ mod tests {
         assert_eq!(state.fatal_quiet_period(1000, backoff), None);
         state.write_fatal(1000).unwrap();
         assert_eq!(state.fatal_quiet_period(1000, backoff), Some(Duration::from_secs(60)));
-        assert_eq!(state.fatal_quiet_period(1045, backoff), Some(Duration::from_secs(15)));
-        assert_eq!(state.fatal_quiet_period(1060, backoff), None);
+        // A second boundary right after the exit does not shorten the wait.
+        assert_eq!(state.fatal_quiet_period(1001, backoff), Some(Duration::from_secs(60)));
+        assert_eq!(state.fatal_quiet_period(1045, backoff), Some(Duration::from_secs(16)));
+        assert_eq!(state.fatal_quiet_period(1060, backoff), Some(Duration::from_secs(1)));
+        assert_eq!(state.fatal_quiet_period(1061, backoff), None);
         state.clear_fatal();
         assert_eq!(state.fatal_quiet_period(1000, backoff), None);
     }

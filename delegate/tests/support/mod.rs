@@ -361,9 +361,13 @@ pub fn new_token() -> Token {
 }
 
 impl Delegate {
-    /// Starts the real binary with exactly `env` (plus PATH-free defaults) and `args`.
+    /// Starts the real binary (`$TETHER_DELEGATE_BIN` if set, e.g. to check that a test fails
+    /// on an earlier build) with exactly `env` (plus PATH-free defaults) and `args`.
     pub fn start(env: &[(&str, String)], args: &[&str]) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_tether-delegate"));
+        let binary = std::env::var_os("TETHER_DELEGATE_BIN")
+            .filter(|b| !b.is_empty())
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_tether-delegate").into());
+        let mut command = Command::new(binary);
         command.env_clear().args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
         command.env("RUST_LOG", "info");
         for (key, value) in env {
