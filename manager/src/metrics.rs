@@ -46,7 +46,8 @@ pub struct Metrics {
     pub admin_auth_failures: Family<ReasonLabel, Counter>,
     /// Admin authentication lockouts started (one per source address and lockout).
     pub admin_auth_lockouts: Counter,
-    /// Requests refused with 429 because their source address was locked out.
+    /// Requests refused with 429 because their source address was locked out (or had every
+    /// admin-authentication slot in flight).
     pub admin_auth_locked: Counter,
     /// Open connections that have not authenticated (HTTP, or WebSocket before the handshake).
     pub unauthenticated_connections: Gauge,
@@ -103,7 +104,7 @@ impl Metrics {
         );
         registry.register(
             "admin_auth_locked_requests",
-            "API requests refused (429) while their source address was locked out",
+            "API requests refused (429) while their source address was locked out or busy",
             admin_auth_locked.clone(),
         );
         let unauthenticated_connections = Gauge::default();
