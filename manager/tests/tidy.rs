@@ -1,5 +1,6 @@
-//! Tidy check on the manager's sources: a token's full value (`Token::expose()`) is taken only
-//! where it is handed out once (create, rotate, init). (The workspace-wide `//!` check is
+//! Tidy check on the manager's sources: a token's full value (`Token::expose()`,
+//! `SecretString::expose()`) is taken only where it is handed out once (create, rotate, init)
+//! or sent (the CLI's bearer). (The workspace-wide `//!` check is
 //! `tests/tests/tidy.rs`.)
 
 fn rust_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
@@ -23,6 +24,7 @@ fn token_values_are_exposed_only_where_they_are_handed_out_once() {
         .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
         .collect();
     users.sort();
-    // accounts/tokens (create), rotation (successor), init (first values).
-    assert_eq!(users, ["accounts.rs", "init.rs", "rotation.rs", "tokens.rs"]);
+    // accounts/tokens (create), rotation (successor), init (first values); the CLI's client
+    // (the admin token as the bearer) and commands (printing a created value, once).
+    assert_eq!(users, ["accounts.rs", "client.rs", "commands.rs", "init.rs", "rotation.rs", "tokens.rs"]);
 }

@@ -523,8 +523,8 @@ mod tests {
         let json = serde_json::to_string(&account).unwrap();
         assert!(json.contains(&delegate_value), "the API still answers the value once: {json}");
         let back: CreatedAdminToken = serde_json::from_str(&serde_json::to_string(&admin).unwrap()).unwrap();
-        assert_eq!(back.value.expose(), admin_value);
+        assert_eq!(back.value, SecretString::from(admin_value.as_str()));
         let back: RotateResponse = serde_json::from_str(&serde_json::to_string(&rotated).unwrap()).unwrap();
-        assert_eq!(back.token.expose(), delegate_value);
+        assert_eq!(back.token, SecretString::from(delegate_value.as_str()));
     }
 }
