@@ -59,9 +59,24 @@ mod tests {
         assert_eq!(server_handshake::run(&server[0]), Reached::Accepted, "raw valid hello");
         assert_eq!(server_handshake::run(&server[1]), Reached::Accepted, "signed payload");
         assert_eq!(server_handshake::run(&server[2]), Reached::Parsed, "wrong key refused");
-        for other in &server[3..] {
+        for other in &server[3..6] {
             assert_ne!(server_handshake::run(other), Reached::Accepted);
         }
+        assert_eq!(server_handshake::run(&server[6]), Reached::Refused, "the crash frame is refused");
+        // Then pairs per boundary string: a hello whose type is it (refused), and one whose
+        // delegate name is it (printable: accepted; control characters: refused).
+        let controls = crate::boundary::control().len();
+        let pairs: Vec<&[Vec<u8>]> = server[7..].chunks(2).collect();
+        for (i, pair) in pairs.iter().enumerate() {
+            assert_eq!(server_handshake::run(&pair[0]), Reached::Refused, "evil type {i}");
+            let expect = if i + controls >= pairs.len() { Reached::Refused } else { Reached::Accepted };
+            assert_eq!(server_handshake::run(&pair[1]), expect, "evil name {i}");
+        }
+        let ack = manager_ack::seeds();
+        assert!(
+            ack.iter().all(|s| manager_ack::run(s) == Reached::Accepted),
+            "every ack seed reaches the ack path"
+        );
         let client = client_handshake::seeds();
         assert_eq!(client_handshake::run(&client[0]), Reached::Accepted);
         assert_eq!(client_handshake::run(&client[5]), Reached::Accepted);

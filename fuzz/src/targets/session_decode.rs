@@ -163,8 +163,6 @@ pub fn seeds() -> Vec<Vec<u8>> {
         .collect();
     let evil: Vec<&[u8]> = evil_types.iter().take(16).map(Vec::as_slice).collect();
     vec![
-        input::join_chunks(SIGNED, &evil[..1]),
-        input::join_chunks(CLIENT_END | SIGNED, &evil[..1]),
         input::join_chunks(RAW, &frames(&c2s)),
         input::join_chunks(CLIENT_END | RAW, &frames(&s2c)),
         input::join_chunks(SIGNED, &payloads(&c2s)),
@@ -173,5 +171,7 @@ pub fn seeds() -> Vec<Vec<u8>> {
         input::join_chunks(CLIENT_END | REFLECTED, &payloads(&c2s)),
         input::join_chunks(RAW, &replay(&c2s)),
         input::join_chunks(CLIENT_END | RAW, &frames(&c2s)),
+        input::join_chunks(SIGNED, &evil[..1]),
+        input::join_chunks(CLIENT_END | SIGNED, &evil[..1]),
     ]
 }
