@@ -36,6 +36,8 @@ pub enum Exit {
     Stopped,
     /// Signed revoked/expired: exit 78.
     Fatal,
+    /// The configuration no longer loads (on a restart after an internal error): exit 64.
+    BadConfig,
 }
 
 impl Exit {
@@ -44,6 +46,7 @@ impl Exit {
         match self {
             Self::Stopped => 0,
             Self::Fatal => EXIT_FATAL,
+            Self::BadConfig => 64,
         }
     }
 }

@@ -14,6 +14,7 @@ fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     logging::init(cli.log_format);
+    logging::install_panic_hook();
     let flags = match cli.command {
         Some(Command::Health(flags)) => {
             return match health::check(&flags, &ProcessEnv) {
@@ -41,7 +42,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let exit = runtime.block_on(async {
+    // The agent runs as a local task (see `supervise`), so no `Send` bound is needed.
+    let local = tokio::task::LocalSet::new();
+    let exit = local.block_on(&runtime, async {
         // Install the handlers before anything else runs: as PID 1 there is no default
         // SIGTERM action, and elsewhere an early signal must not kill the process mid-write.
         let signals = Signals::install()?;
@@ -50,7 +53,7 @@ fn main() -> ExitCode {
             signals.wait().await;
             let _ = stop.send(true);
         });
-        Ok::<_, std::io::Error>(agent::run(config, stopped).await)
+        Ok::<_, std::io::Error>(supervise(&flags, config, stopped).await)
     });
     match exit {
         Ok(exit) => ExitCode::from(exit.code()),
@@ -58,6 +61,40 @@ fn main() -> ExitCode {
             tracing::error!(error = %err, "cannot install signal handlers");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Runs the agent in a task of its own; if it panics (a bug: no input is meant to reach a
+/// panic), logs it and starts the agent again after a growing pause (1 s doubling to 60 s),
+/// so one bad frame or answer can never stop the delegate. Stops on SIGTERM during a pause.
+async fn supervise(
+    flags: &tether_delegate::cli::RunFlags,
+    mut config: Config,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) -> agent::Exit {
+    let mut pause = std::time::Duration::from_secs(1);
+    loop {
+        let task = tokio::task::spawn_local(agent::run(config, stopped.clone()));
+        match task.await {
+            Ok(exit) => return exit,
+            Err(err) => tracing::error!(
+                panicked = err.is_panic(),
+                restart_in_secs = pause.as_secs(),
+                "internal error: the agent stopped unexpectedly; starting it again"
+            ),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = stopped.wait_for(|stop| *stop) => return agent::Exit::Stopped,
+        }
+        pause = (pause * 2).min(std::time::Duration::from_secs(60));
+        config = match Config::load(flags, &ProcessEnv) {
+            Ok(config) => config,
+            Err(err) => {
+                tracing::error!(variable = err.var, "bad configuration: {err}");
+                return agent::Exit::BadConfig;
+            }
+        };
     }
 }
 
