@@ -66,6 +66,17 @@ pub fn init(format: LogFormat) {
     };
 }
 
+/// Logs a panic as one error record naming only its place (and the message when it is a
+/// literal of the code): a formatted message may quote peer input or a token. `main`
+/// restarts the agent after a panic (see `supervise` there).
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let location = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
+        let message = info.payload().downcast_ref::<&'static str>().copied().unwrap_or("<withheld>");
+        tracing::error!(%location, message, "internal error: a task panicked");
+    }));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,15 +114,4 @@ mod tests {
             assert!(may_log(target, &Level::TRACE), "{target} at trace");
         }
     }
-}
-
-/// Logs a panic as one error record naming only its place (and the message when it is a
-/// literal of the code): a formatted message may quote peer input or a token. `main`
-/// restarts the agent after a panic (see `supervise` there).
-pub fn install_panic_hook() {
-    std::panic::set_hook(Box::new(|info| {
-        let location = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
-        let message = info.payload().downcast_ref::<&'static str>().copied().unwrap_or("<withheld>");
-        tracing::error!(%location, message, "internal error: a task panicked");
-    }));
 }
