@@ -197,8 +197,10 @@ pub async fn run(state: &AppState, mut socket: WebSocket, ip: IpAddr) -> Option<
     Some(Authenticated { socket, session, info, commands, expires_at: row.expires_at })
 }
 
+/// A delegate-supplied field as kept in the registry: at most 128 characters (control
+/// characters were refused by the protocol crate's hello check).
 fn truncated(s: &str) -> String {
-    s.chars().take(128).collect()
+    tether_protocol::text::bounded_chars(s, 128).to_owned()
 }
 
 fn fail(state: &AppState, ip: IpAddr, outcome: &str) {
