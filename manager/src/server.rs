@@ -93,7 +93,7 @@ pub async fn run(
     tracing::info!(%addr, url = %format!("https://{addr}"), "tether-manager listening");
     tracing::debug!(
         max_unauthenticated_connections = state.connections.max_total(),
-        max_unauthenticated_per_address = config.max_unauthenticated_per_address,
+        max_unauthenticated_per_address = state.connections.max_per_address(),
         tls_handshake_timeout_secs = config.tls_handshake_timeout_secs,
         http_header_timeout_secs = config.http_header_timeout_secs,
         http_idle_timeout_secs = config.http_idle_timeout_secs,

@@ -179,6 +179,11 @@ impl ConnectionLimits {
         self.shared.max_total
     }
 
+    /// The effective per-address cap.
+    pub fn max_per_address(&self) -> usize {
+        self.shared.max_per_address
+    }
+
     /// Unauthenticated connections open now.
     pub fn open(&self) -> usize {
         self.shared.lock().total
