@@ -1,5 +1,6 @@
 //! Key derivation: `K_token` from the secret, and the per-session keys `K_c2s`, `K_s2c`,
-//! `K_seal` from `K_token` and both nonces. Keys are zeroized on drop.
+//! `K_seal` from `K_token` and both nonces, and the token secret they start from. Keys and
+//! secrets are zeroized on drop.
 use std::fmt;
 
 use hmac::{Hmac, Mac};
@@ -7,12 +8,12 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use zeroize::ZeroizeOnDrop;
 
-use crate::token::TokenSecret;
-
 type HmacSha256 = Hmac<Sha256>;
 
 /// Length of every key and tag in bytes.
 pub const KEY_LEN: usize = 32;
+/// Length of a token secret in bytes.
+pub const SECRET_LEN: usize = 32;
 
 const TOKEN_KEY_LABEL: &[u8] = b"tether/v1/token-key";
 const C2S_LABEL: &[u8] = b"tether/v1/c2s\n";
@@ -26,6 +27,39 @@ pub(crate) fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; KEY_LEN] {
         mac.update(part);
     }
     mac.finalize().into_bytes().into()
+}
+
+/// The 32 secret bytes of a token. Zeroized on drop; no `Debug` content, no `Clone` (a
+/// deliberate copy is [`TokenSecret::duplicate`]).
+#[derive(ZeroizeOnDrop)]
+pub struct TokenSecret([u8; SECRET_LEN]);
+
+impl TokenSecret {
+    /// Wraps secret bytes (the caller draws them from a CSPRNG or parses a token string).
+    pub fn from_bytes(bytes: [u8; SECRET_LEN]) -> Self {
+        Self(bytes)
+    }
+
+    /// The raw bytes, for key derivation and the token string only.
+    pub fn expose_bytes(&self) -> &[u8; SECRET_LEN] {
+        &self.0
+    }
+
+    /// A second, independently zeroized copy.
+    pub fn duplicate(&self) -> Self {
+        Self(self.0)
+    }
+
+    /// Constant-time equality.
+    pub fn ct_eq(&self, other: &TokenSecret) -> bool {
+        self.0.ct_eq(&other.0).into()
+    }
+}
+
+impl fmt::Debug for TokenSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TokenSecret(<redacted>)")
+    }
 }
 
 /// `K_token = HMAC(secret, "tether/v1/token-key")`: what the manager stores (sealed) and

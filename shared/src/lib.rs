@@ -8,7 +8,8 @@
 //! parse frames by hand.
 //!
 //! - [`token`]: the `tdt_` token string (generate, parse with precise errors, redacted display).
-//! - [`keys`]: key derivation (`K_token`, `K_c2s`, `K_s2c`, `K_seal`) and prepared MAC keys.
+//! - [`keys`]: the token secret, key derivation (`K_token`, `K_c2s`, `K_s2c`, `K_seal`) and
+//!   prepared MAC keys.
 //! - [`frame`]: `version || tag || payload` framing, tag sign and constant-time verify.
 //! - [`message`]: the closed set of messages as typed enums.
 //! - [`seal`]: `sealed_token` seal and open (ChaCha20-Poly1305 under `K_seal`).

@@ -6,36 +6,18 @@
 use std::fmt;
 
 use uuid::Uuid;
-use zeroize::{ZeroizeOnDrop, Zeroizing};
+use zeroize::Zeroizing;
 
 use crate::b64;
 use crate::error::TokenError;
-use crate::keys::TokenKey;
+pub use crate::keys::SECRET_LEN;
+use crate::keys::{TokenKey, TokenSecret};
 
 /// The fixed prefix that lets secret scanners find leaked tokens.
 pub const PREFIX: &str = "tdt_";
 /// Length of the token string in characters.
 pub const TOKEN_LEN: usize = 74;
-/// Length of the secret in bytes.
-pub const SECRET_LEN: usize = 32;
 const BODY_LEN: usize = 16 + SECRET_LEN + 4;
-
-/// The 32 secret bytes of a token. Zeroized on drop; no `Debug` content, no `Clone`.
-#[derive(ZeroizeOnDrop)]
-pub struct TokenSecret([u8; SECRET_LEN]);
-
-impl TokenSecret {
-    /// The raw bytes, for key derivation only.
-    pub fn expose_bytes(&self) -> &[u8; SECRET_LEN] {
-        &self.0
-    }
-}
-
-impl fmt::Debug for TokenSecret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("TokenSecret(<redacted>)")
-    }
-}
 
 /// A delegate token: a public id and a secret.
 ///
@@ -49,7 +31,13 @@ pub struct Token {
 impl Token {
     /// Builds a token from its id and secret (the caller draws the secret from a CSPRNG).
     pub fn from_parts(id: Uuid, secret: [u8; SECRET_LEN]) -> Self {
-        Self { id, secret: TokenSecret(secret) }
+        Self { id, secret: TokenSecret::from_bytes(secret) }
+    }
+
+    /// A second copy of this token, its secret zeroized on drop like the first (no round
+    /// trip through the token string).
+    pub fn duplicate(&self) -> Self {
+        Self { id: self.id, secret: self.secret.duplicate() }
     }
 
     /// Parses a token string. Errors name what is wrong, never the value.
@@ -99,7 +87,7 @@ impl Token {
     pub fn expose(&self) -> Zeroizing<String> {
         let mut body = Zeroizing::new(Vec::with_capacity(BODY_LEN));
         body.extend_from_slice(self.id.as_bytes());
-        body.extend_from_slice(&self.secret.0);
+        body.extend_from_slice(self.secret.expose_bytes());
         let crc = crc32fast::hash(&body).to_be_bytes();
         body.extend_from_slice(&crc);
         let mut out = Zeroizing::new(String::with_capacity(TOKEN_LEN));
@@ -110,8 +98,7 @@ impl Token {
 
     /// Constant-time equality of the whole token.
     pub fn same_as(&self, other: &Token) -> bool {
-        use subtle::ConstantTimeEq;
-        self.id == other.id && bool::from(self.secret.0.ct_eq(&other.secret.0))
+        self.id == other.id && self.secret.ct_eq(&other.secret)
     }
 }
 
@@ -180,9 +167,34 @@ mod tests {
     #[test]
     fn errors_never_contain_the_value() {
         let good = sample().expose();
-        let bad = format!("{}A", &good[..73]);
-        if let Err(e) = Token::parse(&bad) {
-            assert!(!e.to_string().contains(&good[4..30]));
+        // The secret's characters: after the prefix and the 22 characters of the id.
+        let secret_part = &good[PREFIX.len() + 22..PREFIX.len() + 60];
+        let last = if good.ends_with('A') { 'B' } else { 'A' };
+        let mut second = good.as_bytes().to_vec();
+        second[PREFIX.len() + 1] ^= 0x01;
+        let bad = [
+            format!("{}{last}", &good[..73]),
+            String::from_utf8(second).unwrap(),
+            format!("{}!", &good[..73]),
+            format!("{}AA", &good[..73]),
+            format!("x{}", &good[1..]),
+        ];
+        for bad in bad {
+            assert_ne!(bad.as_str(), good.as_str());
+            let e = Token::parse(&bad).expect_err("a changed token is refused");
+            for shown in [e.to_string(), format!("{e:?}")] {
+                assert!(!shown.contains(secret_part), "{shown}");
+                assert!(!shown.contains(&bad[PREFIX.len()..]), "{shown}");
+            }
         }
+    }
+
+    #[test]
+    fn a_duplicate_is_the_same_token() {
+        let t = sample();
+        let copy = t.duplicate();
+        assert!(copy.same_as(&t));
+        assert_eq!(copy.expose().as_str(), t.expose().as_str());
+        assert!(copy.key().ct_eq(&t.key()));
     }
 }
