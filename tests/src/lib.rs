@@ -1,6 +1,9 @@
-//! End-to-end test support for Tether: helpers that run the real `tether-manager` and
-//! `tether-delegate` binaries (and Docker compose projects), used by the tests in `tests/tests/`.
+//! End-to-end test support for Tether: the one harness that runs the real `tether-manager`
+//! and `tether-delegate` binaries ([`harness`]), a raw protocol client for attack tests
+//! ([`attack`]), secret scanning ([`secrets`]), Docker Compose projects ([`compose`]) and the
+//! load generator ([`load`]), used by the tests in `tests/tests/`.
 pub mod attack;
 pub mod compose;
 pub mod harness;
 pub mod load;
+pub mod secrets;

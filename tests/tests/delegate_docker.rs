@@ -20,10 +20,9 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use serde_json::Value;
 use tether_protocol::Token;
-use tether_tests::attack::{find_needles, token_needles};
 use tether_tests::harness::docker::{docker, inspect, Run};
-use tether_tests::harness::manager::{Manager, Options};
-use tether_tests::harness::poll;
+use tether_tests::harness::{poll, Manager, Options};
+use tether_tests::secrets::{find_needles, token_needles};
 
 const MANAGER_HOST: &str = "tether-manager-e2e";
 const LIMIT: Duration = Duration::from_secs(60);
@@ -50,6 +49,7 @@ async fn setup(replace_timeout_secs: u64, ca_in_layer: bool) -> Result<Setup> {
         listen_ip: gateway.parse().context("gateway address")?,
         tls_sans: vec![MANAGER_HOST.into()],
         url_host: Some(MANAGER_HOST.into()),
+        env: vec![("TETHER_HEARTBEAT_SECS".into(), "2".into())],
         ..Options::default()
     })
     .await?;

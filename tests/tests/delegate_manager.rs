@@ -5,14 +5,13 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use tether_tests::harness::delegate::{env_for, Delegate};
-use tether_tests::harness::manager::Manager;
-use tether_tests::harness::poll;
+use tether_tests::harness::{poll, Manager};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delegate_connects_answers_echo_survives_a_manager_restart_and_stops_on_sigterm() -> Result<()> {
-    let mut manager = Manager::start().await?;
+    let mut manager = Manager::start(&[("TETHER_HEARTBEAT_SECS", "2")]).await?;
     let state = tempfile::tempdir()?;
     let token = manager.init.default_token.clone();
     let token_id = manager.init.default_token_id;
@@ -60,7 +59,7 @@ async fn delegate_connects_answers_echo_survives_a_manager_restart_and_stops_on_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoke_makes_the_delegate_exit_78_saying_what_to_do() -> Result<()> {
-    let manager = Manager::start().await?;
+    let manager = Manager::start(&[("TETHER_HEARTBEAT_SECS", "2")]).await?;
     let state = tempfile::tempdir()?;
     let token = manager.init.default_token.clone();
     let token_id = manager.init.default_token_id;
@@ -86,7 +85,7 @@ async fn revoke_makes_the_delegate_exit_78_saying_what_to_do() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_mode_rotation_rewrites_the_file_and_continues_on_the_new_token() -> Result<()> {
-    let manager = Manager::start().await?;
+    let manager = Manager::start(&[("TETHER_HEARTBEAT_SECS", "2")]).await?;
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("token");
     let token = manager.init.default_token.clone();

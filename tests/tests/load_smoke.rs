@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn bin(name: &str) -> PathBuf {
-    tether_tests::harness::process::sibling_binary(name).unwrap()
+    tether_tests::harness::process::binary(name).unwrap()
 }
 
 #[test]

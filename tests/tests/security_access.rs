@@ -11,7 +11,8 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use tether_protocol::Token;
-use tether_tests::attack::{api_call, handshake, poll, Answer, Manager};
+use tether_tests::attack::{handshake, Answer};
+use tether_tests::harness::{api_call, poll, Manager};
 
 /// What a bound token must get on a route without path parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,7 +103,7 @@ async fn a_bound_admin_token_is_refused_on_every_route_that_touches_another_acco
     let rotation_id = rotated["rotation_id"].as_str().unwrap().to_owned();
     // With no live delegate on it the rotation finishes by itself; let it, so the snapshot
     // below does not race the old token's revocation.
-    poll("the rotation of `spare` to finish", Duration::from_secs(10), || async {
+    poll::until("the rotation of `spare` to finish", Duration::from_secs(10), || async {
         let v = ok(&m, Method::GET, &format!("/api/v1/rotations/{rotation_id}"), None).await;
         Ok((v["state"] != "running").then_some(()))
     })
@@ -159,7 +160,7 @@ async fn a_bound_admin_token_is_refused_on_every_route_that_touches_another_acco
         beta_admin_id.clone(),
     ];
 
-    let http = m.http().unwrap();
+    let http = m.http().clone();
     let (status, doc) =
         api_call(&http, &m.url(), Method::GET, "/api/v1/openapi.json", None, None).await.unwrap();
     assert_eq!(status, StatusCode::OK);
@@ -253,7 +254,7 @@ async fn a_bound_admin_token_is_refused_on_every_route_that_touches_another_acco
     drop(session);
 }
 
-fn cli(m: &tether_tests::harness::manager::Manager, args: &[&str]) -> (bool, String, String) {
+fn cli(m: &Manager, args: &[&str]) -> (bool, String, String) {
     let out = m.cli(args).unwrap();
     (
         out.status.success(),
@@ -264,7 +265,7 @@ fn cli(m: &tether_tests::harness::manager::Manager, args: &[&str]) -> (bool, Str
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_makes_restrictions_and_bound_restricted_admin_tokens() {
-    let m = tether_tests::harness::manager::Manager::start().await.unwrap();
+    let m = Manager::start(&[("TETHER_HEARTBEAT_SECS", "2")]).await.unwrap();
     let own = m.init.account_id.clone();
     let (ok, _, err) = cli(&m, &["account", "create", "beta"]);
     assert!(ok, "{err}");

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use tether_tests::attack::{api_call, loopback, poll, Manager};
+use tether_tests::attack::loopback;
+use tether_tests::harness::{api_call, poll, Manager};
 
 async fn admin_token(m: &Manager, name: &str, body: Value) -> String {
     let mut req = json!({ "name": name });
@@ -24,7 +25,7 @@ async fn call(
     bearer: Option<&str>,
     body: Option<Value>,
 ) -> (StatusCode, Value) {
-    api_call(&m.http().unwrap(), &m.url(), method, path, bearer, body).await.unwrap()
+    api_call(m.http(), &m.url(), method, path, bearer, body).await.unwrap()
 }
 
 fn tokens_path(m: &Manager) -> String {
@@ -61,7 +62,6 @@ async fn requests_without_a_valid_admin_token_are_unauthorized() {
     // Another authentication scheme is not a bearer token.
     let resp = m
         .http()
-        .unwrap()
         .get(format!("{}{path}", m.url()))
         .basic_auth("admin", Some(&m.init.admin_token))
         .send()
@@ -78,7 +78,7 @@ async fn revoked_and_expired_admin_tokens_are_unauthorized() {
     let short = admin_token(&m, "short", json!({"scopes": ["admin"], "expires_in_secs": 1})).await;
     let (status, _) = call(&m, Method::GET, &path, Some(&short), None).await;
     assert_eq!(status, StatusCode::OK, "valid before expiry");
-    poll("admin token expired", Duration::from_secs(5), || async {
+    poll::until("admin token expired", Duration::from_secs(5), || async {
         let (status, _) = call(&m, Method::GET, &path, Some(&short), None).await;
         Ok((status == StatusCode::UNAUTHORIZED).then_some(()))
     })
@@ -182,13 +182,13 @@ async fn guessing_admin_tokens_locks_the_address_out_and_only_that_address() {
     assert_eq!(status, StatusCode::OK, "another address is not locked out");
 
     let (_, metrics) = {
-        let resp = m.http().unwrap().get(format!("{}/metrics", m.url())).send().await.unwrap();
+        let resp = m.http().clone().get(format!("{}/metrics", m.url())).send().await.unwrap();
         (resp.status(), resp.text().await.unwrap())
     };
     assert!(metrics.contains("tether_admin_auth_failures_total{reason=\"unknown\"} 5"), "{metrics}");
     assert!(metrics.contains("tether_admin_auth_lockouts_total 1"), "{metrics}");
     assert!(metrics.contains("tether_admin_auth_locked_requests_total 2"), "{metrics}");
-    let logs = poll("the lockout in the manager's log", Duration::from_secs(5), || async {
+    let logs = poll::until("the lockout in the manager's log", Duration::from_secs(5), || async {
         let logs = m.logs();
         Ok(logs.contains("locked out").then_some(logs))
     })

@@ -19,9 +19,9 @@ use tether_protocol::error::HandshakeError;
 use tether_protocol::handshake::client::ClientHandshake;
 use tether_protocol::{RejectCode, Token};
 use tether_tests::attack::{
-    challenge_nonce, delegate, handshake, loopback, nonce32, poll, read_answer, unix_now, Answer, Incoming,
-    Manager, Raw,
+    challenge_nonce, delegate, handshake, loopback, nonce32, read_answer, Answer, Incoming, Raw,
 };
+use tether_tests::harness::{poll, unix_now, Manager};
 use tether_tests::load::session::{self as load_session, HoldOptions, Identity};
 use tether_tests::load::transport::{self, Target};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -69,7 +69,7 @@ async fn closed_within<S: tokio::io::AsyncRead + Unpin>(mut stream: S, within: D
 
 /// The value of one metric sample (`name{labels}`), 0 when absent.
 async fn metric(m: &Manager, sample: &str) -> Result<f64> {
-    let text = m.http()?.get(format!("{}/metrics", m.url())).send().await?.text().await?;
+    let text = m.http().get(format!("{}/metrics", m.url())).send().await?.text().await?;
     Ok(text
         .lines()
         .find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.trim().parse().ok()))
@@ -207,9 +207,11 @@ async fn idle_and_trickling_connections_are_capped_and_timed_out_while_honest_cl
     }
     println!("all 250 flooding connections closed; slowest wait per kind from the checks: {slowest:?}");
     assert!(metric(&m, "tether_connection_idle_timeouts_total").await.unwrap() >= 100.0);
-    poll("no unauthenticated connection left but the /metrics call", Duration::from_secs(10), || async {
-        Ok((metric(&m, "tether_unauthenticated_connections").await? == 1.0).then_some(()))
-    })
+    poll::until(
+        "no unauthenticated connection left but the /metrics call",
+        Duration::from_secs(10),
+        || async { Ok((metric(&m, "tether_unauthenticated_connections").await? == 1.0).then_some(())) },
+    )
     .await
     .unwrap();
 }
@@ -231,11 +233,12 @@ async fn the_global_cap_refuses_every_address_once_full() {
     closed_within(tcp, Duration::from_secs(3)).await.expect("refused at once by the global cap");
     drop(held);
     // The slots come back when those connections close.
-    let status = poll("/healthz once the held connections closed", Duration::from_secs(10), || async {
-        Ok(healthz_from(&m, loopback(4)).await.ok().filter(|s| *s == StatusCode::OK))
-    })
-    .await
-    .unwrap();
+    let status =
+        poll::until("/healthz once the held connections closed", Duration::from_secs(10), || async {
+            Ok(healthz_from(&m, loopback(4)).await.ok().filter(|s| *s == StatusCode::OK))
+        })
+        .await
+        .unwrap();
     assert_eq!(status, StatusCode::OK);
     assert!(metric(&m, r#"tether_connections_refused_total{cap="total"}"#).await.unwrap() >= 1.0);
 }
@@ -430,7 +433,7 @@ async fn a_delegate_that_stops_reading_is_dropped_within_the_write_timeout() {
         max_time: Duration::from_secs(180),
     };
     let honest = tokio::spawn(load_session::hold(opened, who, hold, stop_rx));
-    let honest_id = poll("the honest session in the list", Duration::from_secs(10), || async {
+    let honest_id = poll::until("the honest session in the list", Duration::from_secs(10), || async {
         let (_, list) = m.api(Method::GET, "/api/v1/delegates", None).await?;
         Ok(list
             .as_array()
@@ -451,7 +454,7 @@ async fn a_delegate_that_stops_reading_is_dropped_within_the_write_timeout() {
     let admin = m.init.admin_token.clone();
     let url = format!("{}/api/v1/delegates/{stuck_id}/ping", m.url());
     let body = Arc::new(json!({ "payload": "\u{1}".repeat(1024) }));
-    let client = m.http().unwrap();
+    let client = m.http().clone();
     let (stop_flood, flood_stopped) = tokio::sync::watch::channel(false);
     let started = Instant::now();
     let mut workers = JoinSet::new();
@@ -481,7 +484,7 @@ async fn a_delegate_that_stops_reading_is_dropped_within_the_write_timeout() {
     // growing while tasks keep coming (1.2 s without a byte more).
     let mut last = (0u64, 0u32);
     let wedged_at =
-        poll("the manager's writes to the stalled delegate to block", Duration::from_secs(60), || {
+        poll::until("the manager's writes to the stalled delegate to block", Duration::from_secs(60), || {
             let step = manager_send_queue(m.addr, stuck_addr).and_then(|queued| {
                 let queued = queued.ok_or_else(|| anyhow!("the manager's socket is not in /proc/net/tcp"))?;
                 last = if queued == last.0 { (queued, last.1 + 1) } else { (queued, 0) };
@@ -506,7 +509,7 @@ async fn a_delegate_that_stops_reading_is_dropped_within_the_write_timeout() {
     println!("revoke answered in {revoke_took:?}: {}", v["sessions_closed"]);
 
     // The manager drops the session it cannot write to within the write bound.
-    poll("the stalled session to leave the registry", write_timeout + SLACK, || async {
+    poll::until("the stalled session to leave the registry", write_timeout + SLACK, || async {
         Ok((!listed(&m, stuck_id).await?).then_some(()))
     })
     .await

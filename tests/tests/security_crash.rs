@@ -11,7 +11,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 use tether_protocol::error::close;
 use tether_protocol::{RejectCode, Token};
-use tether_tests::attack::{api_call, handshake, Manager};
+use tether_tests::attack::handshake;
+use tether_tests::harness::{api_call, Manager};
 use uuid::Uuid;
 
 /// What the API acknowledged (2xx) before the kill.
@@ -143,7 +144,7 @@ async fn acknowledged_changes_survive_kill_9() {
     for round in 0..kills {
         let acked_before = ledger.lock().unwrap().acked;
         let driver = tokio::spawn(drive(
-            m.http().unwrap(),
+            m.http().clone(),
             m.url(),
             m.init.admin_token.clone(),
             account.clone(),

@@ -9,10 +9,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use tether_protocol::Token;
-use tether_tests::attack::{find_needles, token_needles};
 use tether_tests::harness::delegate::{env_for, Delegate};
-use tether_tests::harness::manager::Manager;
-use tether_tests::harness::poll;
+use tether_tests::harness::{poll, Manager};
+use tether_tests::secrets::{find_needles, token_needles};
 use uuid::Uuid;
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -38,7 +37,7 @@ async fn rotate_and_follow(manager: &Manager, file: &std::path::Path, from: Uuid
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_token_in_the_delegate_log_at_trace_through_file_mode_rotations() -> Result<()> {
-    let manager = Manager::start().await?;
+    let manager = Manager::start(&[("TETHER_HEARTBEAT_SECS", "2")]).await?;
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("token");
     let first = manager.init.default_token.clone();

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::json;
 use tether_protocol::message::{C2s, HeartbeatStatus};
-use tether_tests::attack::{handshake, poll, Answer, Manager};
+use tether_tests::attack::{handshake, Answer};
+use tether_tests::harness::{poll, Manager};
 
 /// Another process holding the SQLite write lock (through the `sqlite3` shell).
 struct Lock {
@@ -92,7 +93,7 @@ async fn a_locked_database_refuses_changes_and_keeps_sessions_up() {
 
     // Release the lock: changes work again, and the token was never revoked.
     lock.release();
-    let created = poll("create after the lock is released", Duration::from_secs(15), || async {
+    let created = poll::until("create after the lock is released", Duration::from_secs(15), || async {
         let (status, _) = m.api(Method::POST, &tokens, Some(json!({"name": "after-lock"}))).await?;
         Ok((status.as_u16() == 201).then_some(()))
     })

@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 use tether_protocol::error::close;
 use tether_protocol::{RejectCode, Token};
 use tether_tests::attack::{
-    flip_bit, handshake, hello_for, loopback, nonce32, send_hello_bytes, Manager, Raw, TAG_BITS,
+    flip_bit, handshake, hello_for, loopback, nonce32, send_hello_bytes, Raw, TAG_BITS,
 };
+use tether_tests::harness::Manager;
 use tokio::net::TcpStream;
 use uuid::Uuid;
 

@@ -11,8 +11,9 @@ use tether_protocol::frame::{self, HEADER_LEN};
 use tether_protocol::{RejectCode, Token};
 use tether_tests::attack::{
     self, challenge_max_frame, challenge_nonce, flip_bit, handshake, hello_for, loopback, nonce32,
-    payload_json, poll, read_answer, send_hello_bytes, signed_hello, Manager, Raw, TAG_BITS,
+    payload_json, read_answer, send_hello_bytes, signed_hello, Raw, TAG_BITS,
 };
+use tether_tests::harness::{poll, Manager};
 use uuid::Uuid;
 
 /// A manager whose failure limit never gets in the way of these tests.
@@ -208,7 +209,7 @@ async fn valid_mac_hellos_for_revoked_expired_and_wrong_cidr_tokens_get_signed_r
 
     let expiring = m.create_token(&account, "short-lived", json!({"expires_in_secs": 1})).await.unwrap();
     let path = format!("/api/v1/accounts/{account}/tokens/{}", expiring.id());
-    poll("token expired", Duration::from_secs(5), || async {
+    poll::until("token expired", Duration::from_secs(5), || async {
         let (_, v) = m.api(Method::GET, &path, None).await?;
         Ok((v["state"] == "expired").then_some(()))
     })

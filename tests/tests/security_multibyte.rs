@@ -9,9 +9,8 @@ use tether_protocol::error::close;
 use tether_protocol::frame;
 use tether_protocol::message::C2s;
 use tether_protocol::RejectCode;
-use tether_tests::attack::{
-    self, handshake, hello_for, nonce32, payload_json, send_hello_bytes, Manager, Raw,
-};
+use tether_tests::attack::{self, handshake, hello_for, nonce32, payload_json, send_hello_bytes, Raw};
+use tether_tests::harness::{poll, Manager};
 
 async fn manager() -> Manager {
     Manager::start(&[("TETHER_HANDSHAKE_FAIL_LIMIT", "1000000")]).await.expect("manager starts")
@@ -130,7 +129,7 @@ async fn a_rotated_token_keeps_its_lifetime_unless_told_otherwise() {
     assert_eq!(expires.map(|e| e - created), Some(7200), "successor: {successor}");
 
     // An explicit lifetime wins. Wait (bounded) for the first rotation to end at its deadline.
-    let second = attack::poll("first rotation finished", std::time::Duration::from_secs(15), || async {
+    let second = poll::until("first rotation finished", std::time::Duration::from_secs(15), || async {
         let (status, body) = rotate(json!({ "grace_secs": 1, "expires_in_secs": 60 })).await;
         Ok((status == StatusCode::CREATED).then_some(body))
     })

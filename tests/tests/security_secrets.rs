@@ -8,9 +8,10 @@ use serde_json::{json, Value};
 use tether_protocol::message::{C2s, HeartbeatStatus, S2c};
 use tether_protocol::Token;
 use tether_tests::attack::{
-    admin_needles, api_call, find_needles, flip_bit, handshake, hello_for, nonce32, send_hello_bytes,
-    token_needles, Answer, Incoming, Manager, Raw, TAG_BITS,
+    flip_bit, handshake, hello_for, nonce32, send_hello_bytes, Answer, Incoming, Raw, TAG_BITS,
 };
+use tether_tests::harness::{api_call, Manager};
+use tether_tests::secrets::{admin_needles, find_needles, token_needles};
 use uuid::Uuid;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -86,7 +87,7 @@ async fn no_secret_in_logs_responses_metrics_or_errors_at_trace() {
 
     // Admin misuse: a near-miss admin token (one character changed), a narrow token writing,
     // a delegate token used as admin token.
-    let http = m.http().unwrap();
+    let http = m.http().clone();
     let mut near = m.init.admin_token.clone().into_bytes();
     let last = near.len() - 1;
     near[last] = if near[last] == b'A' { b'B' } else { b'A' };

@@ -10,7 +10,8 @@ use serde_json::{json, Value};
 use tether_protocol::error::close;
 use tether_protocol::frame::HEADER_LEN;
 use tether_protocol::message::{C2s, GoodbyeReason, HeartbeatStatus};
-use tether_tests::attack::{flip_bit, handshake, poll, Answer, Established, Manager, TAG_BITS};
+use tether_tests::attack::{flip_bit, handshake, Answer, Established, TAG_BITS};
+use tether_tests::harness::{poll, Manager};
 
 async fn manager() -> Manager {
     Manager::start(&[("TETHER_HANDSHAKE_FAIL_LIMIT", "1000000")]).await.expect("manager starts")
@@ -40,7 +41,7 @@ async fn live_sessions(m: &Manager) -> Vec<String> {
 async fn assert_killed(m: &Manager, est: &mut Established, code: u16, what: &str) {
     assert_eq!(est.closed_with().await.unwrap(), Some(code), "{what}");
     let id = est.session.session_id().to_string();
-    poll("session forgotten", Duration::from_secs(5), || async {
+    poll::until("session forgotten", Duration::from_secs(5), || async {
         Ok((!live_sessions(m).await.contains(&id)).then_some(()))
     })
     .await
@@ -56,7 +57,7 @@ async fn a_clean_session_stays_up_and_says_goodbye_with_1000() {
         est.raw.send(f).await;
     }
     let id = est.session.session_id().to_string();
-    poll("session listed", Duration::from_secs(5), || async {
+    poll::until("session listed", Duration::from_secs(5), || async {
         Ok(live_sessions(&m).await.contains(&id).then_some(()))
     })
     .await

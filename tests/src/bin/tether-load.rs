@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use tether_tests::harness::manager::{Manager, Options};
+use tether_tests::harness::process::binary;
+use tether_tests::harness::{Manager, Options};
 use tether_tests::load::scenarios::{self, Ctx, Scale};
 use tether_tests::load::transport::Target;
 
@@ -49,11 +50,6 @@ enum Cmd {
         #[arg(long)]
         dir: PathBuf,
     },
-}
-
-fn sibling(name: &str) -> Result<PathBuf> {
-    let me = std::env::current_exe()?;
-    Ok(me.parent().context("exe dir")?.join(name))
 }
 
 async fn run(
@@ -115,8 +111,8 @@ fn main() -> ExitCode {
                 if let Some(steps) = idle_steps.filter(|s| s.len() >= 2) {
                     scale.idle_steps = steps;
                 }
-                let manager_bin = manager_bin.map_or_else(|| sibling("tether-manager"), Ok)?;
-                let delegate_bin = delegate_bin.map_or_else(|| sibling("tether-delegate"), Ok)?;
+                let manager_bin = manager_bin.map_or_else(|| binary("tether-manager"), Ok)?;
+                let delegate_bin = delegate_bin.map_or_else(|| binary("tether-delegate"), Ok)?;
                 run(scale, &scenarios, out, manager_bin, delegate_bin).await
             }
             Cmd::BaselineServer { listen, dir } => tether_tests::load::baseline::serve(listen, &dir).await,

@@ -34,7 +34,7 @@ pub fn env_for(manager: &Manager, name: &str, token: &str, state_dir: &Path) -> 
 impl Delegate {
     /// Starts the binary with exactly `env` and `args`.
     pub fn start(env: &[(String, String)], args: &[&str]) -> Result<Self> {
-        let mut command = Command::new(binary("tether-delegate", "TETHER_DELEGATE_BIN")?);
+        let mut command = Command::new(binary("tether-delegate")?);
         command.env_clear().args(args);
         for (key, value) in env {
             command.env(key, value);
@@ -49,7 +49,7 @@ impl Delegate {
 
     /// Runs `tether-delegate health` against `state_dir`.
     pub fn health(state_dir: &Path) -> Result<bool> {
-        let status = Command::new(binary("tether-delegate", "TETHER_DELEGATE_BIN")?)
+        let status = Command::new(binary("tether-delegate")?)
             .env_clear()
             .args(["health", "--state-dir"])
             .arg(state_dir)

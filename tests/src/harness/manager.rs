@@ -1,20 +1,30 @@
-//! The real manager: `tether-manager init --data-dir <tmp> --json`, then `serve --data-dir
-//! <tmp> --listen <addr>:<free port>`, ready once `/readyz` answers 200 (polled with a
-//! deadline); killed on drop. A small REST client for the admin API (delegate list, ping,
-//! revoke, rotate, rotation status) and a runner for the admin CLI.
+//! The real manager, the one launcher of these tests: `tether-manager init --json` into a
+//! fresh data dir, then `serve --listen <ip>:0`; the address it bound is read back from its
+//! `tether-manager listening` log line (no port picked here and released, so no race), and it
+//! is ready once `/readyz` answers 200 (polled with a deadline). It can be stopped with
+//! SIGTERM or `kill -9` and served again on the same data dir and the same address; killed on
+//! drop. An HTTPS client for the admin API ([`Manager::api`] and a few typed calls) and a
+//! runner for the admin CLI.
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
-use std::process::Command;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
+use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use tether_protocol::Token;
 use uuid::Uuid;
 
 use super::poll;
 use super::process::{binary, Proc};
+use crate::load::transport::Target;
+
+/// How long one admin API request may take.
+pub const REQUEST_WITHIN: Duration = Duration::from_secs(20);
+/// How long a start (up to `/readyz`) or a graceful stop may take.
+const START_WITHIN: Duration = Duration::from_secs(30);
 
 /// What `init --json` prints.
 #[derive(Debug, Clone, Deserialize)]
@@ -25,7 +35,7 @@ pub struct Init {
     pub default_token: String,
     /// Its id.
     pub default_token_id: Uuid,
-    /// The first admin token.
+    /// The first admin token (scope admin).
     pub admin_token: String,
     /// Absolute path of the CA PEM.
     pub ca_cert: PathBuf,
@@ -59,19 +69,22 @@ pub struct Rotation {
     pub token: String,
 }
 
-/// Options of [`Manager::start`].
+/// Options of [`Manager::start_with`].
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Address to listen on (port chosen free).
+    /// Address to listen on (the port is chosen by the manager's bind).
     pub listen_ip: IpAddr,
+    /// `init --account`; default: the manager's own default.
+    pub account: Option<String>,
     /// Extra certificate SANs (`--tls-san`).
     pub tls_sans: Vec<String>,
-    /// Environment for `serve` (e.g. `TETHER_HEARTBEAT_SECS`).
+    /// Environment for `serve` (e.g. `TETHER_HEARTBEAT_SECS`, `RUST_LOG`); every other
+    /// `TETHER_*` variable of the test's own environment is removed.
     pub env: Vec<(String, String)>,
     /// Host name the REST client uses (resolved to the listen address), e.g. one of
     /// `tls_sans`; default: the listen IP.
     pub url_host: Option<String>,
-    /// The manager binary; default `$TETHER_MANAGER_BIN` or `target/debug/tether-manager`.
+    /// The manager binary; default: [`binary`]`("tether-manager")`.
     pub bin: Option<PathBuf>,
 }
 
@@ -79,11 +92,19 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             listen_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            account: None,
             tls_sans: Vec::new(),
-            env: vec![("TETHER_HEARTBEAT_SECS".into(), "2".into())],
+            env: Vec::new(),
             url_host: None,
             bin: None,
         }
+    }
+}
+
+impl Options {
+    /// The defaults with `env` for `serve`.
+    pub fn with_env(env: &[(&str, &str)]) -> Self {
+        Self { env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), ..Self::default() }
     }
 }
 
@@ -92,54 +113,71 @@ impl Default for Options {
 pub struct Manager {
     proc: Option<Proc>,
     bin: PathBuf,
-    /// Its data dir (removed on drop).
-    pub data_dir: tempfile::TempDir,
-    /// Where it listens.
+    dir: tempfile::TempDir,
+    /// Where it listens (the same address after every restart).
     pub addr: SocketAddr,
     /// What init printed.
     pub init: Init,
+    init_raw: String,
     options: Options,
     http: reqwest::Client,
+    /// The logs of earlier starts (this process's log is appended when it ends).
+    earlier_logs: Vec<String>,
 }
 
-/// A free TCP port on `ip`.
-pub fn free_port(ip: IpAddr) -> Result<u16> {
-    Ok(std::net::TcpListener::bind((ip, 0))?.local_addr()?.port())
+/// The address in a `tether-manager listening` log line: its `https://ADDR` URL field, the
+/// same in the text and the JSON log formats.
+pub fn listening_addr(line: &str) -> Option<SocketAddr> {
+    let (_, after) = line.split_once("tether-manager listening")?;
+    let (_, url) = after.split_once("https://")?;
+    let end = url.find(|c: char| !(c.is_ascii_hexdigit() || ".:[]".contains(c))).unwrap_or(url.len());
+    url.get(..end)?.parse().ok()
 }
 
-fn http_client(ca_pem: &[u8], resolve: Option<(&str, SocketAddr)>) -> Result<reqwest::Client> {
-    use rustls_pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem) {
-        roots.add(cert.context("CA PEM")?)?;
+/// An HTTPS client trusting `target`'s CA, from `source` when given, resolving `host` to the
+/// target's address when given.
+fn http_client(target: &Target, source: Option<IpAddr>, host: Option<&str>) -> Result<reqwest::Client> {
+    let mut builder =
+        reqwest::Client::builder().use_preconfigured_tls((*target.tls).clone()).timeout(REQUEST_WITHIN);
+    if let Some(ip) = source {
+        builder = builder.local_address(ip);
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let mut builder = reqwest::Client::builder().use_preconfigured_tls(tls).timeout(Duration::from_secs(20));
-    if let Some((host, addr)) = resolve {
-        builder = builder.resolve(host, addr);
+    if let Some(host) = host {
+        builder = builder.resolve(host, target.addr);
     }
     Ok(builder.build()?)
 }
 
+/// A command for the manager binary without the test's own `TETHER_*` environment.
+fn command(bin: &Path) -> Command {
+    let mut command = Command::new(bin);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("TETHER_") {
+            command.env_remove(key);
+        }
+    }
+    command
+}
+
 impl Manager {
-    /// Inits a fresh data dir and serves it on loopback.
-    pub async fn start() -> Result<Self> {
-        Self::start_with(Options::default()).await
+    /// Inits a fresh data dir and serves it on 127.0.0.1 with `env` for `serve` (e.g.
+    /// `TETHER_HANDSHAKE_FAIL_LIMIT`, `RUST_LOG`).
+    pub async fn start(env: &[(&str, &str)]) -> Result<Self> {
+        Self::start_with(Options::with_env(env)).await
     }
 
     /// Inits a fresh data dir and serves it with `options`.
     pub async fn start_with(options: Options) -> Result<Self> {
         let bin = match &options.bin {
             Some(bin) => bin.clone(),
-            None => binary("tether-manager", "TETHER_MANAGER_BIN")?,
+            None => binary("tether-manager")?,
         };
-        let data_dir = tempfile::tempdir()?;
-        let mut init = Command::new(&bin);
-        init.args(["init", "--json", "--data-dir"]).arg(data_dir.path());
+        let dir = tempfile::tempdir()?;
+        let mut init = command(&bin);
+        init.args(["init", "--json", "--data-dir"]).arg(dir.path().join("data"));
+        if let Some(account) = &options.account {
+            init.args(["--account", account]);
+        }
         for san in &options.tls_sans {
             init.args(["--tls-san", san]);
         }
@@ -147,54 +185,150 @@ impl Manager {
         if !out.status.success() {
             bail!("tether-manager init failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
         }
-        let init: Init = serde_json::from_slice(&out.stdout).context("parsing `init --json`")?;
-        let ca =
-            std::fs::read(&init.ca_cert).with_context(|| format!("reading {}", init.ca_cert.display()))?;
-        let addr = SocketAddr::new(options.listen_ip, free_port(options.listen_ip)?);
-        let http = http_client(&ca, options.url_host.as_deref().map(|h| (h, addr)))?;
-        let mut manager = Self { proc: None, bin, data_dir, addr, init, options, http };
-        manager.serve().await?;
+        let init_raw = String::from_utf8(out.stdout).context("init --json printed no UTF-8")?;
+        let init: Init = serde_json::from_str(&init_raw).context("parsing `init --json`")?;
+        let (proc, addr) = Self::launch(&bin, &dir.path().join("data"), &options, None).await?;
+        let target = Target::new(addr, "localhost", &init.ca_cert)?;
+        let http = http_client(&target, None, options.url_host.as_deref())?;
+        let manager = Self {
+            proc: Some(proc),
+            bin,
+            dir,
+            addr,
+            init,
+            init_raw,
+            options,
+            http,
+            earlier_logs: Vec::new(),
+        };
+        manager.wait_ready().await?;
         Ok(manager)
     }
 
-    async fn serve(&mut self) -> Result<()> {
-        let mut command = Command::new(&self.bin);
-        command
-            .args(["serve", "--data-dir"])
-            .arg(self.data_dir.path())
-            .args(["--listen", &self.addr.to_string()])
-            .env("RUST_LOG", "info");
-        for (key, value) in &self.options.env {
-            command.env(key, value);
+    /// Spawns `serve` on `addr` (or port 0 of the listen IP) and reads back the bound address.
+    async fn launch(
+        bin: &Path,
+        data_dir: &Path,
+        options: &Options,
+        addr: Option<SocketAddr>,
+    ) -> Result<(Proc, SocketAddr)> {
+        let listen = addr.unwrap_or(SocketAddr::new(options.listen_ip, 0));
+        let mut serve = command(bin);
+        serve.args(["serve", "--data-dir"]).arg(data_dir).args(["--listen", &listen.to_string()]);
+        serve.env("RUST_LOG", "info");
+        for (key, value) in &options.env {
+            serve.env(key, value);
         }
-        self.proc = Some(Proc::spawn("tether-manager serve", command)?);
-        let url = format!("{}/readyz", self.url());
-        let http = self.http.clone();
-        poll::until("the manager's /readyz", Duration::from_secs(30), || {
-            let (http, url) = (http.clone(), url.clone());
-            async move { Ok(http.get(&url).send().await.ok().filter(|r| r.status().is_success()).map(|_| ())) }
+        let mut proc = Proc::spawn("tether-manager serve", serve)?;
+        let bound = poll::until("the manager's `listening` log line", START_WITHIN, || {
+            let found = proc.lines().iter().find_map(|l| listening_addr(l));
+            let exited = !proc.running();
+            async move {
+                match found {
+                    Some(addr) => Ok(Some(addr)),
+                    None if exited => Err(anyhow!("the manager exited")),
+                    None => Ok(None),
+                }
+            }
         })
         .await
-        .with_context(|| format!("manager log:\n{}", self.log()))
+        .with_context(|| format!("manager log:\n{}", proc.log()))?;
+        Ok((proc, bound))
     }
 
-    /// Stops the manager (SIGTERM, then waits) and serves the same data dir on the same
-    /// address again.
-    pub async fn restart(&mut self) -> Result<()> {
-        if let Some(mut proc) = self.proc.take() {
-            proc.terminate()?;
-            proc.wait_exit(Duration::from_secs(15)).await?;
+    async fn wait_ready(&self) -> Result<()> {
+        let url = format!("{}/readyz", self.url());
+        poll::until("the manager's /readyz", START_WITHIN, || async {
+            Ok(self.http.get(&url).send().await?.status().is_success().then_some(()))
+        })
+        .await
+        .with_context(|| format!("manager log:\n{}", self.logs()))
+    }
+
+    /// Serves the same data dir on the same address again (after [`Manager::kill9`] or
+    /// [`Manager::stop`]); waits for `/readyz`.
+    pub async fn serve(&mut self) -> Result<()> {
+        if self.proc.is_some() {
+            bail!("the manager is already running");
         }
+        let data_dir = self.data_dir();
+        let (proc, addr) = Self::launch(&self.bin, &data_dir, &self.options, Some(self.addr)).await?;
+        self.proc = Some(proc);
+        if addr != self.addr {
+            bail!("the manager came back on {addr}, not {}", self.addr);
+        }
+        self.wait_ready().await
+    }
+
+    fn ended(&mut self, proc: Proc) {
+        self.earlier_logs.push(proc.log());
+    }
+
+    /// `kill -9`: no chance to flush or drain.
+    pub fn kill9(&mut self) -> Result<()> {
+        if let Some(mut proc) = self.proc.take() {
+            let killed = proc.kill9();
+            self.ended(proc);
+            killed?;
+        }
+        Ok(())
+    }
+
+    /// Sends SIGTERM (the manager says goodbye and drains); see [`Manager::wait_exit`].
+    pub fn terminate(&self) -> Result<()> {
+        self.proc.as_ref().context("the manager is not running")?.terminate()
+    }
+
+    /// Waits for the exit within `limit` (after [`Manager::terminate`]); the status and how
+    /// long it took.
+    pub async fn wait_exit(&mut self, limit: Duration) -> Result<(ExitStatus, Duration)> {
+        let mut proc = self.proc.take().context("the manager is not running")?;
+        let exited = proc.wait_exit(limit).await;
+        self.ended(proc);
+        exited
+    }
+
+    /// Stops the manager (SIGTERM, then waits).
+    pub async fn stop(&mut self) -> Result<()> {
+        if self.proc.is_some() {
+            self.terminate()?;
+            self.wait_exit(START_WITHIN).await?;
+        }
+        Ok(())
+    }
+
+    /// Stops the manager gracefully and serves the same data dir on the same address again.
+    pub async fn restart(&mut self) -> Result<()> {
+        self.stop().await?;
         self.serve().await
     }
 
-    /// Stops the manager for good.
-    pub async fn stop(&mut self) -> Result<()> {
-        if let Some(mut proc) = self.proc.take() {
-            proc.terminate()?;
-            proc.wait_exit(Duration::from_secs(15)).await?;
-        }
-        Ok(())
+    /// The data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// The SQLite database file.
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir().join("tether.db")
+    }
+
+    /// The raw `init --json` output (it holds secrets: for the secret scan's list only).
+    pub fn init_json(&self) -> &str {
+        &self.init_raw
+    }
+
+    /// Everything the manager wrote to stdout and stderr, over all its starts.
+    pub fn logs(&self) -> String {
+        self.log_lines().join("\n")
+    }
+
+    /// The log lines of all its starts.
+    pub fn log_lines(&self) -> Vec<String> {
+        let mut lines: Vec<String> =
+            self.earlier_logs.iter().flat_map(|l| l.lines().map(str::to_owned)).collect();
+        lines.extend(self.proc.as_ref().map(Proc::lines).unwrap_or_default());
+        lines
     }
 
     /// `https://addr` (or `https://<url_host>:port`).
@@ -215,45 +349,55 @@ impl Manager {
         &self.http
     }
 
-    /// Runs an admin CLI subcommand with `--json` and parses what it prints.
-    pub fn cli_json(&self, args: &[&str]) -> Result<Value> {
-        let out = self.cli(&[args, &["--json"]].concat())?;
-        if !out.status.success() {
-            bail!("tether-manager {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
-        }
-        Ok(serde_json::from_slice(&out.stdout)?)
+    /// An HTTPS client whose connections come from `source` (a 127.0.0.x address).
+    pub fn http_from(&self, source: IpAddr) -> Result<reqwest::Client> {
+        http_client(&self.target()?, Some(source), self.options.url_host.as_deref())
     }
 
-    /// The manager's log so far.
-    pub fn log(&self) -> String {
-        self.proc.as_ref().map(Proc::log).unwrap_or_default()
+    /// The delegate endpoint, trusting the manager's CA, verifying the name `localhost`.
+    pub fn target(&self) -> Result<Target> {
+        Target::new(self.addr, "localhost", &self.init.ca_cert)
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value> {
-        let mut request = self
-            .http
-            .request(method.clone(), format!("{}{path}", self.url()))
-            .bearer_auth(&self.init.admin_token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.with_context(|| format!("{method} {path}"))?;
-        let status = response.status();
-        let text = response.text().await?;
+    /// One API call with the first admin token; the status and the JSON body (`Null` when
+    /// empty or not JSON).
+    pub async fn api(&self, method: Method, path: &str, body: Option<Value>) -> Result<(StatusCode, Value)> {
+        api_call(&self.http, &self.url(), method, path, Some(&self.init.admin_token), body).await
+    }
+
+    /// [`Manager::api`] that must succeed; the body.
+    async fn api_ok(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value> {
+        let (status, v) = self.api(method.clone(), path, body).await?;
         if !status.is_success() {
-            bail!("{method} {path}: {status}: {text}");
+            bail!("{method} {path}: {status}: {v}");
         }
-        Ok(if text.is_empty() { Value::Null } else { serde_json::from_str(&text)? })
+        Ok(v)
+    }
+
+    /// Creates a token in `account` with extra fields (`expires_in_secs`, `allowed_cidrs`).
+    pub async fn create_token(&self, account: &str, name: &str, extra: Value) -> Result<Token> {
+        let mut body = json!({ "name": name });
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            b.extend(e.clone());
+        }
+        let v = self.api_ok(Method::POST, &format!("/api/v1/accounts/{account}/tokens"), Some(body)).await?;
+        let value = v["value"].as_str().context("created token has no `value`")?;
+        Token::parse(value).map_err(|e| anyhow!("created token does not parse: {e}"))
+    }
+
+    /// The default token of the first account.
+    pub fn default_token(&self) -> Result<Token> {
+        Token::parse(&self.init.default_token).map_err(|e| anyhow!("default token: {e}"))
     }
 
     /// Live delegate sessions.
     pub async fn delegates(&self) -> Result<Vec<DelegateRow>> {
-        Ok(serde_json::from_value(self.call(reqwest::Method::GET, "/api/v1/delegates", None).await?)?)
+        Ok(serde_json::from_value(self.api_ok(Method::GET, "/api/v1/delegates", None).await?)?)
     }
 
     /// Waits until a session of `name` on `token_id` is live; returns it.
     pub async fn wait_for_session(&self, name: &str, token_id: Uuid, limit: Duration) -> Result<DelegateRow> {
-        poll::until(&format!("a session of `{name}` on token {token_id}"), limit, || async {
+        poll::until(format!("a session of `{name}` on token {token_id}"), limit, || async {
             Ok(self.delegates().await?.into_iter().find(|d| d.name == name && d.token_id == token_id))
         })
         .await
@@ -262,36 +406,89 @@ impl Manager {
     /// Pings a session through the REST API; returns the echoed payload.
     pub async fn ping(&self, session_id: Uuid, payload: &str) -> Result<String> {
         let path = format!("/api/v1/delegates/{session_id}/ping");
-        let reply = self.call(reqwest::Method::POST, &path, Some(json!({ "payload": payload }))).await?;
+        let reply = self.api_ok(Method::POST, &path, Some(json!({ "payload": payload }))).await?;
         reply["payload"].as_str().map(str::to_owned).context("ping reply without payload")
     }
 
     /// Revokes a token of the init account.
     pub async fn revoke(&self, token_id: Uuid) -> Result<()> {
         let path = format!("/api/v1/accounts/{}/tokens/{token_id}/revoke", self.init.account_id);
-        self.call(reqwest::Method::POST, &path, Some(json!({}))).await.map(drop)
+        self.api_ok(Method::POST, &path, Some(json!({}))).await.map(drop)
     }
 
     /// Rotates a token of the init account with a grace window.
     pub async fn rotate(&self, token_id: Uuid, grace_secs: u64) -> Result<Rotation> {
         let path = format!("/api/v1/accounts/{}/tokens/{token_id}/rotate", self.init.account_id);
-        let body = self.call(reqwest::Method::POST, &path, Some(json!({ "grace_secs": grace_secs }))).await?;
+        let body = self.api_ok(Method::POST, &path, Some(json!({ "grace_secs": grace_secs }))).await?;
         Ok(serde_json::from_value(body)?)
     }
 
     /// A rotation's status document.
     pub async fn rotation(&self, rotation_id: Uuid) -> Result<Value> {
-        self.call(reqwest::Method::GET, &format!("/api/v1/rotations/{rotation_id}"), None).await
+        self.api_ok(Method::GET, &format!("/api/v1/rotations/{rotation_id}"), None).await
     }
 
-    /// Runs the admin CLI against this manager (`--manager`, `--admin-token`, `--ca-cert` set).
-    pub fn cli(&self, args: &[&str]) -> Result<std::process::Output> {
-        Command::new(&self.bin)
-            .args(args)
+    /// The admin CLI against this manager (`TETHER_MANAGER_URL`, `TETHER_ADMIN_TOKEN`,
+    /// `TETHER_CA_CERT` set), to run blocking or through `tokio::process`.
+    pub fn cli_command(&self, args: &[&str]) -> Command {
+        let mut cli = command(&self.bin);
+        cli.args(args)
             .env("TETHER_MANAGER_URL", self.url())
             .env("TETHER_ADMIN_TOKEN", &self.init.admin_token)
-            .env("TETHER_CA_CERT", &self.init.ca_cert)
-            .output()
-            .context("running the tether-manager CLI")
+            .env("TETHER_CA_CERT", &self.init.ca_cert);
+        cli
+    }
+
+    /// Runs the admin CLI against this manager.
+    pub fn cli(&self, args: &[&str]) -> Result<std::process::Output> {
+        self.cli_command(args).output().context("running the tether-manager CLI")
+    }
+
+    /// Runs an admin CLI subcommand with `--json` and parses what it prints.
+    pub fn cli_json(&self, args: &[&str]) -> Result<Value> {
+        let out = self.cli(&[args, &["--json"]].concat())?;
+        if !out.status.success() {
+            bail!("tether-manager {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(serde_json::from_slice(&out.stdout)?)
+    }
+}
+
+/// One API call: `Authorization: Bearer <token>` when given; the status and the JSON body
+/// (`Null` when empty or not JSON).
+pub async fn api_call(
+    client: &reqwest::Client,
+    base: &str,
+    method: Method,
+    path: &str,
+    bearer: Option<&str>,
+    body: Option<Value>,
+) -> Result<(StatusCode, Value)> {
+    let mut req = client.request(method.clone(), format!("{base}{path}"));
+    if let Some(t) = bearer {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.with_context(|| format!("{method} {path}"))?;
+    let status = resp.status();
+    let text = resp.text().await?;
+    Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_listening_line_gives_the_bound_address_in_both_log_formats() {
+        let text = "\u{1b}[2m2026-01-01T00:00:00Z\u{1b}[0m INFO tether_manager::server: tether-manager \
+                    listening \u{1b}[3maddr\u{1b}[0m\u{1b}[2m=\u{1b}[0m127.0.0.1:35741 \u{1b}[3murl\u{1b}[0m\
+                    \u{1b}[2m=\u{1b}[0mhttps://127.0.0.1:35741";
+        assert_eq!(listening_addr(text), Some("127.0.0.1:35741".parse().unwrap()));
+        let json = r#"{"level":"INFO","message":"tether-manager listening","addr":"[::1]:8443","url":"https://[::1]:8443"}"#;
+        assert_eq!(listening_addr(json), Some("[::1]:8443".parse().unwrap()));
+        assert_eq!(listening_addr("INFO using the generated CA url=https://127.0.0.1:1"), None);
     }
 }

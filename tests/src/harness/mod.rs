@@ -1,16 +1,23 @@
-//! Harness for the delegate's end-to-end tests: the REAL `tether-manager` (`init --json`, then
-//! `serve` on a free port, `/readyz` polled with a deadline, killed on drop) and the REAL
-//! `tether-delegate` binary, with their logs collected. Binaries come from the workspace's
-//! `target/debug` (built by `cargo build --bins`, which `tests/run.sh` does first) unless
-//! `TETHER_MANAGER_BIN` / `TETHER_DELEGATE_BIN` name others.
+//! The end-to-end harness, one of each: the REAL `tether-manager` ([`manager::Manager`]:
+//! `init --json`, then `serve` on port 0 with the bound address read back, `/readyz` polled,
+//! `kill -9` or SIGTERM and restart on the same data dir and address, killed on drop, with an
+//! admin API client) and the REAL `tether-delegate` binary, with their logs collected.
+//! Binaries come from the workspace's `target/debug` (built by `cargo build --workspace
+//! --bins`, which `tests/run.sh` does first) unless `TETHER_MANAGER_BIN` /
+//! `TETHER_DELEGATE_BIN` name others.
 //!
-//! - [`process`]: binary lookup and a child process whose stderr lines are collected.
-//! - [`manager`]: the manager process and a small REST client for its admin API.
+//! - [`process`]: the binary lookup and a child process whose output lines are collected.
+//! - [`manager`]: the manager process and its admin API / CLI clients.
 //! - [`delegate`]: the delegate process.
 //! - [`docker`]: a Docker test run (unique names, drop-guard cleanup, the delegate image).
-//! - [`poll`]: bounded polling.
+//! - [`poll`]: bounded polling, the one way to wait for state.
+//! - [`clock`]: unix seconds.
+pub mod clock;
 pub mod delegate;
 pub mod docker;
 pub mod manager;
 pub mod poll;
 pub mod process;
+
+pub use clock::unix_now;
+pub use manager::{api_call, Manager, Options};

@@ -1,10 +1,11 @@
-//! Locating the workspace's binaries, and a child process whose stderr lines are collected
-//! (for assertions on logs) and which is killed on drop.
-use std::io::{BufRead, BufReader};
+//! Locating the workspace's binaries (one lookup), and a child process whose output lines are
+//! collected (for assertions on logs) and which is killed on drop.
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
@@ -15,36 +16,41 @@ pub fn target_dir() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("target"))
 }
 
-/// Path of a workspace binary: `$<env_var>` if set, else `target/debug/<name>`.
-pub fn binary(name: &str, env_var: &str) -> Result<PathBuf> {
-    if let Some(path) = std::env::var_os(env_var) {
+/// The variable that overrides where binary `name` is found: `tether-manager` →
+/// `TETHER_MANAGER_BIN` (to check a test against an earlier build).
+pub fn override_var(name: &str) -> String {
+    format!("{}_BIN", name.to_ascii_uppercase().replace('-', "_"))
+}
+
+/// Path of a workspace binary: `$TETHER_<NAME>_BIN` if set and not empty, else `<name>` in
+/// the profile directory of the running executable (`target/debug/` for a test in
+/// `target/debug/deps/`, or for `tether-load` itself), else `target/debug/<name>`.
+pub fn binary(name: &str) -> Result<PathBuf> {
+    let var = override_var(name);
+    if let Some(path) = std::env::var_os(&var).filter(|p| !p.is_empty()) {
         return Ok(PathBuf::from(path));
     }
-    let path = target_dir().join("debug").join(name);
-    if !path.exists() {
-        bail!("{} is missing: build it first (`cargo build --bins`) or set {env_var}", path.display());
+    let exe = std::env::current_exe().context("locating the running executable")?;
+    let mut dir = exe.parent().context("the running executable has no directory")?;
+    if dir.file_name().is_some_and(|d| d == "deps") {
+        dir = dir.parent().context("deps/ has no parent")?;
     }
-    Ok(path)
+    for candidate in [dir.join(name), target_dir().join("debug").join(name)] {
+        if candidate.exists() {
+            return Ok(candidate);
+        }
+    }
+    bail!("{name} is not built: run `cargo build --workspace --bins` first, or set {var}")
 }
 
-/// A workspace binary built by the same cargo invocation as the running test:
-/// `target/<profile>/<name>`, beside the test executable's `deps/` directory.
-pub fn sibling_binary(name: &str) -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let dir = exe.parent().and_then(Path::parent).context("test executable has no target dir")?;
-    let path = dir.join(name);
-    if !path.exists() {
-        bail!("{} is not built: run `cargo build --workspace --bins` first", path.display());
-    }
-    Ok(path)
-}
+type Lines = Arc<Mutex<Vec<String>>>;
 
-/// A running child process; its stderr lines are collected; killed on drop.
+/// A running child process; its stdout and stderr lines are collected; killed on drop.
 #[derive(Debug)]
 pub struct Proc {
     child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-    reader: Option<std::thread::JoinHandle<()>>,
+    lines: Lines,
+    readers: Vec<JoinHandle<()>>,
     name: String,
 }
 
@@ -55,21 +61,25 @@ impl Drop for Proc {
     }
 }
 
+fn collect(from: impl Read + Send + 'static, sink: Lines) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        for line in BufReader::new(from).lines() {
+            let Ok(line) = line else { break };
+            sink.lock().unwrap_or_else(PoisonError::into_inner).push(line);
+        }
+    })
+}
+
 impl Proc {
-    /// Spawns `command` with stderr piped into the collected log.
+    /// Spawns `command` with its stdout and stderr collected into one log.
     pub fn spawn(name: &str, mut command: Command) -> Result<Self> {
-        command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = command.spawn().with_context(|| format!("starting {name}"))?;
+        let lines = Lines::default();
+        let stdout = child.stdout.take().context("stdout piped")?;
         let stderr = child.stderr.take().context("stderr piped")?;
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                sink.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(line);
-            }
-        });
-        Ok(Self { child, lines, reader: Some(reader), name: name.to_owned() })
+        let readers = vec![collect(stdout, lines.clone()), collect(stderr, lines.clone())];
+        Ok(Self { child, lines, readers, name: name.to_owned() })
     }
 
     /// The process id.
@@ -79,7 +89,12 @@ impl Proc {
 
     /// The log so far.
     pub fn log(&self) -> String {
-        self.lines.lock().unwrap_or_else(std::sync::PoisonError::into_inner).join("\n")
+        self.lines().join("\n")
+    }
+
+    /// The log lines so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// Whether it is still running.
@@ -87,7 +102,7 @@ impl Proc {
         matches!(self.child.try_wait(), Ok(None))
     }
 
-    /// Sends SIGTERM.
+    /// Sends SIGTERM (through `kill`, as Docker or systemd would).
     pub fn terminate(&self) -> Result<()> {
         let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status()?;
         if !status.success() {
@@ -96,22 +111,32 @@ impl Proc {
         Ok(())
     }
 
+    /// `kill -9`: no chance to flush or drain. Waits for the exit; the log is complete after.
+    pub fn kill9(&mut self) -> Result<()> {
+        self.child.kill()?; // SIGKILL on Unix
+        self.child.wait()?;
+        self.join_readers();
+        Ok(())
+    }
+
+    fn join_readers(&mut self) {
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
+    }
+
     /// Waits for the exit within `limit`; returns the status and how long it took. The log is
     /// complete afterwards.
     pub async fn wait_exit(&mut self, limit: Duration) -> Result<(ExitStatus, Duration)> {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                let elapsed = start.elapsed();
-                if let Some(reader) = self.reader.take() {
-                    let _ = reader.join();
-                }
-                return Ok((status, elapsed));
-            }
-            if start.elapsed() >= limit {
-                bail!("{} did not exit within {limit:?}; log:\n{}", self.name, self.log());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let start = tokio::time::Instant::now();
+        let child = &mut self.child;
+        let status = super::poll::until(&format!("{} to exit", self.name), limit, || {
+            let exited = child.try_wait().context("waiting for the child");
+            async move { exited }
+        })
+        .await
+        .with_context(|| format!("log:\n{}", self.log()))?;
+        self.join_readers();
+        Ok((status, start.elapsed()))
     }
 }
