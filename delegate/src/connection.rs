@@ -11,13 +11,14 @@ use rustls::{ClientConfig, RootCertStore};
 use tether_protocol::error::{HandshakeError, Rejection};
 use tether_protocol::frame::MAX_MAX_FRAME;
 use tether_protocol::handshake::client::ClientHandshake;
-use tether_protocol::message::{DelegateInfo, Welcome};
+use tether_protocol::message::{C2s, DelegateInfo, GoodbyeReason, Welcome};
 use tether_protocol::session::ClientSession;
 use tether_protocol::Token;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use uuid::Uuid;
@@ -37,17 +38,76 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Limit for each handshake message from the manager.
 pub const HANDSHAKE_STEP_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Limit for one write to the manager.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// Limit for the closing handshake.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_millis(800);
+
 /// An authenticated session on a live connection.
 #[derive(Debug)]
 pub struct Connection {
     /// The WebSocket.
-    pub ws: Ws,
+    pub link: Link,
     /// The protocol session (keys and sequence numbers).
     pub session: ClientSession,
     /// The verified welcome.
     pub welcome: Welcome,
     /// The token id this session authenticated with.
     pub token_id: Uuid,
+}
+
+impl Connection {
+    /// Says goodbye and closes a session we do not use (e.g. the proof of a rotated token).
+    pub async fn close_quietly(mut self) {
+        let bytes = self.session.encode(C2s::Goodbye { seq: 0, reason: GoodbyeReason::Shutdown });
+        let _ = self.link.send(bytes).await;
+        self.link.close(tether_protocol::error::close::NORMAL).await;
+    }
+}
+
+/// The WebSocket of an authenticated connection: every write and the close are time-bounded.
+#[derive(Debug)]
+pub struct Link {
+    ws: Ws,
+}
+
+impl Link {
+    /// Sends a binary message within [`SEND_TIMEOUT`].
+    pub async fn send(&mut self, bytes: Vec<u8>) -> Result<(), String> {
+        match tokio::time::timeout(SEND_TIMEOUT, self.ws.send(Message::Binary(bytes.into()))).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(err)) => Err(format!("send failed: {err}")),
+            Err(_) => Err("send timed out".into()),
+        }
+    }
+
+    /// Sends a WebSocket ping within [`SEND_TIMEOUT`].
+    pub async fn ping(&mut self) -> Result<(), String> {
+        match tokio::time::timeout(SEND_TIMEOUT, self.ws.send(Message::Ping(Vec::new().into()))).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err("ping failed".into()),
+        }
+    }
+
+    /// The next message from the manager; `None` when the stream ended.
+    pub async fn next(&mut self) -> Option<Result<Message, tokio_tungstenite::tungstenite::Error>> {
+        self.ws.next().await
+    }
+
+    /// Sends a close frame and waits briefly (at most [`CLOSE_TIMEOUT`]) for the manager's.
+    pub async fn close(&mut self, code: u16) {
+        let frame = CloseFrame { code: CloseCode::from(code), reason: "".into() };
+        let closing = async {
+            let _ = self.ws.close(Some(frame)).await;
+            // Drain until the peer's close or the end; bounded by the timeout below.
+            while let Some(Ok(msg)) = self.ws.next().await {
+                if msg.is_close() {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, closing).await;
+    }
 }
 
 /// Why a connection attempt failed.
@@ -157,7 +217,7 @@ impl Connector {
         ws.send(Message::Binary(hello.into())).await.map_err(|e| ConnectError::WebSocket(Box::new(e)))?;
         let welcome_bytes = next_binary(&mut ws, "waiting for the welcome").await?;
         let (session, welcome) = awaiting.receive_welcome(&welcome_bytes).map_err(ConnectError::Handshake)?;
-        Ok(Connection { ws, session, welcome, token_id: token.id() })
+        Ok(Connection { link: Link { ws }, session, welcome, token_id: token.id() })
     }
 
     async fn open(&self) -> Result<Ws, ConnectError> {

@@ -6,9 +6,11 @@
 //! - [`strings`]: the `Strings` source the configuration reads (environment or a map).
 //! - [`config`]: validation into [`config::Config`]; errors name the variable, never its value.
 //! - [`connection`]: TCP, TLS, WebSocket and the v1 handshake, giving an authenticated session.
-//! - [`session`]: one session's life: heartbeats, pings, tasks, rotations, and how it ends.
+//! - [`session`]: the socket loop of one session; [`session::driver`] holds its decisions
+//!   (heartbeats, pings, tasks, rotations, how it ends) without sockets or clocks.
 //! - [`agent`]: token choice at start, reconnects with backoff, fatal exit, shutdown.
-//! - [`rotation`]: unseal, prove, apply (docker, file, manual), ack; applied ids remembered.
+//! - [`rotation`]: prove and apply (docker, file, manual) a rotated token; its ledger
+//!   remembers applied, running and pending rotations.
 //! - [`docker`]: own container discovery and self-replacement through the engine.
 //! - [`backoff`]: exponential backoff with full jitter; goodbye jitter.
 //! - [`token_file`]: atomic rewrite of `ACCOUNT_SECRET_FILE`.
@@ -32,3 +34,6 @@ pub mod session;
 pub mod state;
 pub mod strings;
 pub mod token_file;
+
+#[cfg(test)]
+mod test_support;

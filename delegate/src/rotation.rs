@@ -2,13 +2,11 @@
 //! it in the first mode that fits (docker, file, manual) and report the outcome for the
 //! `rotate_ack`. Rotation ids already applied are remembered, so a repeated `rotate` is acked
 //! again and not re-applied.
-use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tether_protocol::message::RotateOutcome;
-use tether_protocol::session::ClientSession;
 use tether_protocol::Token;
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -17,7 +15,10 @@ use crate::connection::{Connection, Connector};
 use crate::docker::container_id::short_id;
 use crate::docker::engine::DockerHost;
 use crate::logging::shown;
-use crate::{session, token_file};
+use crate::token_file;
+
+mod ledger;
+pub use ledger::{Admission, Ledger, PendingReplacement, RotateRequest, RotationStart};
 
 /// How this delegate applies a rotated token (resolved once at start).
 #[derive(Debug, Clone)]
@@ -57,22 +58,6 @@ pub struct RotationDone {
     pub switch_to: Option<(Token, Connection)>,
 }
 
-/// A successor container started for a rotation, waiting to take over.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PendingReplacement {
-    /// The rotation.
-    pub rotation_id: Uuid,
-    /// The successor's container id.
-    pub successor_id: String,
-}
-
-#[derive(Debug, Default)]
-struct Book {
-    completed: HashMap<Uuid, (RotateOutcome, String)>,
-    in_progress: HashSet<Uuid>,
-    pending: Option<PendingReplacement>,
-}
-
 /// Rotation state shared by the sessions and the rotation tasks.
 #[derive(Debug, Clone)]
 pub struct Rotator {
@@ -85,21 +70,8 @@ struct Inner {
     mode: ApplyMode,
     secret_file: Option<PathBuf>,
     replace_timeout: Duration,
-    book: Mutex<Book>,
+    ledger: Ledger,
     done: mpsc::Sender<RotationDone>,
-}
-
-/// The `rotate` message's fields.
-#[derive(Debug)]
-pub struct RotateRequest<'a> {
-    /// Rotation id.
-    pub rotation_id: Uuid,
-    /// Successor token id.
-    pub token_id: Uuid,
-    /// The sealed successor.
-    pub sealed_token: &'a str,
-    /// Deadline of the current token, unix seconds.
-    pub old_token_valid_until: u64,
 }
 
 impl Rotator {
@@ -111,8 +83,7 @@ impl Rotator {
         replace_timeout: Duration,
     ) -> (Self, mpsc::Receiver<RotationDone>) {
         let (done, rx) = mpsc::channel(16);
-        let inner =
-            Inner { connector, mode, secret_file, replace_timeout, book: Mutex::new(Book::default()), done };
+        let inner = Inner { connector, mode, secret_file, replace_timeout, ledger: Ledger::default(), done };
         (Self { inner: Arc::new(inner) }, rx)
     }
 
@@ -121,61 +92,26 @@ impl Rotator {
         &self.inner.mode
     }
 
-    fn book(&self) -> std::sync::MutexGuard<'_, Book> {
-        self.inner.book.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Handles a `rotate`: returns an ack to send now (a repeat of an applied rotation, or a
-    /// token that does not unseal), or starts the rotation in the background.
-    pub fn on_rotate(
-        &self,
-        session: &ClientSession,
-        request: RotateRequest<'_>,
-    ) -> Option<(RotateOutcome, String)> {
-        let RotateRequest { rotation_id, token_id, sealed_token, old_token_valid_until } = request;
-        {
-            let book = self.book();
-            if let Some(done) = book.completed.get(&rotation_id) {
-                tracing::info!(%rotation_id, "rotation already handled; acknowledging again");
-                return Some(done.clone());
-            }
-            if book.in_progress.contains(&rotation_id) {
-                tracing::info!(%rotation_id, "rotation already in progress");
-                return None;
-            }
-        }
-        let token = match session.open_sealed_token(rotation_id, token_id, sealed_token) {
-            Ok(token) => token,
-            Err(err) => {
-                tracing::warn!(%rotation_id, error = %err, "cannot open the rotated token");
-                return Some((RotateOutcome::Failed, format!("cannot open the sealed token: {err}")));
-            }
-        };
-        tracing::info!(%rotation_id, new_token_id = %token_id, mode = self.mode().name(), "token rotation received");
-        self.book().in_progress.insert(rotation_id);
-        let this = self.clone();
-        tokio::spawn(async move {
-            let done = this.rotate(rotation_id, token, old_token_valid_until).await;
-            {
-                let mut book = this.book();
-                book.in_progress.remove(&rotation_id);
-                if done.outcome != RotateOutcome::Failed {
-                    book.completed.insert(rotation_id, (done.outcome, done.detail.clone()));
-                }
-            }
-            let _ = this.inner.done.send(done).await;
-        });
-        None
-    }
-
-    /// Takes the pending replacement (at SIGTERM: the successor took over).
-    pub fn take_pending(&self) -> Option<PendingReplacement> {
-        self.book().pending.take()
+    /// The rotation ledger the sessions decide with.
+    pub fn ledger(&self) -> &Ledger {
+        &self.inner.ledger
     }
 
     /// Whether a successor container is waiting to take over.
     pub fn has_pending(&self) -> bool {
-        self.book().pending.is_some()
+        self.inner.ledger.has_pending()
+    }
+
+    /// Runs an admitted rotation in the background; its result arrives as a [`RotationDone`].
+    pub fn start(&self, start: RotationStart) {
+        let RotationStart { rotation_id, token, old_token_valid_until } = start;
+        tracing::info!(%rotation_id, new_token_id = %token.id(), mode = self.mode().name(), "token rotation received");
+        let this = self.clone();
+        tokio::spawn(async move {
+            let done = this.rotate(rotation_id, token, old_token_valid_until).await;
+            this.inner.ledger.finish(rotation_id, done.outcome, &done.detail);
+            let _ = this.inner.done.send(done).await;
+        });
     }
 
     async fn rotate(&self, rotation_id: Uuid, token: Token, valid_until: u64) -> RotationDone {
@@ -204,13 +140,13 @@ impl Rotator {
                         }
                     }
                     Err(err) => {
-                        session::close_quietly(proven).await;
+                        proven.close_quietly().await;
                         fail(format!("cannot rewrite ACCOUNT_SECRET_FILE: {err}"))
                     }
                 }
             }
             ApplyMode::Manual => {
-                session::close_quietly(proven).await;
+                proven.close_quietly().await;
                 let detail = format!(
                     "no Docker socket and no ACCOUNT_SECRET_FILE: deploy the new token {} by hand before {} (unix time); until then this delegate stays on the current token",
                     token.id(),
@@ -221,11 +157,11 @@ impl Rotator {
                 RotationDone { rotation_id, outcome: RotateOutcome::Manual, detail, switch_to: None }
             }
             ApplyMode::Unavailable(reason) => {
-                session::close_quietly(proven).await;
+                proven.close_quietly().await;
                 fail(format!("docker mode is required but unavailable: {reason}"))
             }
             ApplyMode::Docker(host) => {
-                session::close_quietly(proven).await;
+                proven.close_quietly().await;
                 self.replace_container(host, rotation_id, token, fail).await
             }
         }
@@ -260,18 +196,10 @@ impl Rotator {
         };
         tracing::info!(%rotation_id, successor = %short_id(&successor_id), timeout_secs = self.inner.replace_timeout.as_secs(),
             "successor container started; waiting for it to authenticate and take over");
-        self.book().pending = Some(PendingReplacement { rotation_id, successor_id: successor_id.clone() });
+        self.inner.ledger.set_pending(PendingReplacement { rotation_id, successor_id: successor_id.clone() });
         tokio::time::sleep(self.inner.replace_timeout).await;
         // Still here: the successor never stopped this container.
-        let still_pending = {
-            let mut book = self.book();
-            let mine = book.pending.as_ref().is_some_and(|p| p.successor_id == successor_id);
-            if mine {
-                book.pending = None;
-            }
-            mine
-        };
-        if !still_pending {
+        if !self.inner.ledger.take_pending_of(&successor_id) {
             // The shutdown path took it; the process is exiting.
             return RotationDone {
                 rotation_id,
