@@ -67,4 +67,6 @@ for t in "${targets[@]}"; do
 done
 echo "== summary ($summary)"
 cat "$summary"
+echo "== corpus inputs that reach the text bounds (64-byte type, 512-byte ack detail)"
+cargo run --release --quiet --example reach corpus || true
 exit "$status"
