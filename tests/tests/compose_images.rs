@@ -2,7 +2,8 @@
 //! labels, a numeric non-root user, the delegate's health check, and the delegate image within
 //! its size target (15 MB).
 use serde_json::Value;
-use tether_tests::compose::{docker, preflight};
+use tether_tests::compose::preflight;
+use tether_tests::harness::docker::docker;
 
 fn inspect(image: &str) -> Value {
     let text = docker(&["image", "inspect", image]).expect("docker image inspect");

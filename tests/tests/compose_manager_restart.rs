@@ -1,7 +1,8 @@
 //! `docker restart` of the manager: both delegates come back on new sessions by themselves.
 use std::time::Duration;
 
-use tether_tests::compose::{docker, token_id, ComposeProject};
+use tether_tests::compose::{token_id, ComposeProject};
+use tether_tests::harness::docker::docker;
 
 #[test]
 fn manager_restart_both_delegates_reconnect() {

@@ -2,7 +2,8 @@
 //! other delegate stays connected throughout.
 use std::time::{Duration, Instant};
 
-use tether_tests::compose::{docker, token_id, ComposeProject};
+use tether_tests::compose::{token_id, ComposeProject};
+use tether_tests::harness::docker::docker;
 
 /// How long the delegate is cut off (the scenario's duration, not a wait for state).
 const CUT: Duration = Duration::from_secs(20);

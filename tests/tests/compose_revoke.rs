@@ -1,16 +1,14 @@
 //! Revocation in the quick start: both delegates stop with exit 78 (EX_CONFIG), their
 //! restart policy does not turn that into a hot loop of failed handshakes, and the README's
 //! way back (a new token in .env, `docker compose up -d`) brings them back.
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use tether_tests::compose::{find_token_value, token_id, wait_until, ComposeProject, DELEGATES};
+use tether_tests::compose::{created_token_value, token_id, ComposeProject, DELEGATES};
+use tether_tests::harness::poll::until_blocking;
+use tether_tests::harness::unix_now;
 
 /// How long to watch for a hot loop after the first exit.
 const WATCH: Duration = Duration::from_secs(30);
-
-fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs()
-}
 
 #[test]
 fn revoke_stops_both_delegates_with_78_and_no_hot_loop() {
@@ -23,7 +21,7 @@ fn revoke_stops_both_delegates_with_78_and_no_hot_loop() {
     assert_eq!(project.token_state(&token).expect("state"), "revoked");
 
     // Both delegate containers die with 78: the engine's own record (die events).
-    wait_until("both delegates exit 78", Duration::from_secs(30), Duration::from_millis(500), || {
+    until_blocking("both delegates exit 78", Duration::from_secs(30), Duration::from_millis(500), || {
         let events = project.die_events(since)?;
         Ok(DELEGATES
             .iter()
@@ -57,7 +55,7 @@ fn revoke_stops_both_delegates_with_78_and_no_hot_loop() {
     // with it); each tries its token file's revoked token, then the new one from the
     // environment, after the quiet period of the last fatal exit.
     let created = project.admin(&["token", "create", "second"]).expect("token create");
-    let second = find_token_value(&created).expect("token create --json shows the value");
+    let second = created_token_value(&created).expect("token create --json shows the value");
     project.set_dotenv("ACCOUNT_SECRET", &second).expect("edit .env");
     project.compose(&["up", "-d"]).expect("compose up -d");
     let second_id = token_id(&second).expect("token id");

@@ -4,7 +4,8 @@
 //! the unchanged compose file (whose .env still holds the old token) brings the old token back.
 use std::time::Duration;
 
-use tether_tests::compose::{find_token_value, token_id, wait_until, ComposeProject, DELEGATES};
+use tether_tests::compose::{rotated_token_value, token_id, ComposeProject, DELEGATES};
+use tether_tests::harness::poll::until_blocking;
 
 /// Long enough for a loaded 2-core CI machine (each Compose v1 call takes a second or more).
 const GRACE_SECS: u64 = 180;
@@ -23,7 +24,7 @@ fn rotate_replaces_both_containers_and_compose_up_keeps_the_new_token() {
     let rotated = project
         .admin(&["token", "rotate", &old_id, "--grace-secs", &GRACE_SECS.to_string()])
         .expect("token rotate");
-    let new_token = find_token_value(&rotated).expect("token rotate --json shows the successor token");
+    let new_token = rotated_token_value(&rotated).expect("token rotate --json shows the successor token");
     project.remember_secret(new_token.clone());
     let new_id = token_id(&new_token).expect("new token id");
     assert_ne!(new_id, old_id);
@@ -33,7 +34,7 @@ fn rotate_replaces_both_containers_and_compose_up_keeps_the_new_token() {
     let grace = Duration::from_secs(GRACE_SECS - 10);
     project.wait_both_connected(&new_id, &[], grace).expect("both delegates on the new token");
     println!("both delegates on the new token {:?} after the rotate call", rotated_at.elapsed());
-    wait_until("both services replaced", Duration::from_secs(30), Duration::from_millis(500), || {
+    until_blocking("both services replaced", Duration::from_secs(30), Duration::from_millis(500), || {
         for ((service, _), old) in DELEGATES.iter().zip(&before) {
             let ids = project.container_ids(service)?;
             let [id] = ids.as_slice() else { return Ok(None) };
@@ -63,11 +64,11 @@ fn rotate_replaces_both_containers_and_compose_up_keeps_the_new_token() {
         );
         // The old container is gone.
         assert!(
-            tether_tests::compose::docker(&["inspect", old]).is_err(),
+            tether_tests::harness::docker::docker(&["inspect", old]).is_err(),
             "{service}: old container still exists"
         );
     }
-    wait_until("old token revoked", Duration::from_secs(30), Duration::from_millis(500), || {
+    until_blocking("old token revoked", Duration::from_secs(30), Duration::from_millis(500), || {
         Ok((project.token_state(&old_id)? == "revoked").then_some(()))
     })
     .expect("the old token is revoked once both delegates moved");

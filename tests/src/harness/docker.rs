@@ -5,27 +5,29 @@
 //! nothing is ever pulled).
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
-use super::process::target_dir;
+use super::process::{run_ok, run_within, target_dir};
 
 /// Label every object of a run carries.
 pub const RUN_LABEL: &str = "io.tether.e2e-run";
 
-/// Runs `docker args…`; stdout on success, the stderr in the error otherwise.
+/// How long one docker or compose command may take.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// Runs `docker args…` within [`COMMAND_TIMEOUT`]; its stdout (trimmed) on success, the
+/// stderr in the error otherwise.
 pub fn docker(args: &[&str]) -> Result<String> {
-    let out = Command::new("docker").args(args).output().context("running the docker CLI")?;
-    if !out.status.success() {
-        bail!("docker {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    Ok(run_ok(Command::new("docker").args(args), COMMAND_TIMEOUT)?.trim().to_owned())
 }
 
-/// `docker inspect` of one object, or `None` when it does not exist.
+/// `docker inspect` of one container, or `None` when it does not exist.
 pub fn inspect(what: &str) -> Result<Option<Value>> {
-    let out = Command::new("docker").args(["inspect", "--type", "container", what]).output()?;
+    let out =
+        run_within(Command::new("docker").args(["inspect", "--type", "container", what]), COMMAND_TIMEOUT)?;
     if !out.status.success() {
         return Ok(None);
     }
@@ -102,14 +104,12 @@ impl Run {
             "FROM scratch\nCOPY tether-delegate /tether-delegate\nENTRYPOINT [\"/tether-delegate\"]\nCMD [\"run\"]\n",
         )?;
         let tag = format!("tether-delegate-e2e:{}", self.id);
-        let out = Command::new("docker")
+        let mut build = Command::new("docker");
+        build
             .env("DOCKER_BUILDKIT", "0")
             .args(["build", "-q", "--label", &self.label(), "-t", &tag])
-            .arg(dir.path())
-            .output()?;
-        if !out.status.success() {
-            bail!("building the test image: {}", String::from_utf8_lossy(&out.stderr));
-        }
+            .arg(dir.path());
+        run_ok(&mut build, COMMAND_TIMEOUT).context("building the test image")?;
         self._build_dir = Some(dir);
         Ok(tag)
     }

@@ -1,8 +1,10 @@
-//! Locating the workspace's binaries (one lookup), and a child process whose output lines are
-//! collected (for assertions on logs) and which is killed on drop.
+//! Locating the workspace's binaries (one lookup), a child process whose output lines are
+//! collected (for assertions on logs) and which is killed on drop, and a command run to
+//! completion within a time limit.
 use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -139,4 +141,58 @@ impl Proc {
         self.join_readers();
         Ok((status, start.elapsed()))
     }
+}
+
+fn read_all(mut from: impl Read + Send + 'static) -> JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = from.read_to_end(&mut buf);
+        buf
+    })
+}
+
+/// Runs `command` to completion with no standard input, in its own process group; past
+/// `limit` the whole group is killed (a hung `docker` call must fail the test, not hang it
+/// past the point where its guard cleans up).
+pub fn run_within(command: &mut Command, limit: Duration) -> Result<Output> {
+    let program = format!("{:?} {:?}", command.get_program(), command.get_args().collect::<Vec<_>>());
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("cannot run {program}"))?;
+    let stdout = read_all(child.stdout.take().context("stdout piped")?);
+    let stderr = read_all(child.stderr.take().context("stderr piped")?);
+    let status = super::poll::until_blocking(&program, limit, Duration::from_millis(20), || {
+        child.try_wait().context("waiting for a child")
+    });
+    if status.is_err() {
+        // Our own child's process group, by its id.
+        let _ = Command::new("kill").arg("-KILL").arg(format!("-{}", child.id())).status();
+        let _ = child.wait();
+    }
+    let stdout = stdout.join().unwrap_or_default();
+    let stderr = stderr.join().unwrap_or_default();
+    match status {
+        Ok(status) => Ok(Output { status, stdout, stderr }),
+        Err(e) => bail!("{e}; stderr so far: {}", String::from_utf8_lossy(&stderr).trim()),
+    }
+}
+
+/// The stdout of `command`, which must succeed within `limit`; its stderr in the error
+/// otherwise.
+pub fn run_ok(command: &mut Command, limit: Duration) -> Result<String> {
+    let output = run_within(command, limit)?;
+    if !output.status.success() {
+        bail!(
+            "{:?} {:?} failed ({}): {}",
+            command.get_program(),
+            command.get_args().collect::<Vec<_>>(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }

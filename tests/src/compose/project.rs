@@ -1,213 +1,24 @@
-//! The Docker quick start under test: one unique Compose project per test, brought up through
-//! `docker/up.sh` (the README's run command) on the real Docker engine, driven with
-//! `docker compose` / `docker-compose` and the manager's admin CLI, and torn down (containers,
-//! networks, volumes) by a drop guard, also when a test fails.
-//!
-//! The images `tether-manager:latest` and `tether-delegate:latest` must exist
-//! (`docker/build-images.sh`, which `tests/run.sh` runs first); an unreachable engine or a
-//! missing image fails the test with a message that says so.
+//! One running quick-start project ([`ComposeProject`]): brought up with `docker/up.sh`,
+//! driven with `docker compose` and the admin CLI inside the manager container, its secrets
+//! remembered (redacted from diagnostics, looked for in its logs), and torn down on drop.
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 
-/// Images the quick start runs.
-pub const IMAGES: [&str; 2] = ["tether-manager:latest", "tether-delegate:latest"];
-/// Compose services of the two delegates, and the names they announce to the manager.
-pub const DELEGATES: [(&str, &str); 2] = [("delegate1", "delegate-1"), ("delegate2", "delegate-2")];
-
-/// Root of the repository (the parent of the `tests/` crate).
-pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
-}
-
-/// Polls `probe` about every `interval` until it returns `Some`, an error, or `timeout` passes.
-/// Bounded in time and so in count; the error names `what`.
-pub fn wait_until<T>(
-    what: &str,
-    timeout: Duration,
-    interval: Duration,
-    mut probe: impl FnMut() -> Result<Option<T>>,
-) -> Result<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = probe()? {
-            return Ok(value);
-        }
-        if Instant::now() >= deadline {
-            bail!("timed out after {timeout:?} waiting for {what}");
-        }
-        std::thread::sleep(interval);
-    }
-}
-
-/// How long one docker or compose command may take (up.sh has its own, longer limit).
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(180);
-/// How long `docker/up.sh` may take (its own wait for the delegates is bounded at 120 s).
-const UP_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// Runs a command to completion with no standard input, within [`COMMAND_TIMEOUT`].
-fn run(command: &mut Command) -> Result<Output> {
-    run_within(command, COMMAND_TIMEOUT)
-}
-
-/// Runs a command in its own process group; past `timeout` the whole group is killed (a hung
-/// `docker` call must fail the test, not hang it past the point where its guard cleans up).
-fn run_within(command: &mut Command, timeout: Duration) -> Result<Output> {
-    use std::io::Read;
-    use std::os::unix::process::CommandExt;
-
-    let program = format!("{:?}", command.get_program());
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .with_context(|| format!("cannot run {program}"))?;
-    let mut stdout = child.stdout.take().expect("piped stdout");
-    let mut stderr = child.stderr.take().expect("piped stderr");
-    let out_reader = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = stdout.read_to_end(&mut buf);
-        buf
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = stderr.read_to_end(&mut buf);
-        buf
-    });
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(status) = child.try_wait().context("waiting for a child")? {
-            break Some(status);
-        }
-        if Instant::now() >= deadline {
-            // Our own child's process group, by its id.
-            let _ = Command::new("kill").arg("-KILL").arg(format!("-{}", child.id())).status();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let stdout = out_reader.join().unwrap_or_default();
-    let stderr = err_reader.join().unwrap_or_default();
-    match status {
-        Some(status) => Ok(Output { status, stdout, stderr }),
-        None => bail!(
-            "{program} {:?} did not finish within {timeout:?}; stderr so far: {}",
-            command.get_args().collect::<Vec<_>>(),
-            String::from_utf8_lossy(&stderr).trim()
-        ),
-    }
-}
-
-/// Stdout of a command that must succeed; its stderr in the error otherwise.
-fn run_ok(command: &mut Command) -> Result<String> {
-    let output = run(command)?;
-    if !output.status.success() {
-        bail!(
-            "{:?} {:?} failed ({}): {}",
-            command.get_program(),
-            command.get_args().collect::<Vec<_>>(),
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-}
-
-/// `docker ARGS…`, which must succeed.
-pub fn docker(args: &[&str]) -> Result<String> {
-    run_ok(Command::new("docker").args(args))
-}
-
-/// Fails unless the Docker engine answers and both images exist.
-pub fn preflight() -> Result<()> {
-    let info = run(Command::new("docker").args(["info", "--format", "{{.ServerVersion}}"]))
-        .context("the docker CLI is not installed; these tests need the Docker engine")?;
-    if !info.status.success() {
-        bail!(
-            "the Docker engine is unreachable; these tests need it: {}",
-            String::from_utf8_lossy(&info.stderr).trim()
-        );
-    }
-    for image in IMAGES {
-        let found = run(Command::new("docker").args(["image", "inspect", "--format", "{{.Id}}", image]))?;
-        if !found.status.success() {
-            bail!("image {image} is missing: build it first with docker/build-images.sh");
-        }
-    }
-    Ok(())
-}
-
-/// Compose projects of earlier test processes that died without their guard running (e.g.
-/// killed by a test-runner timeout): their names carry the pid of the process that made them.
-fn stale_projects() -> Result<Vec<String>> {
-    let format = "{{.Label \"com.docker.compose.project\"}}";
-    let filter = "label=com.docker.compose.project";
-    let mut labels = docker(&["ps", "-a", "--filter", filter, "--format", format])?;
-    labels.push_str(&docker(&["volume", "ls", "--filter", filter, "--format", format])?);
-    labels.push_str(&docker(&["network", "ls", "--filter", filter, "--format", format])?);
-    let mut stale: Vec<String> = labels
-        .lines()
-        .filter(|name| name.starts_with("tether-e2e-"))
-        .filter(|name| {
-            let mut parts = name.rsplitn(3, '-');
-            let (_suffix, pid) = (parts.next(), parts.next());
-            pid.and_then(|pid| pid.parse::<u32>().ok())
-                .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
-        })
-        .map(str::to_string)
-        .collect();
-    stale.sort();
-    stale.dedup();
-    Ok(stale)
-}
-
-/// Removes everything labelled with Compose project `name`: containers, networks, volumes.
-fn remove_project_resources(name: &str) {
-    let label = format!("label=com.docker.compose.project={name}");
-    for (list, remove) in [
-        (vec!["ps", "-aq", "--filter", &label], vec!["rm", "-f"]),
-        (vec!["network", "ls", "-q", "--filter", &label], vec!["network", "rm"]),
-        (vec!["volume", "ls", "-q", "--filter", &label], vec!["volume", "rm", "-f"]),
-    ] {
-        let Ok(ids) = docker(&list) else { continue };
-        for id in ids.lines().filter(|id| !id.is_empty()) {
-            let mut args = remove.clone();
-            args.push(id);
-            let _ = docker(&args);
-        }
-    }
-}
-
-/// The Compose command here: v2 plugin (`docker compose`) when present, else v1 (`docker-compose`).
-fn compose_command() -> Vec<String> {
-    let v2 = Command::new("docker")
-        .args(["compose", "version"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success());
-    if v2 {
-        vec!["docker".into(), "compose".into()]
-    } else {
-        vec!["docker-compose".into()]
-    }
-}
-
-/// A unique Compose project name for `test`: parallel tests and reruns never share anything.
-fn unique_project(test: &str) -> String {
-    let suffix: u32 = rand::random();
-    let test: String =
-        test.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
-    format!("tether-e2e-{test}-{}-{suffix:08x}", std::process::id())
-}
+use super::cli::{self, LiveDelegate};
+use super::engine::{
+    compose_command, preflight, remove_project_resources, run, stale_projects, unique_project, UP_TIMEOUT,
+};
+use super::{repo_root, DELEGATES};
+use crate::harness::clock::unix_now;
+use crate::harness::docker::docker;
+use crate::harness::poll;
+use crate::harness::process::run_within;
+use crate::secrets::find_needles;
 
 /// Parses `KEY=VALUE` lines (comments and blank lines skipped).
 fn parse_dotenv(text: &str) -> HashMap<String, String> {
@@ -217,51 +28,6 @@ fn parse_dotenv(text: &str) -> HashMap<String, String> {
         .filter_map(|line| line.split_once('='))
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
         .collect()
-}
-
-/// A delegate session as the manager lists it (`delegate list --json`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LiveDelegate {
-    /// `DELEGATE_NAME`.
-    pub name: String,
-    /// Id of the token the session authenticated with.
-    pub token_id: String,
-    /// The session id from the welcome: a new one after every reconnect.
-    pub session_id: String,
-}
-
-/// The public id of a token string (`tdt_…`).
-pub fn token_id(token: &str) -> Result<String> {
-    Ok(tether_protocol::Token::parse(token).map_err(|e| anyhow!("not a token: {e}"))?.id().to_string())
-}
-
-/// The first string in `value` that looks like a delegate token (`tdt_…`): where the CLI's
-/// JSON puts a token value it shows once.
-pub fn find_token_value(value: &Value) -> Option<String> {
-    match value {
-        Value::String(s) if s.starts_with("tdt_") => Some(s.clone()),
-        Value::Array(items) => items.iter().find_map(find_token_value),
-        Value::Object(map) => map.values().find_map(find_token_value),
-        _ => None,
-    }
-}
-
-/// A string field of a JSON object, under the first of `keys` present.
-fn field(object: &Value, keys: &[&str]) -> Option<String> {
-    keys.iter().find_map(|key| match &object[*key] {
-        Value::String(s) => Some(s.clone()),
-        Value::Null => None,
-        other => Some(other.to_string()),
-    })
-}
-
-/// The list in a CLI `--json` answer: the value itself, or the first array field of an object.
-fn json_list(value: &Value) -> Vec<Value> {
-    match value {
-        Value::Array(items) => items.clone(),
-        Value::Object(map) => map.values().find_map(|v| v.as_array().cloned()).unwrap_or_default(),
-        _ => Vec::new(),
-    }
 }
 
 /// A running quick-start project; dropping it removes its containers, networks and volumes.
@@ -440,26 +206,12 @@ impl ComposeProject {
 
     /// The delegate sessions the manager holds now.
     pub fn live_delegates(&self) -> Result<Vec<LiveDelegate>> {
-        let listed = self.admin(&["delegate", "list"])?;
-        json_list(&listed)
-            .iter()
-            .map(|d| {
-                Ok(LiveDelegate {
-                    name: field(d, &["name", "delegate_name"])
-                        .ok_or_else(|| anyhow!("delegate without name"))?,
-                    token_id: field(d, &["token_id"]).ok_or_else(|| anyhow!("delegate without token_id"))?,
-                    session_id: field(d, &["session_id", "session"])
-                        .ok_or_else(|| anyhow!("delegate without session_id"))?,
-                })
-            })
-            .collect()
+        cli::delegate_list(&self.admin(&["delegate", "list"])?)
     }
 
     /// The state of a token (`token show ID --json`: active, rotating, revoked, expired).
     pub fn token_state(&self, token_id: &str) -> Result<String> {
-        let shown = self.admin(&["token", "show", token_id])?;
-        let token = if shown["token"].is_object() { &shown["token"] } else { &shown };
-        field(token, &["state", "status"]).ok_or_else(|| anyhow!("token show printed no state"))
+        cli::token_state(&self.admin(&["token", "show", token_id])?)
     }
 
     /// Waits until the manager lists both delegates, each exactly once, on `token_id` (and
@@ -473,35 +225,36 @@ impl ComposeProject {
     ) -> Result<HashMap<String, LiveDelegate>> {
         // What the last probe saw, for the timeout message (ids only, never token values).
         let mut last = String::from("nothing yet");
-        let result = wait_until("both delegates connected", timeout, Duration::from_millis(500), || {
-            // The manager may be restarting: a failed `delegate list` means "not yet".
-            let live = match self.live_delegates() {
-                Ok(live) => live,
-                Err(e) => {
-                    last = format!("delegate list failed: {e}");
-                    return Ok(None);
+        let result =
+            poll::until_blocking("both delegates connected", timeout, Duration::from_millis(500), || {
+                // The manager may be restarting: a failed `delegate list` means "not yet".
+                let live = match self.live_delegates() {
+                    Ok(live) => live,
+                    Err(e) => {
+                        last = format!("delegate list failed: {e}");
+                        return Ok(None);
+                    }
+                };
+                last = live
+                    .iter()
+                    .map(|d| format!("{} on token {} (session {})", d.name, d.token_id, d.session_id))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let mut found = HashMap::new();
+                for (service, name) in DELEGATES {
+                    let sessions: Vec<&LiveDelegate> = live.iter().filter(|d| d.name == name).collect();
+                    let [session] = sessions.as_slice() else { return Ok(None) };
+                    if session.token_id != token_id || old_sessions.contains(&session.session_id) {
+                        return Ok(None);
+                    }
+                    if !self.delegate_healthy(service)? {
+                        last.push_str(&format!("; {service}: tether-delegate health fails"));
+                        return Ok(None);
+                    }
+                    found.insert(name.to_string(), (*session).clone());
                 }
-            };
-            last = live
-                .iter()
-                .map(|d| format!("{} on token {} (session {})", d.name, d.token_id, d.session_id))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let mut found = HashMap::new();
-            for (service, name) in DELEGATES {
-                let sessions: Vec<&LiveDelegate> = live.iter().filter(|d| d.name == name).collect();
-                let [session] = sessions.as_slice() else { return Ok(None) };
-                if session.token_id != token_id || old_sessions.contains(&session.session_id) {
-                    return Ok(None);
-                }
-                if !self.delegate_healthy(service)? {
-                    last.push_str(&format!("; {service}: tether-delegate health fails"));
-                    return Ok(None);
-                }
-                found.insert(name.to_string(), (*session).clone());
-            }
-            Ok(Some(found))
-        });
+                Ok(Some(found))
+            });
         result.map_err(|e| anyhow!("{e}; the manager last listed: [{last}]"))
     }
 
@@ -557,9 +310,9 @@ impl ComposeProject {
     /// Fails if any token or admin token seen in this test appears in any container's logs.
     pub fn assert_no_secrets_in_logs(&self) -> Result<()> {
         let logs = self.logs()?;
-        let leaked = self.secrets.iter().filter(|secret| logs.contains(secret.as_str())).count();
-        if leaked > 0 {
-            bail!("{leaked} secret value(s) appear in the containers' logs");
+        let leaked = find_needles("the containers' logs", &logs, &self.secrets);
+        if !leaked.is_empty() {
+            bail!("{} secret value(s) appear in the containers' logs", leaked.len());
         }
         Ok(())
     }
@@ -571,11 +324,7 @@ impl ComposeProject {
 
     /// `die` events of this project's containers since `since` (unix seconds): (service, exit code).
     pub fn die_events(&self, since: u64) -> Result<Vec<(String, i64)>> {
-        let until = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .context("clock before 1970")?
-            .as_secs()
-            + 1;
+        let until = unix_now() + 1;
         let text = docker(&[
             "events",
             "--since",
@@ -638,14 +387,5 @@ mod tests {
         assert_eq!(env["COMPOSE_PROJECT_NAME"], "x");
         assert_eq!(env["ACCOUNT_ID"], "acc=1");
         assert_eq!(env.len(), 2);
-    }
-
-    #[test]
-    fn project_names_are_unique_and_compose_safe() {
-        let a = unique_project("Rotate_Both");
-        let b = unique_project("Rotate_Both");
-        assert_ne!(a, b);
-        assert!(a.starts_with("tether-e2e-rotate-both-"));
-        assert!(a.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'));
     }
 }
