@@ -1,84 +1,253 @@
 //! The server side of the v1 handshake over one WebSocket, in the normative order: echoed
 //! nonce, token exists in the account, tag (unknown token and bad tag answer alike and take
 //! the same time), then state: revoked (4003), expired (4004), IP not allowed (4005).
+//!
+//! Each step returns `Result<_, Refusal>`; [`run`] is the one place that answers a refusal
+//! (the failure limiter, the metric, the log, the reject and the close, every write bounded by
+//! `session_write_timeout_secs`). The session enters the registry through a
+//! [`SessionGuard`], so a refusal, a failed welcome or a panic after that point leaves no
+//! entry behind.
 use std::net::IpAddr;
 use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket};
 use futures_util::SinkExt;
 use tether_protocol::error::close;
-use tether_protocol::handshake::server::{unsigned_reject, ServerHandshake};
+use tether_protocol::handshake::server::{unsigned_reject, HelloReceived, ServerHandshake, VerifiedHello};
+use tether_protocol::message::Hello;
 use tether_protocol::session::ServerSession;
-use tether_protocol::RejectCode;
+use tether_protocol::{ProtocolError, RejectCode, TokenKey};
 use uuid::Uuid;
 
 use crate::clock::now_unix;
 use crate::keys;
-use crate::registry::SessionInfo;
+use crate::registry::{Commands, SessionInfo};
 use crate::state::AppState;
-use crate::store::tokens::{self, TokenState};
+use crate::store::tokens::{self, TokenRow, TokenState};
+use crate::store::StoreError;
 use crate::validate::ip_allowed;
 
-use super::{close as close_ws, is_too_big};
+use super::session::SessionGuard;
+use super::{close_within, is_too_big};
 
 /// An authenticated session, ready for the session loop.
 #[derive(Debug)]
-pub struct Authenticated {
+pub struct Authenticated<'a> {
     /// The socket.
     pub socket: WebSocket,
     /// The protocol session.
     pub session: ServerSession,
-    /// Who is connected (already in the registry).
-    pub info: SessionInfo,
+    /// Who is connected: in the registry until the guard is dropped.
+    pub guard: SessionGuard<'a>,
     /// The registry's commands for this session.
-    pub commands: crate::registry::Commands,
+    pub commands: Commands,
     /// When the token expires.
     pub expires_at: Option<u64>,
 }
 
-/// Runs the handshake; `None` when it failed (the socket is closed with the right code).
-pub async fn run(state: &AppState, mut socket: WebSocket, ip: IpAddr) -> Option<Authenticated> {
-    let now = now_unix();
-    // A slot for this address is reserved before the challenge and held until this function
-    // returns: attempts in flight count against the limit with the failures (`fail`), so
-    // concurrent attempts cannot overshoot it; a success releases the slot uncounted.
-    let Some(_attempt) = state.limiter.try_begin(ip, now) else {
-        state.metrics.handshake(RejectCode::RateLimited.as_str());
-        let reject = unsigned_reject(
-            RejectCode::RateLimited,
-            "too many failed handshakes from this address; retry later",
-        );
-        let _ = socket.feed(Message::Binary(reject.into())).await;
-        close_ws(&mut socket, close::RATE_LIMITED, "rate limited").await;
-        return None;
-    };
-    let (hs, challenge) = ServerHandshake::new(keys::random32(), now, state.config.max_frame);
-    if socket.send(Message::Binary(challenge.into())).await.is_err() {
-        return None;
+/// A handshake that passed every check: the welcome is still to be sent.
+struct Accepted<'a> {
+    session: ServerSession,
+    welcome: Vec<u8>,
+    guard: SessionGuard<'a>,
+    commands: Commands,
+    expires_at: Option<u64>,
+}
+
+/// What is sent before the close of a refused handshake.
+#[derive(Debug)]
+enum Reject {
+    /// Nothing.
+    Nothing,
+    /// An unsigned reject (before the tag verified, or the manager's own failure): anyone
+    /// could have sent it, so the delegate retries.
+    Unsigned(RejectCode, String),
+    /// A reject signed with `K_s2c` (after the tag verified): the delegate can trust it.
+    Signed(Vec<u8>),
+}
+
+/// What the log says about a refusal.
+#[derive(Debug)]
+enum Log {
+    /// Nothing: the metric counts it.
+    Quiet,
+    /// A hello that does not parse or check (debug: anyone can send one).
+    BadHello(String),
+    /// A refusal of an authenticated or claimed token.
+    Refused(Uuid, RejectCode),
+    /// The manager failed, not the delegate: what failed, for which token, and the error.
+    Internal(&'static str, Uuid, String),
+}
+
+/// Why and how a handshake is refused. Built by the steps, answered by [`refuse`].
+#[derive(Debug)]
+struct Refusal {
+    reject: Reject,
+    /// The close code and reason; `None` when the peer is gone (nothing more is written).
+    close: Option<(u16, &'static str)>,
+    /// Whether it counts against the source address in the failure limiter.
+    failure: bool,
+    /// The outcome counted in the handshakes metric, if any.
+    outcome: Option<RejectCode>,
+    log: Log,
+}
+
+impl Refusal {
+    /// Too many failed handshakes from this address (not itself counted as a failure).
+    fn rate_limited() -> Self {
+        Self {
+            reject: Reject::Unsigned(
+                RejectCode::RateLimited,
+                "too many failed handshakes from this address; retry later".into(),
+            ),
+            close: Some((close::RATE_LIMITED, "rate limited")),
+            failure: false,
+            outcome: Some(RejectCode::RateLimited),
+            log: Log::Quiet,
+        }
     }
-    let bytes = match read_hello(&mut socket, state.config.hello_timeout_secs).await {
-        Ok(bytes) => bytes,
-        Err((code, reason)) => {
-            fail(state, ip, "protocol");
-            close_ws(&mut socket, code, reason).await;
+
+    /// A write to the peer failed: it is gone.
+    fn gone() -> Self {
+        Self { reject: Reject::Nothing, close: None, failure: false, outcome: None, log: Log::Quiet }
+    }
+
+    /// No hello arrived: closed, timed out, too big or not binary.
+    fn no_hello(code: u16, reason: &'static str) -> Self {
+        Self {
+            reject: Reject::Nothing,
+            close: Some((code, reason)),
+            failure: true,
+            outcome: Some(RejectCode::Protocol),
+            log: Log::Quiet,
+        }
+    }
+
+    /// The hello does not parse or check (nonce, time, version, size, fields).
+    fn bad_hello(e: ProtocolError) -> Self {
+        Self {
+            reject: Reject::Unsigned(e.reject_code(), e.to_string()),
+            close: Some((e.close_code(), "handshake failed")),
+            failure: true,
+            outcome: Some(e.reject_code()),
+            log: Log::BadHello(e.to_string()),
+        }
+    }
+
+    /// Unknown token or bad tag, answered alike.
+    fn auth_failed(token_id: Uuid) -> Self {
+        Self {
+            reject: Reject::Unsigned(
+                RejectCode::AuthFailed,
+                "authentication failed: unknown token or bad tag".into(),
+            ),
+            close: Some((close::AUTH_FAILED, "auth failed")),
+            failure: true,
+            outcome: Some(RejectCode::AuthFailed),
+            log: Log::Refused(token_id, RejectCode::AuthFailed),
+        }
+    }
+
+    /// A verified hello whose token may not connect: a signed reject.
+    fn signed(verified: VerifiedHello, code: RejectCode, message: &'static str) -> Self {
+        let token_id = verified.hello().token_id;
+        Self {
+            reject: Reject::Signed(verified.reject(code, message)),
+            close: Some((code.close_code(), "refused")),
+            failure: true,
+            outcome: Some(code),
+            log: Log::Refused(token_id, code),
+        }
+    }
+
+    /// The store failed: not the delegate's fault, so an unsigned reject it retries with
+    /// backoff, and no failure counted against its address.
+    fn internal(what: &'static str, token_id: Uuid, e: StoreError) -> Self {
+        Self {
+            reject: Reject::Unsigned(RejectCode::Protocol, "manager error; retry later".into()),
+            close: Some((close::PROTOCOL, "internal error")),
+            failure: false,
+            outcome: None,
+            log: Log::Internal(what, token_id, e.to_string()),
+        }
+    }
+}
+
+/// Runs the handshake; `None` when it failed (the socket is closed with the right code).
+pub async fn run(state: &AppState, mut socket: WebSocket, ip: IpAddr) -> Option<Authenticated<'_>> {
+    let write_timeout = Duration::from_secs(state.config.session_write_timeout_secs);
+    // A slot for this address is reserved before the challenge and held until this function
+    // returns: attempts in flight count against the limit with the failures, so concurrent
+    // attempts cannot overshoot it; a success releases the slot uncounted.
+    let attempt = state.limiter.try_begin(ip, now_unix());
+    let accepted = match attempt {
+        None => Err(Refusal::rate_limited()),
+        Some(_) => authenticate(state, &mut socket, ip, write_timeout).await,
+    };
+    let Accepted { session, welcome, guard, commands, expires_at } = match accepted {
+        Ok(accepted) => accepted,
+        Err(refusal) => {
+            refuse(state, &mut socket, ip, refusal, write_timeout).await;
             return None;
         }
     };
-    let received = match hs.receive_hello(&bytes, now_unix()) {
-        Ok(r) => r,
-        Err(e) => {
-            fail(state, ip, e.reject_code().as_str());
-            tracing::debug!(%ip, error = %e, "bad hello");
-            let _ =
-                socket.send(Message::Binary(unsigned_reject(e.reject_code(), e.to_string()).into())).await;
-            close_ws(&mut socket, e.close_code(), "handshake failed").await;
-            return None;
-        }
+    // A welcome that cannot be written drops the guard: the registry forgets the session.
+    write(&mut socket, welcome, write_timeout).await.ok()?;
+    state.metrics.handshake("ok");
+    let info = &guard.info;
+    tracing::info!(session_id = %info.session_id, token_id = %info.token_id, account = %info.account_id,
+        delegate = %info.name, %ip, "delegate connected");
+    Some(Authenticated { socket, session, guard, commands, expires_at })
+}
+
+/// The steps, in the normative order, up to the welcome.
+async fn authenticate<'a>(
+    state: &'a AppState,
+    socket: &mut WebSocket,
+    ip: IpAddr,
+    write_timeout: Duration,
+) -> Result<Accepted<'a>, Refusal> {
+    let (hs, challenge) = ServerHandshake::new(keys::random32(), now_unix(), state.config.max_frame);
+    write(socket, challenge, write_timeout).await?;
+    let bytes = read_hello(socket, state.config.hello_timeout_secs).await?;
+    let received = hs.receive_hello(&bytes, now_unix()).map_err(Refusal::bad_hello)?;
+    let (row, key) = lookup(state, received.hello()).await?;
+    let (verified, row) = verify(received, key.as_ref(), row)?;
+    let now = now_unix();
+    if let Some((code, message)) = refusal_of(row.state(now), ip_allowed(&row.allowed_cidrs, ip)) {
+        return Err(Refusal::signed(verified, code, message));
+    }
+    let hello = verified.hello();
+    let session_id = Uuid::new_v4();
+    let info = SessionInfo {
+        session_id,
+        account_id: row.account_id.clone(),
+        token_id: row.id,
+        name: truncated(&hello.delegate.name),
+        instance: hello.delegate.instance,
+        host: truncated(&hello.delegate.host),
+        version: truncated(&hello.delegate.version),
+        ip,
+        connected_at: now,
+        last_heartbeat: now,
     };
-    let hello = received.hello().clone();
+    // Register before the welcome, then re-read the token: a revoke that commits from here on
+    // finds this session in the registry, and one that committed since the first read is seen.
+    // Every return from here drops the guard, which takes the session out again.
+    let (guard, commands) = SessionGuard::register(state, info);
+    if let Some((code, message)) = late_refusal_of(recheck(state, row.id, now).await?) {
+        return Err(Refusal::signed(verified, code, message));
+    }
+    let (session, welcome) = verified.accept(session_id, state.config.heartbeat_secs, row.expires_at);
+    Ok(Accepted { session, welcome, guard, commands, expires_at: row.expires_at })
+}
+
+/// The token of the hello's account and its key (opened from the store; a dummy open for an
+/// unknown token, so both take the same time).
+async fn lookup(state: &AppState, hello: &Hello) -> Result<(Option<TokenRow>, Option<TokenKey>), Refusal> {
     let (token_id, account) = (hello.token_id, hello.account_id.clone());
     let master = state.master.clone();
-    let lookup = state
+    state
         .store
         .call(move |c| {
             let row = tokens::get(c, token_id)?.filter(|t| t.account_id == account);
@@ -91,68 +260,28 @@ pub async fn run(state: &AppState, mut socket: WebSocket, ip: IpAddr) -> Option<
             };
             Ok((row, key))
         })
-        .await;
-    let (row, key) = match lookup {
-        Ok(found) => found,
-        Err(e) => {
-            tracing::error!(error = %e, "token lookup failed during handshake");
-            let _ = socket
-                .send(Message::Binary(
-                    unsigned_reject(RejectCode::Protocol, "manager error; retry later").into(),
-                ))
-                .await;
-            close_ws(&mut socket, close::PROTOCOL, "internal error").await;
-            return None;
-        }
-    };
-    let verified = match received.verify(key.as_ref()) {
-        Ok(v) => v,
-        Err(_) => {
-            fail(state, ip, RejectCode::AuthFailed.as_str());
-            tracing::info!(%ip, %token_id, "handshake refused: auth_failed");
-            let frame =
-                unsigned_reject(RejectCode::AuthFailed, "authentication failed: unknown token or bad tag");
-            let _ = socket.feed(Message::Binary(frame.into())).await;
-            close_ws(&mut socket, close::AUTH_FAILED, "auth failed").await;
-            return None;
-        }
-    };
-    let row = row.expect("a verified hello has a token row");
-    let now = now_unix();
-    let refusal = match row.state(now) {
-        TokenState::Revoked => Some((RejectCode::Revoked, "this token was revoked; use a valid token")),
-        TokenState::Expired => Some((RejectCode::Expired, "this token expired; create a new token")),
-        _ if !ip_allowed(&row.allowed_cidrs, ip) => {
-            Some((RejectCode::IpNotAllowed, "this source address is not in the token's allowed CIDRs"))
-        }
-        _ => None,
-    };
-    if let Some((code, message)) = refusal {
-        fail(state, ip, code.as_str());
-        tracing::info!(%ip, %token_id, code = code.as_str(), "handshake refused");
-        let _ = socket.feed(Message::Binary(verified.reject(code, message).into())).await;
-        close_ws(&mut socket, code.close_code(), "refused").await;
-        return None;
+        .await
+        .map_err(|e| Refusal::internal("token lookup failed during handshake", token_id, e))
+}
+
+/// The tag under the token's key; an unknown token and a bad tag are refused alike.
+fn verify(
+    received: HelloReceived,
+    key: Option<&TokenKey>,
+    row: Option<TokenRow>,
+) -> Result<(VerifiedHello, TokenRow), Refusal> {
+    let token_id = received.hello().token_id;
+    match (received.verify(key), row) {
+        (Ok(verified), Some(row)) => Ok((verified, row)),
+        _ => Err(Refusal::auth_failed(token_id)),
     }
-    let session_id = Uuid::new_v4();
-    let info = SessionInfo {
-        session_id,
-        account_id: row.account_id.clone(),
-        token_id,
-        name: truncated(&hello.delegate.name),
-        instance: hello.delegate.instance,
-        host: truncated(&hello.delegate.host),
-        version: truncated(&hello.delegate.version),
-        ip,
-        connected_at: now,
-        last_heartbeat: now,
-    };
-    // Register before the welcome, then re-read the token: a revoke that commits from here on
-    // finds this session in the registry, and one that committed since the first read is seen.
-    let commands = state.registry.insert(info.clone());
+}
+
+/// Records the last use (best effort) and re-reads the token's state.
+async fn recheck(state: &AppState, token_id: Uuid, now: u64) -> Result<Option<TokenState>, Refusal> {
     // Recording the last use is best effort: a database that cannot be written (full disk,
     // read-only, locked) must not turn into a refusal, let alone a signed, final `revoked`.
-    let recheck = state
+    state
         .store
         .call(move |c| {
             if let Err(e) = tokens::touch(c, token_id, now) {
@@ -160,41 +289,80 @@ pub async fn run(state: &AppState, mut socket: WebSocket, ip: IpAddr) -> Option<
             }
             Ok(tokens::get(c, token_id)?.map(|t| t.state(now)))
         })
-        .await;
-    let late_refusal = match recheck {
-        Ok(Some(TokenState::Active | TokenState::Rotating)) => None,
-        Ok(Some(TokenState::Expired)) => {
-            Some((RejectCode::Expired, "this token expired; create a new token"))
+        .await
+        .map_err(|e| Refusal::internal("token re-read failed during handshake", token_id, e))
+}
+
+const REVOKED: &str = "this token was revoked; use a valid token";
+const EXPIRED: &str = "this token expired; create a new token";
+const IP_NOT_ALLOWED: &str = "this source address is not in the token's allowed CIDRs";
+
+/// The signed reject for a verified token's state, in the normative order: revoked, expired,
+/// then the source address.
+fn refusal_of(state: TokenState, address_allowed: bool) -> Option<(RejectCode, &'static str)> {
+    match state {
+        TokenState::Revoked => Some((RejectCode::Revoked, REVOKED)),
+        TokenState::Expired => Some((RejectCode::Expired, EXPIRED)),
+        _ if !address_allowed => Some((RejectCode::IpNotAllowed, IP_NOT_ALLOWED)),
+        _ => None,
+    }
+}
+
+/// The signed reject for the token's state re-read after registering; `None` (deleted since
+/// the first read) counts as revoked, since only a revoked token can be deleted.
+fn late_refusal_of(state: Option<TokenState>) -> Option<(RejectCode, &'static str)> {
+    match state {
+        Some(TokenState::Active | TokenState::Rotating) => None,
+        Some(TokenState::Expired) => Some((RejectCode::Expired, EXPIRED)),
+        Some(TokenState::Revoked) | None => Some((RejectCode::Revoked, REVOKED)),
+    }
+}
+
+/// Answers a refusal: limiter, metric, log, then the reject and the close, each write bounded.
+async fn refuse(
+    state: &AppState,
+    socket: &mut WebSocket,
+    ip: IpAddr,
+    refusal: Refusal,
+    write_timeout: Duration,
+) {
+    let Refusal { reject, close, failure, outcome, log } = refusal;
+    if failure {
+        state.limiter.record_failure(ip, now_unix());
+    }
+    if let Some(outcome) = outcome {
+        state.metrics.handshake(outcome.as_str());
+    }
+    match log {
+        Log::Quiet => {}
+        Log::BadHello(e) => tracing::debug!(%ip, error = %e, "bad hello"),
+        Log::Refused(token_id, code) => {
+            tracing::info!(%ip, %token_id, code = code.as_str(), "handshake refused")
         }
-        // Revoked, or deleted (only a revoked token can be deleted) since the first read.
-        Ok(Some(TokenState::Revoked) | None) => {
-            Some((RejectCode::Revoked, "this token was revoked; use a valid token"))
-        }
-        Err(e) => {
-            // Not the delegate's fault: an unsigned reject, which it retries with backoff.
-            tracing::error!(%token_id, error = %e, "token re-read failed during handshake");
-            state.registry.remove(session_id);
-            let reject = unsigned_reject(RejectCode::Protocol, "manager error; retry later");
-            let _ = socket.send(Message::Binary(reject.into())).await;
-            close_ws(&mut socket, close::PROTOCOL, "internal error").await;
-            return None;
-        }
+        Log::Internal(what, token_id, e) => tracing::error!(%ip, %token_id, error = %e, "{what}"),
+    }
+    let Some((code, reason)) = close else { return };
+    let frame = match reject {
+        Reject::Nothing => None,
+        Reject::Unsigned(code, message) => Some(unsigned_reject(code, message)),
+        Reject::Signed(frame) => Some(frame),
     };
-    if let Some((code, message)) = late_refusal {
-        state.registry.remove(session_id);
-        fail(state, ip, code.as_str());
-        let _ = socket.feed(Message::Binary(verified.reject(code, message).into())).await;
-        close_ws(&mut socket, code.close_code(), "refused").await;
-        return None;
+    if let Some(frame) = frame {
+        // Buffered: the close that follows flushes both in one write.
+        let fed = tokio::time::timeout(write_timeout, socket.feed(Message::Binary(frame.into()))).await;
+        if !matches!(fed, Ok(Ok(()))) {
+            return;
+        }
     }
-    let (session, welcome) = verified.accept(session_id, state.config.heartbeat_secs, row.expires_at);
-    if socket.send(Message::Binary(welcome.into())).await.is_err() {
-        state.registry.remove(session_id);
-        return None;
+    close_within(socket, code, reason, write_timeout).await;
+}
+
+/// Sends one frame within `within`.
+async fn write(socket: &mut WebSocket, frame: Vec<u8>, within: Duration) -> Result<(), Refusal> {
+    match tokio::time::timeout(within, socket.send(Message::Binary(frame.into()))).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) | Err(_) => Err(Refusal::gone()),
     }
-    state.metrics.handshake("ok");
-    tracing::info!(%session_id, %token_id, account = %info.account_id, delegate = %info.name, %ip, "delegate connected");
-    Some(Authenticated { socket, session, info, commands, expires_at: row.expires_at })
 }
 
 /// A delegate-supplied field as kept in the registry: at most 128 characters (control
@@ -203,12 +371,8 @@ fn truncated(s: &str) -> String {
     tether_protocol::text::bounded_chars(s, 128).to_owned()
 }
 
-fn fail(state: &AppState, ip: IpAddr, outcome: &str) {
-    state.limiter.record_failure(ip, now_unix());
-    state.metrics.handshake(outcome);
-}
-
-async fn read_hello(socket: &mut WebSocket, timeout_secs: u64) -> Result<Vec<u8>, (u16, &'static str)> {
+/// The hello, within `hello_timeout_secs`; pings and pongs before it are skipped.
+async fn read_hello(socket: &mut WebSocket, timeout_secs: u64) -> Result<Vec<u8>, Refusal> {
     let read = async {
         // Bounded: pings and pongs are skipped, at most a handful.
         for _ in 0..8 {
@@ -223,8 +387,45 @@ async fn read_hello(socket: &mut WebSocket, timeout_secs: u64) -> Result<Vec<u8>
         }
         Err((close::PROTOCOL, "expected hello"))
     };
-    match tokio::time::timeout(Duration::from_secs(timeout_secs), read).await {
-        Ok(r) => r,
+    let read = match tokio::time::timeout(Duration::from_secs(timeout_secs), read).await {
+        Ok(read) => read,
         Err(_) => Err((close::PROTOCOL, "hello timeout")),
+    };
+    read.map_err(|(code, reason)| Refusal::no_hello(code, reason))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_verified_tokens_state_is_checked_in_the_normative_order() {
+        let code = |state, allowed| refusal_of(state, allowed).map(|(code, _)| code);
+        assert_eq!(code(TokenState::Revoked, false), Some(RejectCode::Revoked));
+        assert_eq!(code(TokenState::Expired, false), Some(RejectCode::Expired));
+        assert_eq!(code(TokenState::Active, false), Some(RejectCode::IpNotAllowed));
+        assert_eq!(code(TokenState::Rotating, false), Some(RejectCode::IpNotAllowed));
+        assert_eq!(code(TokenState::Active, true), None);
+        assert_eq!(code(TokenState::Rotating, true), None);
+    }
+
+    #[test]
+    fn a_token_deleted_or_revoked_during_the_handshake_is_refused_as_revoked() {
+        let code = |state| late_refusal_of(state).map(|(code, _)| code);
+        assert_eq!(code(None), Some(RejectCode::Revoked));
+        assert_eq!(code(Some(TokenState::Revoked)), Some(RejectCode::Revoked));
+        assert_eq!(code(Some(TokenState::Expired)), Some(RejectCode::Expired));
+        assert_eq!(code(Some(TokenState::Active)), None);
+    }
+
+    #[test]
+    fn refusals_before_the_tag_count_as_failures_and_the_managers_own_do_not() {
+        assert!(!Refusal::rate_limited().failure, "a rate-limited attempt is not a new failure");
+        assert!(Refusal::no_hello(close::NORMAL, "closed").failure);
+        assert!(Refusal::auth_failed(Uuid::nil()).failure);
+        let internal = Refusal::internal("x", Uuid::nil(), StoreError::Task);
+        assert!(!internal.failure && internal.outcome.is_none());
+        assert!(matches!(internal.reject, Reject::Unsigned(RejectCode::Protocol, _)));
+        assert_eq!(internal.close, Some((close::PROTOCOL, "internal error")));
     }
 }

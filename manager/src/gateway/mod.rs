@@ -1,6 +1,7 @@
 //! The delegate WebSocket endpoint `/api/v1/delegates/connect`: upgrade with small buffers,
-//! run the v1 handshake, then the session loop; and the caps and timeouts on connections that
-//! have not authenticated ([`connections`]).
+//! run the v1 handshake ([`handshake`]), then the session: its protocol decisions without
+//! sockets or clocks ([`driver`]) and the socket loop that performs them ([`session`]); and
+//! the caps and timeouts on connections that have not authenticated ([`connections`]).
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use crate::state::AppState;
 
 pub mod connections;
+pub mod driver;
 pub mod handshake;
 pub mod ratelimit;
 pub mod session;
@@ -23,11 +25,7 @@ const READ_BUFFER: usize = 4 * 1024;
 /// Frames are gathered up to this size before a write (every send flushes anyway).
 const WRITE_BUFFER: usize = 8 * 1024;
 
-/// Bound on the close frame's write in [`close`] (the default `session_write_timeout_secs`).
-/// Before authentication every write is also bounded by the connection's idle timeout.
-pub(crate) const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How long [`close`] waits for the peer's close frame.
+/// How long [`close_within`] waits for the peer's close frame.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 /// Upgrades to a WebSocket and runs one delegate connection.
@@ -57,13 +55,10 @@ pub async fn connect(
         })
 }
 
-/// Sends a close frame and waits (bounded) for the peer's close, so the code reaches it.
-pub(crate) async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
-    close_within(socket, code, reason, CLOSE_WRITE_TIMEOUT).await;
-}
-
-/// [`close`], with the close frame's write (and whatever is buffered before it) bounded by
-/// `write_timeout`: a peer that does not read is dropped without the close handshake.
+/// Sends a close frame and waits (bounded) for the peer's close, so the code reaches it. The
+/// close frame's write (and whatever is buffered before it) is bounded by `write_timeout`
+/// (`session_write_timeout_secs`): a peer that does not read is dropped without the close
+/// handshake.
 pub(crate) async fn close_within(
     socket: &mut WebSocket,
     code: u16,
