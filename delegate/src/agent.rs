@@ -8,9 +8,10 @@
 //! for the backoff before it exits instead.
 use std::time::{Duration, Instant};
 
+use tether_protocol::error::Rejection;
 use tether_protocol::message::{DelegateInfo, RevokedReason};
 use tether_protocol::Token;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::backoff::{self, Backoff};
 use crate::config::{ApplyModeSetting, Candidate, Config, TokenSource};
@@ -18,13 +19,16 @@ use crate::connection::{self, Connection, Connector};
 use crate::docker::container_id::short_id;
 use crate::docker::engine::DockerHost;
 use crate::logging::shown;
-use crate::rotation::{ApplyMode, Rotator};
+use crate::rotation::{ApplyMode, RotationDone, Rotator};
 use crate::session::{self, SessionContext, SessionEnd};
 use crate::state::{unix_now, StateDir};
 use crate::token_file;
 
 /// Exit code for a fatal, final token state (EX_CONFIG).
 pub const EXIT_FATAL: u8 = 78;
+/// Exit code for bad configuration (EX_USAGE): a setting that does not validate, including a
+/// `MANAGER_CA_CERT` rustls cannot use (the TLS configuration is built by `Config::load`).
+pub const EXIT_BAD_CONFIG: u8 = 64;
 
 /// A session that lasted this long counts as healthy: its loss restarts the backoff.
 const STABLE_SESSION: Duration = Duration::from_secs(30);
@@ -36,7 +40,8 @@ pub enum Exit {
     Stopped,
     /// Signed revoked/expired: exit 78.
     Fatal,
-    /// The configuration no longer loads (on a restart after an internal error): exit 64.
+    /// The configuration does not load (at start, or on a restart after an internal error):
+    /// exit 64.
     BadConfig,
 }
 
@@ -46,7 +51,7 @@ impl Exit {
         match self {
             Self::Stopped => 0,
             Self::Fatal => EXIT_FATAL,
-            Self::BadConfig => 64,
+            Self::BadConfig => EXIT_BAD_CONFIG,
         }
     }
 }
@@ -88,20 +93,12 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Exit {
     let started = Instant::now();
     let state = StateDir::new(&config.state_dir);
     state.clear_health();
-    let info = DelegateInfo {
-        name: config.delegate_name.clone(),
-        instance: uuid::Uuid::new_v4(),
-        version: env!("CARGO_PKG_VERSION").to_owned(),
-        host: config.host.clone(),
-    };
-    let tls = match connection::tls_config(&config.ca_certs) {
-        Ok(tls) => tls,
-        Err(err) => {
-            tracing::error!(error = %err, "cannot build the TLS configuration");
-            return Exit::Fatal;
-        }
-    };
-    let connector = Connector::new(config.endpoint.clone(), tls, config.account_id.clone(), info);
+    let connector = Connector::new(
+        config.endpoint.clone(),
+        config.tls.clone(),
+        config.account_id.clone(),
+        delegate_info(&config),
+    );
     let mode = resolve_mode(&config).await;
     tracing::info!(manager = %connector.endpoint().url(), mode = mode.name(), name = %config.delegate_name, "tether-delegate starting");
     let docker = match &mode {
@@ -110,105 +107,169 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Exit {
     };
     let (rotator, mut done) =
         Rotator::new(connector.clone(), mode, config.secret_file.clone(), config.replace_timeout);
-
-    if let Some(quiet) = state.fatal_quiet_period(unix_now(), config.fatal_backoff) {
-        tracing::warn!(
-            wait_secs = quiet.as_secs(),
-            "the previous run stopped on a revoked or expired token; waiting before trying again"
-        );
-        if sleep_or_stop(quiet, &mut shutdown).await {
-            return Exit::Stopped;
-        }
+    if wait_out_fatal_backoff(&config, &state, &mut shutdown).await {
+        return Exit::Stopped;
     }
-
-    let (mut token, mut conn) = match first_session(&config, &connector, &state, &mut shutdown).await {
+    let (token, conn) = match first_session(&config, &connector, &state, &mut shutdown).await {
         Ok(Some(first)) => first,
         Ok(None) => return Exit::Stopped,
         Err(exit) => return exit,
     };
     if let Some(host) = docker {
-        tokio::spawn(async move {
-            match host.take_over().await {
-                Ok(Some(old)) => {
-                    tracing::info!(replaced = %short_id(&old), "took over from the previous container")
-                }
-                Ok(None) => {}
-                Err(err) => tracing::error!(error = %err, "could not take over from the previous container"),
+        spawn_take_over(host);
+    }
+    let mut agent = Agent { config: &config, connector: &connector, state: &state, rotator: &rotator, token };
+    agent.keep_connected(conn, started, &mut shutdown, &mut done).await
+}
+
+/// What the delegate announces in every hello.
+fn delegate_info(config: &Config) -> DelegateInfo {
+    DelegateInfo {
+        name: config.delegate_name.clone(),
+        instance: uuid::Uuid::new_v4(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        host: config.host.clone(),
+    }
+}
+
+/// After a recent fatal exit, waits out the rest of the quiet period; returns whether SIGTERM
+/// came first.
+async fn wait_out_fatal_backoff(
+    config: &Config,
+    state: &StateDir,
+    shutdown: &mut watch::Receiver<bool>,
+) -> bool {
+    let Some(quiet) = state.fatal_quiet_period(unix_now(), config.fatal_backoff) else { return false };
+    tracing::warn!(
+        wait_secs = quiet.as_secs(),
+        "the previous run stopped on a revoked or expired token; waiting before trying again"
+    );
+    sleep_or_stop(quiet, shutdown).await
+}
+
+/// Docker mode: stops and removes the container this one replaces, if any, in the background.
+fn spawn_take_over(host: DockerHost) {
+    tokio::spawn(async move {
+        match host.take_over().await {
+            Ok(Some(old)) => {
+                tracing::info!(replaced = %short_id(&old), "took over from the previous container")
             }
-        });
+            Ok(None) => {}
+            Err(err) => tracing::error!(error = %err, "could not take over from the previous container"),
+        }
+    });
+}
+
+/// The reason and message of a signed `revoked`/`expired` reject; `None` for any other error.
+fn final_reason(err: &connection::ConnectError) -> Option<(&Rejection, RevokedReason)> {
+    let rejection = err.rejection().filter(|r| r.is_final())?;
+    let reason = match rejection.code {
+        tether_protocol::RejectCode::Expired => RevokedReason::Expired,
+        _ => RevokedReason::Revoked,
+    };
+    Some((rejection, reason))
+}
+
+/// The running delegate after its first session: the token in use and what it works with.
+struct Agent<'a> {
+    config: &'a Config,
+    connector: &'a Connector,
+    state: &'a StateDir,
+    rotator: &'a Rotator,
+    token: Token,
+}
+
+impl Agent<'_> {
+    /// Runs sessions one after another, reconnecting with backoff, until SIGTERM or a fatal
+    /// token state.
+    async fn keep_connected(
+        &mut self,
+        mut conn: Connection,
+        started: Instant,
+        shutdown: &mut watch::Receiver<bool>,
+        done: &mut mpsc::Receiver<RotationDone>,
+    ) -> Exit {
+        let mut backoff = Backoff::default();
+        loop {
+            self.state.clear_fatal();
+            let session_started = Instant::now();
+            tracing::info!(session_id = %conn.session.session_id(), token_id = %conn.token_id,
+                heartbeat_secs = conn.welcome.heartbeat_secs, token_expires_at = ?conn.welcome.token_expires_at, "session authenticated");
+            let ctx = SessionContext { rotator: self.rotator, state: self.state, started, shutdown, done };
+            let delay = match session::run(conn, ctx).await {
+                SessionEnd::Shutdown => {
+                    tracing::info!("stopped");
+                    return Exit::Stopped;
+                }
+                SessionEnd::Fatal { reason, message } => return self.fatal(reason, &message, shutdown).await,
+                SessionEnd::Switch(new_token, next) => {
+                    tracing::info!(old_token_id = %self.token.id(), token_id = %new_token.id(), "now using the rotated token");
+                    self.token = new_token;
+                    conn = *next;
+                    continue;
+                }
+                SessionEnd::Goodbye(reason) => {
+                    let delay = backoff::after_goodbye(&mut rand::thread_rng());
+                    tracing::info!(
+                        ?reason,
+                        delay_ms = delay.as_millis() as u64,
+                        "the manager said goodbye; reconnecting soon"
+                    );
+                    delay
+                }
+                SessionEnd::Lost(reason) => {
+                    // A session that held for a while resets the backoff; one that drops at once
+                    // (a manager that accepts and fails) keeps growing it.
+                    if session_started.elapsed() >= STABLE_SESSION {
+                        backoff.reset();
+                    }
+                    let delay = backoff.next_delay(&mut rand::thread_rng());
+                    tracing::warn!(%reason, delay_ms = delay.as_millis() as u64, "session lost; reconnecting");
+                    delay
+                }
+            };
+            conn = match self.reconnect(delay, &mut backoff, shutdown).await {
+                Ok(conn) => conn,
+                Err(exit) => return exit,
+            };
+        }
     }
 
-    let mut backoff = Backoff::default();
-    loop {
-        state.clear_fatal();
-        let session_started = Instant::now();
-        tracing::info!(session_id = %conn.session.session_id(), token_id = %conn.token_id,
-            heartbeat_secs = conn.welcome.heartbeat_secs, token_expires_at = ?conn.welcome.token_expires_at, "session authenticated");
-        let ctx = SessionContext {
-            rotator: &rotator,
-            state: &state,
-            started,
-            shutdown: &mut shutdown,
-            done: &mut done,
-        };
-        let mut delay = match session::run(conn, ctx).await {
-            SessionEnd::Shutdown => {
-                tracing::info!("stopped");
-                return Exit::Stopped;
+    /// Waits `delay`, then connects until a session is up (backing off between attempts);
+    /// `Err` with the exit on SIGTERM or a signed revoked/expired.
+    async fn reconnect(
+        &self,
+        mut delay: Duration,
+        backoff: &mut Backoff,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<Connection, Exit> {
+        loop {
+            if sleep_or_stop(delay, shutdown).await {
+                return Err(Exit::Stopped);
             }
-            SessionEnd::Fatal { reason, message } => {
-                return fatal(&config, &state, &rotator, &token, reason, &message, &mut shutdown).await;
-            }
-            SessionEnd::Switch(new_token, next) => {
-                tracing::info!(old_token_id = %token.id(), token_id = %new_token.id(), "now using the rotated token");
-                token = new_token;
-                conn = *next;
-                continue;
-            }
-            SessionEnd::Goodbye(reason) => {
-                let delay = backoff::after_goodbye(&mut rand::thread_rng());
-                tracing::info!(
-                    ?reason,
-                    delay_ms = delay.as_millis() as u64,
-                    "the manager said goodbye; reconnecting soon"
-                );
-                delay
-            }
-            SessionEnd::Lost(reason) => {
-                // A session that held for a while resets the backoff; one that drops at once
-                // (a manager that accepts and fails) keeps growing it.
-                if session_started.elapsed() >= STABLE_SESSION {
-                    backoff.reset();
-                }
-                let delay = backoff.next_delay(&mut rand::thread_rng());
-                tracing::warn!(%reason, delay_ms = delay.as_millis() as u64, "session lost; reconnecting");
-                delay
-            }
-        };
-        conn = loop {
-            if sleep_or_stop(delay, &mut shutdown).await {
-                return Exit::Stopped;
-            }
-            let Some(attempt) = connect_or_stop(&connector, &token, &mut shutdown).await else {
-                return Exit::Stopped;
+            let Some(attempt) = connect_or_stop(self.connector, &self.token, shutdown).await else {
+                return Err(Exit::Stopped);
             };
-            match attempt {
-                Ok(conn) => break conn,
-                Err(err) if err.is_final() => {
-                    let rejection = err.rejection().expect("final errors are rejections");
-                    let reason = match rejection.code {
-                        tether_protocol::RejectCode::Expired => RevokedReason::Expired,
-                        _ => RevokedReason::Revoked,
-                    };
-                    let message = rejection.message.clone();
-                    return fatal(&config, &state, &rotator, &token, reason, &message, &mut shutdown).await;
-                }
-                Err(err) => {
-                    delay = backoff.next_delay(&mut rand::thread_rng());
-                    tracing::warn!(error = %shown(&err.to_string()), attempt = backoff.attempts(), delay_ms = delay.as_millis() as u64, "cannot connect; retrying");
-                }
+            let err = match attempt {
+                Ok(conn) => return Ok(conn),
+                Err(err) => err,
+            };
+            if let Some((rejection, reason)) = final_reason(&err) {
+                let message = rejection.message.clone();
+                return Err(self.fatal(reason, &message, shutdown).await);
             }
-        };
+            delay = backoff.next_delay(&mut rand::thread_rng());
+            tracing::warn!(error = %shown(&err.to_string()), attempt = backoff.attempts(), delay_ms = delay.as_millis() as u64, "cannot connect; retrying");
+        }
+    }
+
+    async fn fatal(
+        &self,
+        reason: RevokedReason,
+        message: &str,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Exit {
+        fatal(self.config, self.state, self.rotator, &self.token, reason, message, shutdown).await
     }
 }
 
@@ -245,10 +306,7 @@ async fn first_session(
     let mut candidates: Vec<Candidate> = config
         .candidates
         .iter()
-        .map(|c| Candidate {
-            source: c.source.clone(),
-            token: Token::parse(&c.token.expose()).expect("valid token"),
-        })
+        .map(|c| Candidate { source: c.source.clone(), token: c.token.duplicate() })
         .collect();
     let mut backoff = Backoff::default();
     let mut last_final: Option<(RevokedReason, String)> = None;
@@ -264,19 +322,15 @@ async fn first_session(
                     seed_token_file(config, &candidate).await;
                     return Ok(Some((candidate.token, conn)));
                 }
-                Err(err) if err.is_final() => {
-                    let rejection = err.rejection().expect("final errors are rejections");
-                    tracing::warn!(source = %candidate.source, token_id = %candidate.token.id(), reject = %shown(&rejection.to_string()), "token is no longer valid");
-                    let reason = match rejection.code {
-                        tether_protocol::RejectCode::Expired => RevokedReason::Expired,
-                        _ => RevokedReason::Revoked,
-                    };
-                    last_final = Some((reason, rejection.message.clone()));
-                    candidates.remove(index);
-                }
                 Err(err) => {
-                    tracing::warn!(source = %candidate.source, token_id = %candidate.token.id(), error = %shown(&err.to_string()), "cannot authenticate");
-                    index += 1;
+                    if let Some((rejection, reason)) = final_reason(&err) {
+                        tracing::warn!(source = %candidate.source, token_id = %candidate.token.id(), reject = %shown(&rejection.to_string()), "token is no longer valid");
+                        last_final = Some((reason, rejection.message.clone()));
+                        candidates.remove(index);
+                    } else {
+                        tracing::warn!(source = %candidate.source, token_id = %candidate.token.id(), error = %shown(&err.to_string()), "cannot authenticate");
+                        index += 1;
+                    }
                 }
             }
         }
@@ -284,8 +338,7 @@ async fn first_session(
             let (reason, message) = last_final.unwrap_or((RevokedReason::Revoked, String::new()));
             // `Config::load` never yields an empty candidate list; without one there is no
             // token to name, and the exit is fatal all the same.
-            let Some(token) = config.candidates.first().and_then(|c| Token::parse(&c.token.expose()).ok())
-            else {
+            let Some(token) = config.candidates.first().map(|c| c.token.duplicate()) else {
                 return Err(Exit::Fatal);
             };
             let (rotator, _) = Rotator::new(connector.clone(), ApplyMode::Manual, None, Duration::ZERO);
@@ -307,7 +360,7 @@ async fn seed_token_file(config: &Config, candidate: &Candidate) {
     if token_file::read(&path).is_some_and(|t| t.same_as(&candidate.token)) {
         return;
     }
-    let token = Token::parse(&candidate.token.expose()).expect("valid token");
+    let token = candidate.token.duplicate();
     let result = tokio::task::spawn_blocking(move || token_file::write_atomic(&path, &token)).await;
     match result {
         Ok(Ok(())) => {
@@ -354,4 +407,16 @@ async fn fatal(
         let _ = sleep_or_stop(config.fatal_backoff, shutdown).await;
     }
     Exit::Fatal
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_are_the_documented_ones() {
+        assert_eq!(Exit::Stopped.code(), 0);
+        assert_eq!(Exit::BadConfig.code(), 64);
+        assert_eq!(Exit::Fatal.code(), 78);
+    }
 }

@@ -1,8 +1,10 @@
 //! Validated configuration of `run`: raw flags and environment in, a [`Config`] out, or a
 //! [`ConfigError`] that names the variable and says why, never its value.
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
+use rustls::ClientConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 use tether_protocol::{SecretString, Token};
@@ -108,8 +110,8 @@ pub struct Config {
     pub delegate_name: String,
     /// Host name announced in the hello.
     pub host: String,
-    /// Pinned CA certificates; empty means the compiled-in public roots.
-    pub ca_certs: Vec<CertificateDer<'static>>,
+    /// TLS client configuration: the pinned CA of `MANAGER_CA_CERT`, else the public roots.
+    pub tls: Arc<ClientConfig>,
     /// Directory of the health and fatal-exit state files.
     pub state_dir: PathBuf,
     /// How rotations are applied.
@@ -230,7 +232,7 @@ fn read_ca(path: &Path) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
 /// Reads the token file: `Ok(None)` when it does not exist or is empty (it is seeded later).
 pub fn read_token_file(path: &Path) -> Result<Option<Token>, ConfigError> {
     const VAR: &str = "ACCOUNT_SECRET_FILE";
-    match std::fs::read_to_string(path).map(zeroize::Zeroizing::new) {
+    match crate::token_file::read_text(path) {
         Ok(text) if text.trim().is_empty() => Ok(None),
         Ok(text) => parse_token(&text, VAR).map(Some),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -239,116 +241,21 @@ pub fn read_token_file(path: &Path) -> Result<Option<Token>, ConfigError> {
 }
 
 impl Config {
-    /// Validates the flags, falling back to `env` for each unset flag.
+    /// Validates the flags, falling back to `env` for each unset flag: one step per setting,
+    /// each naming its variable on failure.
     pub fn load(flags: &RunFlags, env: &dyn Strings) -> Result<Self, ConfigError> {
-        let account_id = pick(&flags.account_id, env, "ACCOUNT_ID")
-            .map(|v| v.trim().to_owned())
-            .ok_or_else(|| ConfigError::new("ACCOUNT_ID", "is not set"))?;
-        if account_id.len() > 128 || account_id.chars().any(char::is_control) {
-            return Err(ConfigError::new("ACCOUNT_ID", "must be at most 128 printable characters"));
-        }
-
-        let secret = pick_secret(&flags.account_secret, env, "ACCOUNT_SECRET")
-            .map(|v| parse_token(v.expose(), "ACCOUNT_SECRET"))
-            .transpose()?;
-        let alias = pick_secret(&flags.delegate_token, env, "DELEGATE_TOKEN")
-            .map(|v| parse_token(v.expose(), "DELEGATE_TOKEN"))
-            .transpose()?;
-        let env_token = match (secret, alias) {
-            (Some(a), Some(b)) if !a.same_as(&b) => {
-                return Err(ConfigError::new(
-                    "DELEGATE_TOKEN",
-                    "holds a different token than ACCOUNT_SECRET; set only one",
-                ))
-            }
-            (Some(a), _) => Some(Candidate { source: TokenSource::Env("ACCOUNT_SECRET"), token: a }),
-            (None, Some(b)) => Some(Candidate { source: TokenSource::Env("DELEGATE_TOKEN"), token: b }),
-            (None, None) => None,
-        };
-
-        let secret_file = pick(&flags.account_secret_file, env, "ACCOUNT_SECRET_FILE").map(PathBuf::from);
-        let file_token = match &secret_file {
-            Some(path) => read_token_file(path)?,
-            None => None,
-        };
-        let mut candidates = Vec::new();
-        if let Some(token) = file_token {
-            candidates.push(Candidate { source: TokenSource::File, token });
-        }
-        if let Some(env_token) = env_token {
-            if !candidates.iter().any(|c| c.token.same_as(&env_token.token)) {
-                candidates.push(env_token);
-            }
-        }
-        if candidates.is_empty() {
-            return Err(match &secret_file {
-                Some(_) => ConfigError::new(
-                    "ACCOUNT_SECRET_FILE",
-                    "the file is missing or empty and neither ACCOUNT_SECRET nor DELEGATE_TOKEN is set",
-                ),
-                None => ConfigError::new(
-                    "ACCOUNT_SECRET",
-                    "is not set (nor DELEGATE_TOKEN or ACCOUNT_SECRET_FILE)",
-                ),
-            });
-        }
-
-        let endpoint = pick(&flags.manager_host_and_port, env, "MANAGER_HOST_AND_PORT")
-            .ok_or_else(|| ConfigError::new("MANAGER_HOST_AND_PORT", "is not set"))
-            .and_then(|v| parse_endpoint(&v))?;
-
-        let host = env
-            .get("HOSTNAME")
-            .filter(|h| !h.is_empty())
-            .or_else(|| {
-                std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_owned())
-            })
-            .unwrap_or_else(|| "unknown".to_owned());
-        let delegate_name = pick(&flags.delegate_name, env, "DELEGATE_NAME")
-            .map(|v| v.trim().to_owned())
-            .unwrap_or_else(|| host.clone());
-        if delegate_name.len() > 128 || delegate_name.chars().any(char::is_control) {
-            return Err(ConfigError::new("DELEGATE_NAME", "must be at most 128 printable characters"));
-        }
-
-        let ca_certs = match pick(&flags.manager_ca_cert, env, "MANAGER_CA_CERT") {
-            Some(path) => read_ca(Path::new(path.trim()))?,
-            None => Vec::new(),
-        };
-
-        let state_dir = match pick(&flags.state_dir, env, "TETHER_STATE_DIR") {
-            Some(dir) => PathBuf::from(dir),
-            None => default_state_dir(secret_file.as_deref()),
-        };
-
-        let apply_mode = match pick(&flags.apply_mode, env, "TETHER_APPLY_MODE").as_deref().map(str::trim) {
-            None | Some("auto") => ApplyModeSetting::Auto,
-            Some("docker") => ApplyModeSetting::Docker,
-            Some("file") => ApplyModeSetting::File,
-            Some("manual") => ApplyModeSetting::Manual,
-            Some(_) => {
-                return Err(ConfigError::new(
-                    "TETHER_APPLY_MODE",
-                    "expected one of auto, docker, file, manual",
-                ))
-            }
-        };
-        if apply_mode == ApplyModeSetting::File && secret_file.is_none() {
-            return Err(ConfigError::new("TETHER_APPLY_MODE", "file mode needs ACCOUNT_SECRET_FILE"));
-        }
-
-        let docker_socket = pick(&flags.docker_socket, env, "TETHER_DOCKER_SOCKET")
-            .map(|s| PathBuf::from(s.strip_prefix("unix://").unwrap_or(&s)))
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_DOCKER_SOCKET));
-        let container_id = pick(&flags.container_id, env, "TETHER_CONTAINER_ID").map(|v| v.trim().to_owned());
-        if let Some(id) = &container_id {
-            if id.len() < 12 || !id.chars().all(|c| c.is_ascii_hexdigit()) {
-                return Err(ConfigError::new(
-                    "TETHER_CONTAINER_ID",
-                    "expected a container id (12 to 64 hex digits)",
-                ));
-            }
-        }
+        let account_id = account_id(flags, env)?;
+        let env_token = env_token(flags, env)?;
+        let secret_file = secret_file(&flags.account_secret_file, env);
+        let candidates = candidates(secret_file.as_deref(), env_token)?;
+        let endpoint = endpoint(flags, env)?;
+        let host = host(env);
+        let delegate_name = delegate_name(flags, env, &host)?;
+        let tls = manager_tls(flags, env)?;
+        let state_dir = state_dir(&flags.state_dir, env, secret_file.as_deref());
+        let apply_mode = apply_mode(flags, env, secret_file.is_some())?;
+        let docker_socket = docker_socket(flags, env);
+        let container_id = container_id(flags, env)?;
         let replace_timeout = parse_secs(
             &flags.replace_timeout_secs,
             env,
@@ -361,7 +268,6 @@ impl Config {
             "TETHER_FATAL_BACKOFF_SECS",
             DEFAULT_FATAL_BACKOFF_SECS,
         )?;
-
         Ok(Self {
             account_id,
             candidates,
@@ -369,7 +275,7 @@ impl Config {
             endpoint,
             delegate_name,
             host,
-            ca_certs,
+            tls,
             state_dir,
             apply_mode,
             docker_socket,
@@ -378,6 +284,162 @@ impl Config {
             fatal_backoff,
         })
     }
+}
+
+/// `ACCOUNT_ID`: required, at most 128 printable characters.
+fn account_id(flags: &RunFlags, env: &dyn Strings) -> Result<String, ConfigError> {
+    let account_id = pick(&flags.account_id, env, "ACCOUNT_ID")
+        .map(|v| v.trim().to_owned())
+        .ok_or_else(|| ConfigError::new("ACCOUNT_ID", "is not set"))?;
+    if account_id.len() > 128 || account_id.chars().any(char::is_control) {
+        return Err(ConfigError::new("ACCOUNT_ID", "must be at most 128 printable characters"));
+    }
+    Ok(account_id)
+}
+
+/// `ACCOUNT_SECRET` or its alias `DELEGATE_TOKEN` (both set: they must agree).
+fn env_token(flags: &RunFlags, env: &dyn Strings) -> Result<Option<Candidate>, ConfigError> {
+    let secret = pick_secret(&flags.account_secret, env, "ACCOUNT_SECRET")
+        .map(|v| parse_token(v.expose(), "ACCOUNT_SECRET"))
+        .transpose()?;
+    let alias = pick_secret(&flags.delegate_token, env, "DELEGATE_TOKEN")
+        .map(|v| parse_token(v.expose(), "DELEGATE_TOKEN"))
+        .transpose()?;
+    match (secret, alias) {
+        (Some(a), Some(b)) if !a.same_as(&b) => Err(ConfigError::new(
+            "DELEGATE_TOKEN",
+            "holds a different token than ACCOUNT_SECRET; set only one",
+        )),
+        (Some(a), _) => Ok(Some(Candidate { source: TokenSource::Env("ACCOUNT_SECRET"), token: a })),
+        (None, Some(b)) => Ok(Some(Candidate { source: TokenSource::Env("DELEGATE_TOKEN"), token: b })),
+        (None, None) => Ok(None),
+    }
+}
+
+/// `ACCOUNT_SECRET_FILE`, if set (`health` reads it with the same rule).
+pub fn secret_file(flag: &Option<String>, env: &dyn Strings) -> Option<PathBuf> {
+    pick(flag, env, "ACCOUNT_SECRET_FILE").map(PathBuf::from)
+}
+
+/// The tokens to try at start: the file's first, then the environment's unless it is the
+/// same; at least one.
+fn candidates(
+    secret_file: Option<&Path>,
+    env_token: Option<Candidate>,
+) -> Result<Vec<Candidate>, ConfigError> {
+    let file_token = match secret_file {
+        Some(path) => read_token_file(path)?,
+        None => None,
+    };
+    let mut candidates = Vec::new();
+    if let Some(token) = file_token {
+        candidates.push(Candidate { source: TokenSource::File, token });
+    }
+    if let Some(env_token) = env_token {
+        if !candidates.iter().any(|c| c.token.same_as(&env_token.token)) {
+            candidates.push(env_token);
+        }
+    }
+    if candidates.is_empty() {
+        return Err(match secret_file {
+            Some(_) => ConfigError::new(
+                "ACCOUNT_SECRET_FILE",
+                "the file is missing or empty and neither ACCOUNT_SECRET nor DELEGATE_TOKEN is set",
+            ),
+            None => {
+                ConfigError::new("ACCOUNT_SECRET", "is not set (nor DELEGATE_TOKEN or ACCOUNT_SECRET_FILE)")
+            }
+        });
+    }
+    Ok(candidates)
+}
+
+/// `MANAGER_HOST_AND_PORT`: required.
+fn endpoint(flags: &RunFlags, env: &dyn Strings) -> Result<Endpoint, ConfigError> {
+    pick(&flags.manager_host_and_port, env, "MANAGER_HOST_AND_PORT")
+        .ok_or_else(|| ConfigError::new("MANAGER_HOST_AND_PORT", "is not set"))
+        .and_then(|v| parse_endpoint(&v))
+}
+
+/// The host name announced in the hello: `HOSTNAME`, else the kernel's, else `unknown`.
+fn host(env: &dyn Strings) -> String {
+    env.get("HOSTNAME")
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_owned()))
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// `DELEGATE_NAME`, else the host name: at most 128 printable characters.
+fn delegate_name(flags: &RunFlags, env: &dyn Strings, host: &str) -> Result<String, ConfigError> {
+    let delegate_name = pick(&flags.delegate_name, env, "DELEGATE_NAME")
+        .map(|v| v.trim().to_owned())
+        .unwrap_or_else(|| host.to_owned());
+    if delegate_name.len() > 128 || delegate_name.chars().any(char::is_control) {
+        return Err(ConfigError::new("DELEGATE_NAME", "must be at most 128 printable characters"));
+    }
+    Ok(delegate_name)
+}
+
+/// `MANAGER_CA_CERT` (else the public roots), built into the TLS client configuration here,
+/// so that a CA rustls cannot use is bad configuration, not a failure at connect time.
+fn manager_tls(flags: &RunFlags, env: &dyn Strings) -> Result<Arc<ClientConfig>, ConfigError> {
+    let ca_certs = match pick(&flags.manager_ca_cert, env, "MANAGER_CA_CERT") {
+        Some(path) => read_ca(Path::new(path.trim()))?,
+        None => Vec::new(),
+    };
+    crate::tls::client_config(&ca_certs).map(Arc::new).map_err(|err| {
+        ConfigError::new("MANAGER_CA_CERT", format!("cannot build the TLS configuration: {err}"))
+    })
+}
+
+/// `TETHER_STATE_DIR`, else the token file's directory, else [`DEFAULT_STATE_DIR`]; `health`
+/// uses this same rule.
+pub fn state_dir(flag: &Option<String>, env: &dyn Strings, secret_file: Option<&Path>) -> PathBuf {
+    match pick(flag, env, "TETHER_STATE_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => default_state_dir(secret_file),
+    }
+}
+
+/// `TETHER_APPLY_MODE`: auto (default), docker, file (needs the token file) or manual.
+fn apply_mode(
+    flags: &RunFlags,
+    env: &dyn Strings,
+    has_secret_file: bool,
+) -> Result<ApplyModeSetting, ConfigError> {
+    const VAR: &str = "TETHER_APPLY_MODE";
+    let apply_mode = match pick(&flags.apply_mode, env, VAR).as_deref().map(str::trim) {
+        None | Some("auto") => ApplyModeSetting::Auto,
+        Some("docker") => ApplyModeSetting::Docker,
+        Some("file") => ApplyModeSetting::File,
+        Some("manual") => ApplyModeSetting::Manual,
+        Some(_) => return Err(ConfigError::new(VAR, "expected one of auto, docker, file, manual")),
+    };
+    if apply_mode == ApplyModeSetting::File && !has_secret_file {
+        return Err(ConfigError::new(VAR, "file mode needs ACCOUNT_SECRET_FILE"));
+    }
+    Ok(apply_mode)
+}
+
+/// `TETHER_DOCKER_SOCKET` (a `unix://` prefix is dropped), else [`DEFAULT_DOCKER_SOCKET`].
+fn docker_socket(flags: &RunFlags, env: &dyn Strings) -> PathBuf {
+    pick(&flags.docker_socket, env, "TETHER_DOCKER_SOCKET")
+        .map(|s| PathBuf::from(s.strip_prefix("unix://").unwrap_or(&s)))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DOCKER_SOCKET))
+}
+
+/// `TETHER_CONTAINER_ID`, if set: at least 12 hex digits.
+fn container_id(flags: &RunFlags, env: &dyn Strings) -> Result<Option<String>, ConfigError> {
+    let container_id = pick(&flags.container_id, env, "TETHER_CONTAINER_ID").map(|v| v.trim().to_owned());
+    if let Some(id) = &container_id {
+        if id.len() < 12 || !id.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(ConfigError::new(
+                "TETHER_CONTAINER_ID",
+                "expected a container id (12 to 64 hex digits)",
+            ));
+        }
+    }
+    Ok(container_id)
 }
 
 /// The state directory when none is configured: the token file's directory, else

@@ -1,13 +1,12 @@
-//! One connection to the manager: TCP, TLS (rustls with the ring provider, public roots
-//! compiled in or a pinned CA), the WebSocket upgrade with small buffers, and the v1 handshake
-//! through `tether-protocol`. The welcome is verified before anything else is accepted.
+//! One connection to the manager: TCP, TLS (as configured by [`crate::tls`]), the WebSocket
+//! upgrade with small buffers, and the v1 handshake through `tether-protocol`. The welcome is verified before anything else is accepted.
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use rand::RngCore;
-use rustls::pki_types::{CertificateDer, ServerName};
-use rustls::{ClientConfig, RootCertStore};
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
 use tether_protocol::error::{HandshakeError, Rejection};
 use tether_protocol::frame::MAX_MAX_FRAME;
 use tether_protocol::handshake::client::ClientHandshake;
@@ -163,23 +162,6 @@ pub struct Connector {
     info: DelegateInfo,
 }
 
-/// TLS client configuration: the pinned CA certificates if any, else the public web roots.
-pub fn tls_config(ca_certs: &[CertificateDer<'static>]) -> Result<ClientConfig, rustls::Error> {
-    let mut roots = RootCertStore::empty();
-    if ca_certs.is_empty() {
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    } else {
-        for cert in ca_certs {
-            roots.add(cert.clone())?;
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
-}
-
 impl std::fmt::Debug for Connector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connector")
@@ -192,8 +174,8 @@ impl std::fmt::Debug for Connector {
 
 impl Connector {
     /// A connector for `account_id` at `endpoint`, announcing `info` in every hello.
-    pub fn new(endpoint: Endpoint, tls: ClientConfig, account_id: String, info: DelegateInfo) -> Self {
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(tls));
+    pub fn new(endpoint: Endpoint, tls: Arc<ClientConfig>, account_id: String, info: DelegateInfo) -> Self {
+        let tls = tokio_rustls::TlsConnector::from(tls);
         Self { endpoint, tls, account_id, info }
     }
 

@@ -13,6 +13,7 @@
 //!   remembers applied, running and pending rotations.
 //! - [`docker`]: own container discovery and self-replacement through the engine.
 //! - [`backoff`]: exponential backoff with full jitter; goodbye jitter.
+//! - [`tls`]: the TLS client configuration (pinned CA or public roots), built at load.
 //! - [`token_file`]: atomic rewrite of `ACCOUNT_SECRET_FILE`.
 //! - [`state`]: health and fatal-exit records in the state directory.
 //! - [`health`]: the `health` subcommand.
@@ -33,6 +34,7 @@ pub mod rotation;
 pub mod session;
 pub mod state;
 pub mod strings;
+pub mod tls;
 pub mod token_file;
 
 #[cfg(test)]

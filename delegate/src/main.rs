@@ -1,5 +1,7 @@
 //! `tether-delegate`: thin entry point. Exit codes: 0 stopped by SIGTERM (or healthy),
-//! 1 unhealthy or internal error, 64 bad configuration, 78 token revoked or expired.
+//! 1 unhealthy or internal error, 64 bad configuration (including a `MANAGER_CA_CERT` rustls
+//! cannot use: the TLS configuration is built while the configuration loads), 78 token
+//! revoked or expired (signed by the manager).
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -7,8 +9,6 @@ use tether_delegate::cli::{Cli, Command};
 use tether_delegate::config::Config;
 use tether_delegate::strings::ProcessEnv;
 use tether_delegate::{agent, health, logging};
-
-const EXIT_CONFIG: u8 = 64;
 
 fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -32,7 +32,7 @@ fn main() -> ExitCode {
         Ok(config) => config,
         Err(err) => {
             tracing::error!(variable = err.var, "bad configuration: {err}");
-            return ExitCode::from(EXIT_CONFIG);
+            return ExitCode::from(agent::EXIT_BAD_CONFIG);
         }
     };
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {

@@ -1,6 +1,7 @@
 //! Unit tests of configuration validation, with a `HashMap` as the environment.
 use std::collections::HashMap;
 
+use rustls_pki_types::CertificateDer;
 use tether_protocol::Token;
 use uuid::Uuid;
 
@@ -170,4 +171,68 @@ fn numbers_and_modes_are_validated() {
     assert_eq!(load(&env).unwrap().apply_mode, ApplyModeSetting::Manual);
     env.insert("TETHER_CONTAINER_ID".into(), "not-hex".into());
     assert_eq!(load(&env).unwrap_err().var, "TETHER_CONTAINER_ID");
+}
+
+/// A private CA and a `localhost` server certificate it signed; returns the CA's PEM and the
+/// server's TLS configuration.
+fn private_ca() -> (String, Arc<rustls::ServerConfig>) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert =
+        rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap().signed_by(&key, &ca).unwrap();
+    let chain = vec![CertificateDer::from(cert.der().to_vec())];
+    let key = rustls_pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap();
+    let server =
+        rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+    (ca.pem(), Arc::new(server))
+}
+
+/// A TLS handshake in memory between `client` and `server`; `Err` with the client's error.
+fn handshake(client: Arc<ClientConfig>, server: Arc<rustls::ServerConfig>) -> Result<(), rustls::Error> {
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let mut client = rustls::ClientConnection::new(client, name).unwrap();
+    let mut server = rustls::ServerConnection::new(server).unwrap();
+    for _ in 0..20 {
+        if !client.is_handshaking() {
+            return Ok(());
+        }
+        let mut wire = Vec::new();
+        while client.wants_write() {
+            client.write_tls(&mut wire).unwrap();
+        }
+        server.read_tls(&mut wire.as_slice()).unwrap();
+        let _ = server.process_new_packets();
+        let mut wire = Vec::new();
+        while server.wants_write() {
+            server.write_tls(&mut wire).unwrap();
+        }
+        client.read_tls(&mut wire.as_slice()).unwrap();
+        client.process_new_packets()?;
+    }
+    panic!("the handshake did not finish in 20 rounds");
+}
+
+#[test]
+fn the_tls_configuration_built_at_load_trusts_the_pinned_ca_only() {
+    let (ca_pem, server) = private_ca();
+    let (_, stranger) = private_ca();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, ca_pem).unwrap();
+    let mut env = base(&token(10));
+    env.insert("MANAGER_CA_CERT".into(), ca.display().to_string());
+    let pinned = load(&env).unwrap().tls;
+    handshake(pinned.clone(), server.clone()).expect("the pinned CA's certificate is trusted");
+    assert!(handshake(pinned, stranger).is_err(), "a certificate of another CA is trusted");
+    // Without MANAGER_CA_CERT: the public roots, which do not hold the private CA.
+    env.remove("MANAGER_CA_CERT");
+    assert!(handshake(load(&env).unwrap().tls, server).is_err());
 }

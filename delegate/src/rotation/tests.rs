@@ -1,6 +1,7 @@
 //! Unit tests of rotation bookkeeping with an in-memory session pair (no sockets): a token
 //! that does not unseal is acked `failed` at once; a token that cannot be proven fails
 //! without being recorded, so the same rotation may be tried again.
+use std::sync::Arc;
 use std::time::Duration;
 
 use tether_protocol::message::RotateOutcome;
@@ -8,14 +9,15 @@ use uuid::Uuid;
 
 use super::*;
 use crate::config::Endpoint;
-use crate::connection::{tls_config, Connector};
+use crate::connection::Connector;
 use crate::test_support::{info, session_pair, token};
 
 /// A rotator whose manager is unreachable (a closed loopback port).
 fn rotator() -> (Rotator, mpsc::Receiver<RotationDone>) {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let endpoint = Endpoint { host: "127.0.0.1".into(), port };
-    let connector = Connector::new(endpoint, tls_config(&[]).unwrap(), "acme".into(), info());
+    let connector =
+        Connector::new(endpoint, Arc::new(crate::tls::client_config(&[]).unwrap()), "acme".into(), info());
     Rotator::new(connector, ApplyMode::Manual, None, Duration::from_secs(1))
 }
 
