@@ -58,7 +58,8 @@ pub enum SessionCommand {
     Rotate {
         /// Rotation id.
         rotation_id: Uuid,
-        /// The successor (held in memory only for the rotation's start).
+        /// The successor (held in memory, never on disk, while its rotation runs: the
+        /// whole grace window, for delegates that connect on the old token late).
         token: Arc<Token>,
         /// Until when the old token stays valid.
         valid_until: u64,
@@ -233,6 +234,18 @@ impl Registry {
     ) -> usize {
         let guard = self.lock();
         guard.values().filter(|e| e.info.token_id == token_id).filter(|e| e.tx.send(make(&e.info))).count()
+    }
+
+    /// Tells every live session on `token_id` that its token is no longer valid (a signed
+    /// `revoked`, then close); returns how many.
+    pub fn kick(&self, token_id: Uuid, reason: RevokedReason) -> usize {
+        let message = match reason {
+            RevokedReason::Expired => {
+                "this delegate's token expired; create a new token and restart the delegate with it"
+            }
+            _ => "this delegate's token was revoked; restart the delegate with a valid token",
+        };
+        self.send_to_token(token_id, |_| SessionCommand::Revoke { reason, message: message.to_owned() })
     }
 
     /// Sends `Shutdown` to every session; returns how many.

@@ -125,6 +125,8 @@ pub async fn run(
 /// HTTP server.
 async fn drain(state: &AppState, handle: &axum_server::Handle<SocketAddr>, limit: Duration) {
     state.set_draining();
+    // Rotation drivers stop first; an unfinished rotation resumes at the next start.
+    state.rotations.shutdown().await;
     let started = Instant::now();
     let told = state.registry.shutdown_all();
     tracing::info!(sessions = told, "shutting down: goodbye sent to every delegate");

@@ -9,7 +9,7 @@ use crate::gateway::ratelimit::FailureLimiter;
 use crate::keys::MasterKey;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
-use crate::rotation::Rotations;
+use crate::rotation::{RotationMetrics, Rotations};
 use crate::store::Store;
 
 /// Everything a request or a session needs. Cheap to clone.
@@ -33,7 +33,7 @@ pub struct Inner {
     pub limiter: FailureLimiter,
     /// Caps and idle timeout of connections that have not authenticated.
     pub connections: ConnectionLimits,
-    /// Rotations in progress.
+    /// The rotation service (rotations in progress and their drivers).
     pub rotations: Rotations,
     ready: AtomicBool,
     draining: AtomicBool,
@@ -46,21 +46,34 @@ impl std::ops::Deref for AppState {
     }
 }
 
+impl AsRef<crate::rotation::Rotations> for AppState {
+    fn as_ref(&self) -> &Rotations {
+        &self.rotations
+    }
+}
+
 impl AppState {
     /// State over an opened data dir.
     pub fn new(config: ServeConfig, data: &DataDir) -> Self {
         let limiter = FailureLimiter::new(config.handshake_fail_limit, config.handshake_fail_window_secs);
         let metrics = Metrics::new();
         let connections = ConnectionLimits::from_config(&config, &metrics);
+        let registry = Registry::default();
+        let rotations = Rotations::new(
+            data.store.clone(),
+            registry.clone(),
+            data.master.clone(),
+            RotationMetrics::of(&metrics),
+        );
         Self(Arc::new(Inner {
             config,
             store: data.store.clone(),
             master: data.master.clone(),
-            registry: Registry::default(),
+            registry,
             metrics,
             limiter,
             connections,
-            rotations: Rotations::default(),
+            rotations,
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
         }))

@@ -1,5 +1,5 @@
 //! Token operations: create accounts, delegate tokens and admin tokens (values returned once,
-//! never stored), revoke (committed before anyone is told) and the kick of live sessions.
+//! never stored), revoke (committed before anyone is told, then the live sessions are kicked).
 use ipnet::IpNet;
 use rusqlite::Connection;
 use tether_protocol::message::RevokedReason;
@@ -9,13 +9,13 @@ use zeroize::Zeroizing;
 
 use crate::clock::now_unix;
 use crate::keys::{self, MasterKey};
-use crate::registry::SessionCommand;
-use crate::state::AppState;
+use crate::metrics::Metrics;
+use crate::registry::Registry;
 use crate::store::accounts::{self, Account};
 use crate::store::admin::{self, AdminTokenRow};
 use crate::store::audit::Actor;
 use crate::store::tokens::{self, TokenRow};
-use crate::store::StoreError;
+use crate::store::{Store, StoreError};
 
 /// Name of the token every new account gets.
 pub const DEFAULT_TOKEN_NAME: &str = "default";
@@ -140,15 +140,16 @@ pub fn create_admin_token(
 /// sent a signed `revoked` and closed. Returns the row and how many sessions were told.
 /// Revoking a revoked token changes nothing.
 pub async fn revoke(
-    state: &AppState,
+    store: &Store,
+    registry: &Registry,
+    metrics: &Metrics,
     account: &str,
     token_ref: &str,
     actor: Actor,
 ) -> Result<(TokenRow, usize), StoreError> {
     let (account, token_ref) = (account.to_owned(), token_ref.to_owned());
     let now = now_unix();
-    let (row, newly) = state
-        .store
+    let (row, newly) = store
         .call(move |conn| {
             let tx = conn.transaction()?;
             let row = tokens::find(&tx, &account, &token_ref)?
@@ -162,35 +163,23 @@ pub async fn revoke(
         })
         .await?;
     if newly {
-        state.metrics.revocations.inc();
+        metrics.revocations.inc();
     }
-    let kicked = kick(state, row.id, RevokedReason::Revoked);
+    let kicked = registry.kick(row.id, RevokedReason::Revoked);
     tracing::info!(token_id = %row.id, account = %row.account_id, sessions = kicked, "token revoked");
     Ok((row, kicked))
 }
 
-/// Tells every live session on `token_id` that its token is no longer valid.
-pub fn kick(state: &AppState, token_id: Uuid, reason: RevokedReason) -> usize {
-    let message = match reason {
-        RevokedReason::Expired => {
-            "this delegate's token expired; create a new token and restart the delegate with it"
-        }
-        _ => "this delegate's token was revoked; restart the delegate with a valid token",
-    };
-    state.registry.send_to_token(token_id, |_| SessionCommand::Revoke { reason, message: message.to_owned() })
-}
-
 /// Deletes a revoked token of `account`.
 pub async fn delete(
-    state: &AppState,
+    store: &Store,
     account: &str,
     token_ref: &str,
     actor: Actor,
 ) -> Result<TokenRow, StoreError> {
     let (account, token_ref) = (account.to_owned(), token_ref.to_owned());
     let now = now_unix();
-    state
-        .store
+    store
         .call(move |conn| {
             let tx = conn.transaction()?;
             let row = tokens::find(&tx, &account, &token_ref)?

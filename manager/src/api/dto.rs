@@ -12,7 +12,7 @@ use crate::store::access::RestrictionRow;
 use crate::store::accounts::Account;
 use crate::store::admin::AdminTokenRow;
 use crate::store::audit::AuditEntry;
-use crate::store::rotations::{RotationDelegate, RotationRow};
+use crate::store::rotations::{AckOutcome, DelegateState, RotationDelegate, RotationRow, RotationState};
 use crate::store::tokens::TokenRow;
 
 /// An account.
@@ -184,7 +184,8 @@ pub struct RotationDto {
     /// When finished.
     pub finished_at: Option<u64>,
     /// running, completed or grace_expired.
-    pub state: String,
+    #[schema(value_type = String)]
+    pub state: RotationState,
     /// Per delegate.
     pub delegates: Vec<RotationDelegateDto>,
 }
@@ -192,6 +193,7 @@ pub struct RotationDto {
 impl RotationDto {
     /// From rows.
     pub fn from_rows(r: RotationRow, delegates: Vec<RotationDelegate>) -> Self {
+        let state = r.state();
         Self {
             id: r.id,
             account_id: r.account_id,
@@ -201,7 +203,7 @@ impl RotationDto {
             started_by: r.started_by,
             deadline: r.deadline,
             finished_at: r.finished_at,
-            state: r.outcome.unwrap_or_else(|| "running".into()),
+            state,
             delegates: delegates.into_iter().map(Into::into).collect(),
         }
     }
@@ -217,9 +219,11 @@ pub struct RotationDelegateDto {
     /// Session that was sent `rotate`.
     pub session_id: Uuid,
     /// pending, acked or reconnected.
-    pub state: String,
+    #[schema(value_type = String)]
+    pub state: DelegateState,
     /// applied, failed or manual, once acked.
-    pub outcome: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub outcome: Option<AckOutcome>,
     /// The ack's detail.
     pub detail: Option<String>,
     /// Unix seconds.

@@ -6,6 +6,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::rotation::RotationError;
 use crate::store::StoreError;
 use crate::validate::InvalidInput;
 
@@ -115,6 +116,20 @@ impl From<StoreError> for AppError {
             StoreError::NotFound(what) => Self::NotFound(what),
             StoreError::Conflict(why) => Self::Conflict(why),
             other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<RotationError> for AppError {
+    fn from(e: RotationError) -> Self {
+        match e {
+            RotationError::TokenNotFound { account, token } => {
+                Self::NotFound(format!("token `{token}` in account `{account}`"))
+            }
+            RotationError::AlreadyRotating { .. } | RotationError::NotRotatable { .. } => {
+                Self::Conflict(e.to_string())
+            }
+            RotationError::Store(e) => e.into(),
         }
     }
 }

@@ -24,7 +24,7 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<
         .store
         .call(move |c| {
             let rows = match &account {
-                None => rotations::list(c, false, LIST_LIMIT)?,
+                None => rotations::list_recent(c, LIST_LIMIT)?,
                 Some(a) => crate::store::access::rotations_of(c, a, LIST_LIMIT)?,
             };
             let mut out = Vec::new();

@@ -119,7 +119,15 @@ pub async fn revoke(
 ) -> Result<Json<RevokeResponse>, AppError> {
     caller.require(Scope::TokensWrite)?;
     caller.check_account(&account)?;
-    let (row, closed) = crate::tokens::revoke(&state, &account, &token, caller.actor()).await?;
+    let (row, closed) = crate::tokens::revoke(
+        &state.store,
+        &state.registry,
+        &state.metrics,
+        &account,
+        &token,
+        caller.actor(),
+    )
+    .await?;
     Ok(Json(RevokeResponse { token: TokenDto::from_row(row, now_unix(), 0), sessions_closed: closed }))
 }
 
@@ -143,7 +151,7 @@ pub async fn rotate(
     };
     let expires_in =
         req.expires_in_secs.map(|s| validate::secs("expires_in_secs", s, 1, MAX_EXPIRY_SECS)).transpose()?;
-    let started = crate::rotation::start(&state, &account, &token, grace, expires_in, caller.actor()).await?;
+    let started = state.rotations.start(&account, &token, grace, expires_in, caller.actor()).await?;
     Ok((
         StatusCode::CREATED,
         Json(RotateResponse {
@@ -170,6 +178,6 @@ pub async fn delete(
 ) -> Result<StatusCode, AppError> {
     caller.require(Scope::TokensWrite)?;
     caller.check_account(&account)?;
-    crate::tokens::delete(&state, &account, &token, caller.actor()).await?;
+    crate::tokens::delete(&state.store, &account, &token, caller.actor()).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -478,7 +478,7 @@ async fn rotation(c: &ApiClient, cmd: RotationCmd, as_json: bool) -> Result<Stri
                     r.account_id.clone(),
                     r.old_token_id.to_string(),
                     r.new_token_id.to_string(),
-                    r.state.clone(),
+                    r.state.to_string(),
                     time(r.started_at),
                     time(r.deadline),
                     r.delegates.len().to_string(),
@@ -496,8 +496,8 @@ async fn rotation(c: &ApiClient, cmd: RotationCmd, as_json: bool) -> Result<Stri
                     vec![
                         d.name.clone(),
                         d.instance.to_string(),
-                        d.state.clone(),
-                        d.outcome.clone().unwrap_or_else(|| "-".into()),
+                        d.state.to_string(),
+                        d.outcome.map(|o| o.to_string()).unwrap_or_else(|| "-".into()),
                         d.detail.clone().unwrap_or_default(),
                     ]
                 })

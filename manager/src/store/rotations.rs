@@ -1,8 +1,133 @@
-//! Rotations and each delegate's progress through one.
+//! Rotations and each delegate's progress through one. The states and outcomes are enums
+//! here and stored as the words they serialise to (`pending`, `grace_expired`, …), so the
+//! database and the API keep the same words.
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use rusqlite::{params, Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+use tether_protocol::message::RotateOutcome;
 use uuid::Uuid;
 
 use super::{i64_of, u64_col, StoreError};
+
+/// Implements the stored word of an enum both ways: `as_str`, `parse`, and SQLite text.
+macro_rules! stored_words {
+    ($ty:ident { $($variant:ident => $word:literal),+ $(,)? }) => {
+        impl $ty {
+            /// Every value, in order.
+            pub const ALL: &'static [$ty] = &[$($ty::$variant),+];
+
+            /// The stored and API word.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($ty::$variant => $word),+
+                }
+            }
+
+            /// The value of a stored word.
+            pub fn parse(word: &str) -> Option<Self> {
+                match word {
+                    $($word => Some($ty::$variant),)+
+                    _ => None,
+                }
+            }
+        }
+
+        impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl ToSql for $ty {
+            fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+                Ok(ToSqlOutput::from(self.as_str()))
+            }
+        }
+
+        impl FromSql for $ty {
+            fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+                let word = value.as_str()?;
+                Self::parse(word).ok_or_else(|| {
+                    FromSqlError::Other(format!("unknown {} `{}`", stringify!($ty), tether_protocol::text::bounded(word, 32)).into())
+                })
+            }
+        }
+    };
+}
+
+/// Where one delegate is in a rotation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DelegateState {
+    /// Sent the successor (or about to be); no ack yet.
+    Pending,
+    /// Acknowledged the rotation on the old token.
+    Acked,
+    /// Connected with the successor: it has moved.
+    Reconnected,
+}
+
+stored_words!(DelegateState { Pending => "pending", Acked => "acked", Reconnected => "reconnected" });
+
+/// What a delegate said it did with the successor (its `rotate_ack`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AckOutcome {
+    /// The successor is in use.
+    Applied,
+    /// Applying failed; the delegate stays on the old token.
+    Failed,
+    /// An operator must apply it.
+    Manual,
+}
+
+stored_words!(AckOutcome { Applied => "applied", Failed => "failed", Manual => "manual" });
+
+impl From<RotateOutcome> for AckOutcome {
+    fn from(o: RotateOutcome) -> Self {
+        match o {
+            RotateOutcome::Applied => Self::Applied,
+            RotateOutcome::Failed => Self::Failed,
+            RotateOutcome::Manual => Self::Manual,
+        }
+    }
+}
+
+/// How a rotation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RotationOutcome {
+    /// Every delegate moved onto the successor.
+    Completed,
+    /// The grace window ended first.
+    GraceExpired,
+}
+
+stored_words!(RotationOutcome { Completed => "completed", GraceExpired => "grace_expired" });
+
+/// Where a rotation is: running, or finished with its outcome (the API's `state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RotationState {
+    /// The grace window is open.
+    Running,
+    /// Every delegate moved onto the successor.
+    Completed,
+    /// The grace window ended first.
+    GraceExpired,
+}
+
+stored_words!(RotationState { Running => "running", Completed => "completed", GraceExpired => "grace_expired" });
+
+impl From<Option<RotationOutcome>> for RotationState {
+    fn from(outcome: Option<RotationOutcome>) -> Self {
+        match outcome {
+            None => Self::Running,
+            Some(RotationOutcome::Completed) => Self::Completed,
+            Some(RotationOutcome::GraceExpired) => Self::GraceExpired,
+        }
+    }
+}
 
 /// A rotation row.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,8 +148,15 @@ pub struct RotationRow {
     pub deadline: u64,
     /// When it finished.
     pub finished_at: Option<u64>,
-    /// `completed` (every delegate moved) or `grace_expired`.
-    pub outcome: Option<String>,
+    /// How it ended, once it has.
+    pub outcome: Option<RotationOutcome>,
+}
+
+impl RotationRow {
+    /// Running, or how it ended.
+    pub fn state(&self) -> RotationState {
+        self.outcome.into()
+    }
 }
 
 /// One delegate's progress.
@@ -36,10 +168,10 @@ pub struct RotationDelegate {
     pub name: String,
     /// The session the rotate went to.
     pub session_id: Uuid,
-    /// `pending`, `acked` or `reconnected`.
-    pub state: String,
-    /// The ack's outcome: applied, failed, manual.
-    pub outcome: Option<String>,
+    /// Where it is.
+    pub state: DelegateState,
+    /// The ack's outcome, once acked.
+    pub outcome: Option<AckOutcome>,
     /// The ack's detail.
     pub detail: Option<String>,
     /// Unix seconds of the last change.
@@ -95,9 +227,17 @@ pub fn get(conn: &Connection, id: Uuid) -> Result<Option<RotationRow>, StoreErro
         .optional()?)
 }
 
-/// Rotations, newest first; only unfinished ones with `unfinished`.
-pub fn list(conn: &Connection, unfinished: bool, limit: u32) -> Result<Vec<RotationRow>, StoreError> {
-    let filter = if unfinished { "WHERE finished_at IS NULL" } else { "" };
+/// Rotations, finished or not, newest first.
+pub fn list_recent(conn: &Connection, limit: u32) -> Result<Vec<RotationRow>, StoreError> {
+    select_newest(conn, "", limit)
+}
+
+/// Unfinished rotations, newest first (to resume after a restart).
+pub fn list_unfinished(conn: &Connection, limit: u32) -> Result<Vec<RotationRow>, StoreError> {
+    select_newest(conn, "WHERE finished_at IS NULL", limit)
+}
+
+fn select_newest(conn: &Connection, filter: &str, limit: u32) -> Result<Vec<RotationRow>, StoreError> {
     let mut stmt = conn
         .prepare(&format!("SELECT {COLS} FROM rotations {filter} ORDER BY started_at DESC, id LIMIT ?1"))?;
     let rows = stmt.query_map([limit], from_row)?;
@@ -105,7 +245,7 @@ pub fn list(conn: &Connection, unfinished: bool, limit: u32) -> Result<Vec<Rotat
 }
 
 /// Marks a rotation finished.
-pub fn finish(conn: &Connection, id: Uuid, now: u64, outcome: &str) -> Result<bool, StoreError> {
+pub fn finish(conn: &Connection, id: Uuid, now: u64, outcome: RotationOutcome) -> Result<bool, StoreError> {
     let n = conn.execute(
         "UPDATE rotations SET finished_at = ?2, outcome = ?3 WHERE id = ?1 AND finished_at IS NULL",
         params![id.to_string(), i64_of(now), outcome],
@@ -113,7 +253,7 @@ pub fn finish(conn: &Connection, id: Uuid, now: u64, outcome: &str) -> Result<bo
     Ok(n == 1)
 }
 
-/// Adds a delegate as `pending` unless the instance is already tracked.
+/// Adds a delegate (as `pending`) unless the instance is already tracked.
 pub fn add_delegate(conn: &Connection, rotation: Uuid, d: &RotationDelegate) -> Result<(), StoreError> {
     conn.execute(
         "INSERT OR IGNORE INTO rotation_delegates(rotation_id, instance, name, session_id, state, outcome, detail, updated_at)
@@ -138,15 +278,23 @@ pub fn ack(
     conn: &Connection,
     rotation: Uuid,
     instance: Uuid,
-    outcome: &str,
+    outcome: AckOutcome,
     detail: &str,
     now: u64,
 ) -> Result<bool, StoreError> {
     let n = conn.execute(
         "UPDATE rotation_delegates SET outcome = ?3, detail = ?4, updated_at = ?5,
-             state = CASE state WHEN 'reconnected' THEN 'reconnected' ELSE 'acked' END
+             state = CASE state WHEN ?6 THEN ?6 ELSE ?7 END
          WHERE rotation_id = ?1 AND instance = ?2",
-        params![rotation.to_string(), instance.to_string(), outcome, detail, i64_of(now)],
+        params![
+            rotation.to_string(),
+            instance.to_string(),
+            outcome,
+            detail,
+            i64_of(now),
+            DelegateState::Reconnected,
+            DelegateState::Acked
+        ],
     )?;
     Ok(n > 0)
 }
@@ -160,9 +308,9 @@ pub fn reconnected(
     now: u64,
 ) -> Result<usize, StoreError> {
     Ok(conn.execute(
-        "UPDATE rotation_delegates SET state = 'reconnected', updated_at = ?4
-         WHERE rotation_id = ?1 AND (instance = ?2 OR name = ?3) AND state != 'reconnected'",
-        params![rotation.to_string(), instance.to_string(), name, i64_of(now)],
+        "UPDATE rotation_delegates SET state = ?5, updated_at = ?4
+         WHERE rotation_id = ?1 AND (instance = ?2 OR name = ?3) AND state != ?5",
+        params![rotation.to_string(), instance.to_string(), name, i64_of(now), DelegateState::Reconnected],
     )?)
 }
 
@@ -184,4 +332,139 @@ pub fn delegates(conn: &Connection, rotation: Uuid) -> Result<Vec<RotationDelega
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, crate::store::Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(&dir.path().join("t.db")).unwrap();
+        let account = crate::store::accounts::Account {
+            id: "acme".into(),
+            name: "acme".into(),
+            created_at: 0,
+            created_by: "t".into(),
+        };
+        store.call_blocking(|c| crate::store::accounts::insert(c, &account)).unwrap();
+        (dir, store)
+    }
+
+    fn rotation(id: u128, started_at: u64) -> RotationRow {
+        RotationRow {
+            id: Uuid::from_u128(id),
+            account_id: "acme".into(),
+            old_token_id: Uuid::from_u128(100 + id),
+            new_token_id: Uuid::from_u128(200 + id),
+            started_at,
+            started_by: "t".into(),
+            deadline: started_at + 60,
+            finished_at: None,
+            outcome: None,
+        }
+    }
+
+    #[test]
+    fn the_stored_words_are_the_ones_databases_already_hold() {
+        // Databases written before these enums hold exactly these words.
+        let words = |all: &[&str]| all.iter().map(|w| w.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            DelegateState::ALL.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            words(&["pending", "acked", "reconnected"])
+        );
+        assert_eq!(
+            AckOutcome::ALL.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            words(&["applied", "failed", "manual"])
+        );
+        assert_eq!(
+            RotationOutcome::ALL.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            words(&["completed", "grace_expired"])
+        );
+        for s in RotationState::ALL {
+            assert_eq!(serde_json::to_value(s).unwrap(), serde_json::Value::String(s.to_string()));
+            assert_eq!(RotationState::parse(s.as_str()), Some(*s));
+        }
+        for s in DelegateState::ALL {
+            assert_eq!(serde_json::to_value(s).unwrap(), serde_json::Value::String(s.to_string()));
+        }
+        for s in AckOutcome::ALL {
+            assert_eq!(serde_json::to_value(s).unwrap(), serde_json::Value::String(s.to_string()));
+        }
+    }
+
+    #[test]
+    fn rows_written_as_words_read_back_as_states_and_unknown_words_are_errors() {
+        let (_dir, store) = store();
+        store
+            .call_blocking(|c| {
+                // As an older manager wrote them: plain words in the text columns.
+                insert(c, &rotation(1, 10))?;
+                c.execute(
+                    "INSERT INTO rotation_delegates(rotation_id, instance, name, session_id, state, outcome, detail, updated_at)
+                     VALUES (?1, ?2, 'd1', ?3, 'acked', 'manual', 'by hand', 11)",
+                    params![Uuid::from_u128(1).to_string(), Uuid::from_u128(7).to_string(), Uuid::from_u128(8).to_string()],
+                )?;
+                c.execute(
+                    "UPDATE rotations SET finished_at = 12, outcome = 'grace_expired' WHERE id = ?1",
+                    [Uuid::from_u128(1).to_string()],
+                )?;
+                let row = get(c, Uuid::from_u128(1))?.unwrap();
+                assert_eq!(row.outcome, Some(RotationOutcome::GraceExpired));
+                assert_eq!(row.state(), RotationState::GraceExpired);
+                let ds = delegates(c, Uuid::from_u128(1))?;
+                assert_eq!((ds[0].state, ds[0].outcome), (DelegateState::Acked, Some(AckOutcome::Manual)));
+                // A word this binary does not know is an error, not a panic or a default.
+                c.execute("UPDATE rotation_delegates SET state = 'gone'", [])?;
+                assert!(delegates(c, Uuid::from_u128(1)).is_err());
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn acks_and_reconnections_move_a_delegate_and_a_reconnection_stays() {
+        let (_dir, store) = store();
+        store
+            .call_blocking(|c| {
+                insert(c, &rotation(1, 10))?;
+                let d = RotationDelegate {
+                    instance: Uuid::from_u128(7),
+                    name: "d1".into(),
+                    session_id: Uuid::from_u128(8),
+                    state: DelegateState::Pending,
+                    outcome: None,
+                    detail: None,
+                    updated_at: 10,
+                };
+                add_delegate(c, Uuid::from_u128(1), &d)?;
+                assert!(ack(c, Uuid::from_u128(1), d.instance, AckOutcome::Applied, "ok", 11)?);
+                assert_eq!(delegates(c, Uuid::from_u128(1))?[0].state, DelegateState::Acked);
+                assert_eq!(reconnected(c, Uuid::from_u128(1), d.instance, "d1", 12)?, 1);
+                assert!(ack(c, Uuid::from_u128(1), d.instance, AckOutcome::Failed, "late", 13)?);
+                let got = &delegates(c, Uuid::from_u128(1))?[0];
+                assert_eq!((got.state, got.outcome), (DelegateState::Reconnected, Some(AckOutcome::Failed)));
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn recent_lists_every_rotation_and_unfinished_only_the_running_ones() {
+        let (_dir, store) = store();
+        store
+            .call_blocking(|c| {
+                insert(c, &rotation(1, 10))?;
+                insert(c, &rotation(2, 20))?;
+                assert!(finish(c, Uuid::from_u128(1), 30, RotationOutcome::Completed)?);
+                assert!(!finish(c, Uuid::from_u128(1), 31, RotationOutcome::GraceExpired)?, "finished once");
+                let ids =
+                    |rows: Vec<RotationRow>| rows.into_iter().map(|r| r.id.as_u128()).collect::<Vec<_>>();
+                assert_eq!(ids(list_recent(c, 10)?), vec![2, 1]);
+                assert_eq!(ids(list_unfinished(c, 10)?), vec![2]);
+                assert_eq!(get(c, Uuid::from_u128(1))?.unwrap().state(), RotationState::Completed);
+                Ok(())
+            })
+            .unwrap();
+    }
 }
