@@ -219,7 +219,7 @@ impl Rotator {
 }
 
 async fn write_file(path: PathBuf, token: &Token) -> std::io::Result<()> {
-    let token = Token::parse(&token.expose()).map_err(std::io::Error::other)?;
+    let token = token.duplicate();
     tokio::task::spawn_blocking(move || token_file::write_atomic(&path, &token))
         .await
         .map_err(std::io::Error::other)?
