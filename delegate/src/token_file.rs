@@ -8,7 +8,7 @@
 //! token, whatever the umask or a planted file says). The rename replaces the directory entry
 //! of the target: a symlink at the token file's path is replaced by the new regular file, and
 //! whatever it pointed at is left untouched.
-use std::fs::{self, File, Permissions};
+use std::fs::{File, Permissions};
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -72,19 +72,62 @@ pub fn replace(path: &Path, contents: &[u8], mode: u32, durability: Durability) 
     }
 }
 
+/// Most bytes read from a token file: a token is 74 characters, so anything longer is not one
+/// (a file planted in a shared directory, or a symlink to `/dev/zero`, must not make the
+/// delegate read without end).
+pub const MAX_TOKEN_FILE_BYTES: u64 = 4096;
+
+/// The text of the token file at `path`, read to at most [`MAX_TOKEN_FILE_BYTES`]: an error of
+/// kind `FileTooLarge` when it holds more, `InvalidData` when it is not UTF-8 (the error never
+/// carries the content).
+pub fn read_text(path: &Path) -> std::io::Result<zeroize::Zeroizing<String>> {
+    use std::io::{Error, ErrorKind, Read};
+    let mut bytes = zeroize::Zeroizing::new(Vec::with_capacity(128));
+    File::open(path)?.take(MAX_TOKEN_FILE_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_TOKEN_FILE_BYTES {
+        return Err(Error::from(ErrorKind::FileTooLarge));
+    }
+    match std::str::from_utf8(&bytes) {
+        Ok(text) => Ok(zeroize::Zeroizing::new(text.to_owned())),
+        Err(_) => Err(Error::from(ErrorKind::InvalidData)),
+    }
+}
+
 /// Reads the token in `path`, if the file exists and holds a valid token.
 pub fn read(path: &Path) -> Option<Token> {
-    let text = zeroize::Zeroizing::new(fs::read_to_string(path).ok()?);
+    let text = read_text(path).ok()?;
     Token::parse(text.trim()).ok()
 }
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
     use std::os::unix::fs::{symlink, PermissionsExt};
 
     use uuid::Uuid;
 
     use super::*;
+
+    #[test]
+    fn a_token_file_is_read_to_a_bound_whatever_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = Token::from_parts(Uuid::from_u128(9), [3; 32]);
+        let good = dir.path().join("token");
+        write_atomic(&good, &token).unwrap();
+        assert!(read(&good).is_some_and(|t| t.same_as(&token)));
+        // A symlink to an endless device: before the fix `read_to_string` never returned (or
+        // ran out of memory).
+        let endless = dir.path().join("endless");
+        symlink("/dev/zero", &endless).unwrap();
+        assert_eq!(read_text(&endless).unwrap_err().kind(), std::io::ErrorKind::FileTooLarge);
+        assert!(read(&endless).is_none());
+        let big = dir.path().join("big");
+        fs::write(&big, format!("{}\n{}", &*token.expose(), " ".repeat(8192))).unwrap();
+        assert_eq!(read_text(&big).unwrap_err().kind(), std::io::ErrorKind::FileTooLarge);
+        let binary = dir.path().join("binary");
+        fs::write(&binary, b"\xff\xfe").unwrap();
+        assert_eq!(read_text(&binary).unwrap_err().kind(), std::io::ErrorKind::InvalidData);
+    }
 
     fn mode(path: &Path) -> u32 {
         fs::symlink_metadata(path).unwrap().permissions().mode() & 0o777
