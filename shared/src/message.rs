@@ -300,13 +300,27 @@ struct TypeOnly {
 /// Longest `type` (in bytes) carried into an error: the rest of an unknown type is noise.
 const MAX_TYPE_SHOWN: usize = 64;
 
-/// The `type` of a JSON payload, if it has one, bounded on a character boundary.
+/// Longest parser message (in bytes) carried into a [`crate::ProtocolError::Malformed`]: serde
+/// quotes peer text in its messages (an unknown enum variant in full, a string of the wrong
+/// type), and these errors reach log lines and reject frames.
+const MAX_DETAIL_SHOWN: usize = 256;
+
+/// Peer text as it may appear in an error: bounded on a character boundary, with every control
+/// or bidi-override character escaped, so an error can neither forge a log line nor steer the
+/// terminal of whoever reads it.
+fn shown(text: &str, max_bytes: usize) -> String {
+    crate::text::escape_control(crate::text::bounded(text, max_bytes)).into_owned()
+}
+
+/// The `type` of a JSON payload, if it has one, bounded on a character boundary and with
+/// control characters escaped (no known type holds one, so the comparisons are unchanged).
 pub(crate) fn peek_type(payload: &[u8]) -> Option<String> {
-    serde_json::from_slice::<TypeOnly>(payload).ok().map(|t| {
-        let mut kind = t.kind;
-        crate::text::bound_in_place(&mut kind, MAX_TYPE_SHOWN);
-        kind
-    })
+    serde_json::from_slice::<TypeOnly>(payload).ok().map(|t| shown(&t.kind, MAX_TYPE_SHOWN))
+}
+
+/// A malformed-payload error from serde's message about it.
+fn malformed(err: &serde_json::Error) -> crate::ProtocolError {
+    crate::ProtocolError::Malformed(shown(&err.to_string(), MAX_DETAIL_SHOWN))
 }
 
 /// Parses `payload` as `T`, mapping failures to precise errors: unknown type, a message that
@@ -318,10 +332,10 @@ pub(crate) fn parse<T: serde::de::DeserializeOwned>(
 ) -> Result<T, crate::ProtocolError> {
     use crate::ProtocolError;
     serde_json::from_slice(payload).map_err(|err| match peek_type(payload) {
-        Some(kind) if own_types.contains(&kind.as_str()) => ProtocolError::Malformed(err.to_string()),
+        Some(kind) if own_types.contains(&kind.as_str()) => malformed(&err),
         Some(kind) if is_known(&kind) => ProtocolError::Unexpected { expected, got: kind },
         Some(kind) => ProtocolError::UnknownType(kind),
-        None => ProtocolError::Malformed(err.to_string()),
+        None => malformed(&err),
     })
 }
 
@@ -395,5 +409,29 @@ mod tests {
         ));
         let reject = br#"{"type":"welcome","code":"revoked","message":"m"}"#;
         assert!(parse_struct::<Reject>(reject, "reject").is_err());
+    }
+
+    #[test]
+    fn peer_text_in_a_parse_error_is_bounded_and_escaped() {
+        // serde quotes an unknown variant in full: before the fix the error (logged by the
+        // manager at INFO for any authenticated delegate) carried a forged log line, a terminal
+        // control sequence and 30,000 bytes of padding.
+        let evil =
+            format!("\u{1b}]0;pwned\u{7}\nFORGED 2026 INFO admin token revoked\n{}", "p".repeat(30_000));
+        let ack = serde_json::json!({"type": "rotate_ack", "seq": 0, "rotation_id": Uuid::from_u128(1),
+            "outcome": evil, "detail": ""});
+        let err = parse::<C2s>(ack.to_string().as_bytes(), C2s::TYPES, "a session message").unwrap_err();
+        assert!(matches!(err, ProtocolError::Malformed(_)), "{err:?}");
+        let shown = err.to_string();
+        assert!(!crate::text::has_control(&shown), "{shown:?}");
+        assert!(shown.len() < 1_024, "{} bytes", shown.len());
+        for kind in ["\nFORGED line", "\u{1b}]0;x\u{7}", "a\u{202e}b"] {
+            let payload = serde_json::json!({ "type": kind, "seq": 0 }).to_string();
+            let err = parse::<C2s>(payload.as_bytes(), C2s::TYPES, "a session message").unwrap_err();
+            assert!(matches!(err, ProtocolError::UnknownType(_)), "{err:?}");
+            assert!(!crate::text::has_control(&err.to_string()), "{err}");
+            let err = parse_struct::<Hello>(payload.as_bytes(), "hello").unwrap_err();
+            assert!(!crate::text::has_control(&err.to_string()), "{err}");
+        }
     }
 }
