@@ -107,19 +107,27 @@ pub async fn run(conn: Connection, ctx: SessionContext<'_>) -> SessionEnd {
             }
             incoming = link.next() => match incoming {
                 Some(Ok(Message::Binary(bytes))) => driver.handle_frame(&bytes, now()),
-                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {
-                    driver.handle_event(Event::Control, now())
-                }
-                Some(Ok(Message::Text(_))) => driver.handle_event(Event::Text, now()),
-                Some(Ok(Message::Close(frame))) => {
-                    driver.handle_event(Event::Closed(frame.map(|f| u16::from(f.code))), now())
-                }
-                Some(Err(err)) => driver.handle_event(Event::Error(err.to_string()), now()),
-                None => driver.handle_event(Event::StreamEnded, now()),
+                other => driver.handle_event(event_of(other), now()),
             },
         }
     };
     state.clear_health();
+    session_end(ended, switch_to)
+}
+
+/// The driver's event for what the WebSocket gave besides a binary message.
+fn event_of(incoming: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>) -> Event {
+    match incoming {
+        Some(Ok(Message::Text(_))) => Event::Text,
+        Some(Ok(Message::Close(frame))) => Event::Closed(frame.map(|f| u16::from(f.code))),
+        Some(Ok(_)) => Event::Control,
+        Some(Err(err)) => Event::Error(err.to_string()),
+        None => Event::StreamEnded,
+    }
+}
+
+/// How the session ended, for the agent; a switch carries the proven session of the new token.
+fn session_end(ended: Ended, switch_to: Option<(Token, Connection)>) -> SessionEnd {
     match (ended, switch_to) {
         (Ended::Shutdown, _) => SessionEnd::Shutdown,
         (Ended::Fatal { reason, message }, _) => SessionEnd::Fatal { reason, message },
