@@ -1,11 +1,11 @@
-//! The admin CLI's `--json` output, as the Compose tests read it (`tether_tests::compose::cli`),
+//! The admin CLI's `--json` output, as the Compose tests read it (`tether_tests::harness::cli`),
 //! against the real manager binary: the field names the manager emits for `delegate list`,
 //! `token show`, `token create` and `token rotate`. The Compose tests run the same CLI inside
 //! the manager image; this checks the one contract without Docker.
 use std::time::Duration;
 
 use tether_tests::attack::{handshake, Answer};
-use tether_tests::compose::{cli, created_token_value, rotated_token_value, token_id};
+use tether_tests::harness::cli::{self, created_token_value, rotated_token_value, token_id};
 use tether_tests::harness::{poll, Manager};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

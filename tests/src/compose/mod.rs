@@ -9,15 +9,14 @@
 //!
 //! - [`project`]: [`ComposeProject`], one running quick start.
 //! - [`engine`]: the engine preflight, the Compose command, cleanup of stale projects.
-//! - [`cli`]: what the admin CLI's `--json` output means (the one contract, tested against
-//!   the real binary in `tests/tests/cli_contract.rs`).
+//!
+//! The admin CLI's `--json` output is read through [`crate::harness::cli`], the one contract.
 use std::path::{Path, PathBuf};
 
-pub mod cli;
 pub mod engine;
 pub mod project;
 
-pub use cli::{created_token_value, rotated_token_value, token_id, LiveDelegate};
+pub use crate::harness::cli::{created_token_value, rotated_token_value, token_id, LiveDelegate};
 pub use engine::preflight;
 pub use project::ComposeProject;
 

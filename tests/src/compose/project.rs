@@ -9,11 +9,11 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 
-use super::cli::{self, LiveDelegate};
 use super::engine::{
     compose_command, preflight, remove_project_resources, run, stale_projects, unique_project, UP_TIMEOUT,
 };
 use super::{repo_root, DELEGATES};
+use crate::harness::cli::{self, LiveDelegate};
 use crate::harness::clock::unix_now;
 use crate::harness::docker::docker;
 use crate::harness::poll;

@@ -1,5 +1,5 @@
-//! The admin CLI's `--json` output as the Compose tests read it: exactly the field names the
-//! manager emits (`delegate list --json` is the REST list of `DelegateDto`, `token show
+//! The admin CLI's `--json` output as the Compose tests and the load generator read it: exactly
+//! the field names the manager emits (`delegate list --json` is the REST list of `DelegateDto`, `token show
 //! --json` one `TokenDto`, `token create --json` carries the value in `value`, `token rotate
 //! --json` the successor in `token`). No alternate names are accepted: a renamed field fails
 //! here, in `tests/tests/cli_contract.rs`, against the real binary.

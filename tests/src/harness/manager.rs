@@ -79,7 +79,9 @@ pub struct Options {
     /// Extra certificate SANs (`--tls-san`).
     pub tls_sans: Vec<String>,
     /// Environment for `serve` (e.g. `TETHER_HEARTBEAT_SECS`, `RUST_LOG`); every other
-    /// `TETHER_*` variable of the test's own environment is removed.
+    /// `TETHER_*` variable of the test's own environment is removed. A `RUST_LOG` must keep
+    /// the INFO `listening` line of `tether_manager::server` (`warn`, `error` and `off` are
+    /// extended to keep it), which is how the bound address is read.
     pub env: Vec<(String, String)>,
     /// Host name the REST client uses (resolved to the listen address), e.g. one of
     /// `tls_sans`; default: the listen IP.
@@ -132,6 +134,17 @@ pub fn listening_addr(line: &str) -> Option<SocketAddr> {
     let (_, url) = after.split_once("https://")?;
     let end = url.find(|c: char| !(c.is_ascii_hexdigit() || ".:[]".contains(c))).unwrap_or(url.len());
     url.get(..end)?.parse().ok()
+}
+
+/// `RUST_LOG` for `serve` such that the `listening` line (INFO, target
+/// `tether_manager::server`, a handful of lifecycle lines) is still logged: a quieter global
+/// level (`warn`, `error`, `off`) gets `tether_manager::server=info` added; anything else is
+/// used as it is.
+fn with_listening_line(rust_log: &str) -> String {
+    match rust_log.trim().to_ascii_lowercase().as_str() {
+        "warn" | "error" | "off" => format!("{rust_log},tether_manager::server=info"),
+        _ => rust_log.to_owned(),
+    }
 }
 
 /// An HTTPS client trusting `target`'s CA, from `source` when given, resolving `host` to the
@@ -217,20 +230,27 @@ impl Manager {
         serve.args(["serve", "--data-dir"]).arg(data_dir).args(["--listen", &listen.to_string()]);
         serve.env("RUST_LOG", "info");
         for (key, value) in &options.env {
-            serve.env(key, value);
+            match key.as_str() {
+                "RUST_LOG" => serve.env(key, with_listening_line(value)),
+                _ => serve.env(key, value),
+            };
         }
         let mut proc = Proc::spawn("tether-manager serve", serve)?;
-        let bound = poll::until("the manager's `listening` log line", START_WITHIN, || {
-            let found = proc.lines().iter().find_map(|l| listening_addr(l));
-            let exited = !proc.running();
-            async move {
-                match found {
-                    Some(addr) => Ok(Some(addr)),
-                    None if exited => Err(anyhow!("the manager exited")),
-                    None => Ok(None),
+        let bound = poll::until(
+            "the manager's `listening` log line (INFO, tether_manager::server)",
+            START_WITHIN,
+            || {
+                let found = proc.lines().iter().find_map(|l| listening_addr(l));
+                let exited = !proc.running();
+                async move {
+                    match found {
+                        Some(addr) => Ok(Some(addr)),
+                        None if exited => Err(anyhow!("the manager exited")),
+                        None => Ok(None),
+                    }
                 }
-            }
-        })
+            },
+        )
         .await
         .with_context(|| format!("manager log:\n{}", proc.log()))?;
         Ok((proc, bound))
@@ -490,5 +510,12 @@ mod tests {
         let json = r#"{"level":"INFO","message":"tether-manager listening","addr":"[::1]:8443","url":"https://[::1]:8443"}"#;
         assert_eq!(listening_addr(json), Some("[::1]:8443".parse().unwrap()));
         assert_eq!(listening_addr("INFO using the generated CA url=https://127.0.0.1:1"), None);
+    }
+
+    #[test]
+    fn a_quiet_rust_log_still_shows_the_listening_line() {
+        assert_eq!(with_listening_line("warn"), "warn,tether_manager::server=info");
+        assert_eq!(with_listening_line("trace"), "trace");
+        assert_eq!(with_listening_line("info,tether_manager=debug"), "info,tether_manager=debug");
     }
 }

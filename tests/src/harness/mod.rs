@@ -11,7 +11,9 @@
 //! - [`delegate`]: the delegate process.
 //! - [`docker`]: a Docker test run (unique names, drop-guard cleanup, the delegate image).
 //! - [`poll`]: bounded polling, the one way to wait for state.
+//! - [`cli`]: the admin CLI's `--json` output, read with the field names the manager emits.
 //! - [`clock`]: unix seconds.
+pub mod cli;
 pub mod clock;
 pub mod delegate;
 pub mod docker;
