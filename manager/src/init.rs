@@ -101,7 +101,7 @@ pub fn init(opts: &InitOptions) -> Result<InitOutput, InitError> {
         return Err(InitError::AlreadyInitialised { path: opts.data_dir.display().to_string(), at });
     }
     let data = DataDir::open(&opts.data_dir)?;
-    let files = tls::ensure_generated(&data.path, &opts.tls_sans, true)?;
+    let files = tls::reissue_server_cert(&data.path, &opts.tls_sans)?;
     let ca_cert = files.ca.clone().unwrap_or_else(|| data.path.join(tls::CA_CERT));
     let ca_fingerprint_sha256 = tls::fingerprint_sha256(&ca_cert)?;
     let now = now_unix();

@@ -48,7 +48,7 @@ pub async fn run(
         let data = DataDir::open(&data_dir)?;
         let files = match (tls_cert, tls_key) {
             (Some(cert), Some(key)) => TlsFiles { cert, key, ca: None },
-            _ => tls::ensure_generated(&data.path, &[], false)?,
+            _ => tls::ensure_generated(&data.path, &[])?,
         };
         let rustls = tls::server_config(&files)?;
         let fingerprint = files.ca.as_deref().map(tls::fingerprint_sha256).transpose()?;

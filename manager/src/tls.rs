@@ -57,10 +57,37 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TlsError + '_ {
     move |source| TlsError::Io { path: path.display().to_string(), source }
 }
 
-fn write_file(path: &Path, data: &str, private: bool) -> Result<(), TlsError> {
+/// Who may read a written file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Readers {
+    /// The owner only (0600): private keys.
+    Owner,
+    /// Everyone (0644): certificates.
+    Everyone,
+}
+
+impl Readers {
+    fn mode(self) -> u32 {
+        match self {
+            Self::Owner => 0o600,
+            Self::Everyone => 0o644,
+        }
+    }
+}
+
+/// Whether an existing server certificate is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ServerCert {
+    /// Kept when both its files exist (`serve`).
+    KeepExisting,
+    /// Always issued anew (`init`, which may bring new SANs).
+    Reissue,
+}
+
+fn write_file(path: &Path, data: &str, readers: Readers) -> Result<(), TlsError> {
     let tmp = path.with_extension("tmp");
     let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true).mode(if private { 0o600 } else { 0o644 });
+    opts.write(true).create(true).truncate(true).mode(readers.mode());
     let mut f = opts.open(&tmp).map_err(io_err(&tmp))?;
     f.write_all(data.as_bytes()).map_err(io_err(&tmp))?;
     f.sync_all().map_err(io_err(&tmp))?;
@@ -68,23 +95,29 @@ fn write_file(path: &Path, data: &str, private: bool) -> Result<(), TlsError> {
     Ok(())
 }
 
-/// The generated files in `data_dir`, creating the CA if missing and the server certificate
-/// if missing or when `regenerate_server` is set. SANs: localhost, 127.0.0.1, ::1 and `extra_sans`.
-pub fn ensure_generated(
-    data_dir: &Path,
-    extra_sans: &[String],
-    regenerate_server: bool,
-) -> Result<TlsFiles, TlsError> {
+/// The generated files in `data_dir`, creating the CA and the server certificate if missing
+/// (an existing server certificate is kept). SANs: localhost, 127.0.0.1, ::1 and `extra_sans`.
+pub fn ensure_generated(data_dir: &Path, extra_sans: &[String]) -> Result<TlsFiles, TlsError> {
+    generate(data_dir, extra_sans, ServerCert::KeepExisting)
+}
+
+/// Like [`ensure_generated`], but the server certificate is always issued anew (by the same
+/// CA, created if missing), for `extra_sans` to take effect.
+pub fn reissue_server_cert(data_dir: &Path, extra_sans: &[String]) -> Result<TlsFiles, TlsError> {
+    generate(data_dir, extra_sans, ServerCert::Reissue)
+}
+
+fn generate(data_dir: &Path, extra_sans: &[String], server_cert: ServerCert) -> Result<TlsFiles, TlsError> {
     let (ca_cert, ca_key) = (data_dir.join(CA_CERT), data_dir.join(CA_KEY));
     let (cert, key) = (data_dir.join(SERVER_CERT), data_dir.join(SERVER_KEY));
     if !ca_cert.exists() || !ca_key.exists() {
         let ca_kp = rcgen::KeyPair::generate()?;
         let ca = ca_params()?.self_signed(&ca_kp)?;
-        write_file(&ca_key, &ca_kp.serialize_pem(), true)?;
-        write_file(&ca_cert, &ca.pem(), false)?;
+        write_file(&ca_key, &ca_kp.serialize_pem(), Readers::Owner)?;
+        write_file(&ca_cert, &ca.pem(), Readers::Everyone)?;
         let _ = std::fs::remove_file(&cert);
     }
-    if regenerate_server || !cert.exists() || !key.exists() {
+    if server_cert == ServerCert::Reissue || !cert.exists() || !key.exists() {
         let ca_key_pem = std::fs::read_to_string(&ca_key).map_err(io_err(&ca_key))?;
         let ca_kp = rcgen::KeyPair::from_pem(&ca_key_pem)?;
         // The issuer is rebuilt from the same parameters and key as the stored CA, so the
@@ -100,8 +133,8 @@ pub fn ensure_generated(
         params.not_after = rcgen::date_time_ymd(2044, 1, 1);
         let kp = rcgen::KeyPair::generate()?;
         let server = params.signed_by(&kp, &issuer)?;
-        write_file(&key, &kp.serialize_pem(), true)?;
-        write_file(&cert, &server.pem(), false)?;
+        write_file(&key, &kp.serialize_pem(), Readers::Owner)?;
+        write_file(&cert, &server.pem(), Readers::Everyone)?;
     }
     Ok(TlsFiles { cert, key, ca: Some(ca_cert) })
 }
@@ -181,16 +214,22 @@ mod tests {
     #[test]
     fn generated_material_builds_a_server_config() {
         let dir = tempfile::tempdir().unwrap();
-        let files = ensure_generated(dir.path(), &["manager".into()], false).unwrap();
+        let files = ensure_generated(dir.path(), &["manager".into()]).unwrap();
+        let server = std::fs::read(&files.cert).unwrap();
+        ensure_generated(dir.path(), &[]).unwrap();
+        assert_eq!(std::fs::read(&files.cert).unwrap(), server, "serve keeps the server certificate");
         server_config(&files).unwrap();
         client_config(files.ca.as_ref().unwrap()).unwrap();
         let fp = fingerprint_sha256(files.ca.as_ref().unwrap()).unwrap();
         assert_eq!(fp.len(), 64);
         // Regenerating the server certificate keeps the CA.
-        ensure_generated(dir.path(), &[], true).unwrap();
+        reissue_server_cert(dir.path(), &[]).unwrap();
         assert_eq!(fingerprint_sha256(files.ca.as_ref().unwrap()).unwrap(), fp);
+        assert_ne!(std::fs::read(&files.cert).unwrap(), server, "init issues a new server certificate");
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir.path().join(CA_KEY)).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600);
+        let mode =
+            |name: &str| std::fs::metadata(dir.path().join(name)).unwrap().permissions().mode() & 0o777;
+        assert_eq!((mode(CA_KEY), mode(SERVER_KEY)), (0o600, 0o600));
+        assert_eq!((mode(CA_CERT), mode(SERVER_CERT)), (0o644, 0o644));
     }
 }

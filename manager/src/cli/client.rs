@@ -123,7 +123,7 @@ mod tests {
     #[test]
     fn the_admin_token_never_shows_in_debug() {
         let dir = tempfile::tempdir().unwrap();
-        let files = crate::tls::ensure_generated(dir.path(), &[], true).unwrap();
+        let files = crate::tls::ensure_generated(dir.path(), &[]).unwrap();
         let ca = files.ca.unwrap();
         let client = ApiClient::new("https://127.0.0.1:1", &ca, VALUE).unwrap();
         let shown = format!("{client:?} {client:#?}");

@@ -12,6 +12,7 @@ use crate::config::DEFAULT_DATA_DIR;
 
 mod client;
 mod commands;
+mod render;
 mod serve;
 mod table;
 
@@ -115,6 +116,37 @@ pub struct InitArgs {
     pub env: bool,
 }
 
+impl InitArgs {
+    /// How the values are printed.
+    pub fn format(&self) -> InitFormat {
+        match (self.json, self.env) {
+            (true, _) => InitFormat::Json,
+            (false, true) => InitFormat::Env,
+            (false, false) => InitFormat::Text,
+        }
+    }
+}
+
+/// How `init` prints the values it made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitFormat {
+    /// Sentences for people.
+    Text,
+    /// One JSON object (`--json`).
+    Json,
+    /// Dotenv lines (`--env`).
+    Env,
+}
+
+/// How a client command prints the answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputFormat {
+    /// Tables and sentences for people.
+    Table,
+    /// The API's JSON, pretty-printed (`--json`).
+    Json,
+}
+
 /// `serve` options (each also `TETHER_<NAME>` or a key of the config file).
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -150,6 +182,17 @@ pub struct ClientArgs {
     /// Machine-readable JSON output.
     #[arg(long, global = true)]
     pub json: bool,
+}
+
+impl ClientArgs {
+    /// How answers are printed.
+    pub fn format(&self) -> OutputFormat {
+        if self.json {
+            OutputFormat::Json
+        } else {
+            OutputFormat::Table
+        }
+    }
 }
 
 /// `token …`

@@ -1,0 +1,325 @@
+//! Showing answers: the JSON as the API sent it with `--json`, otherwise a table or a few
+//! sentences per kind of answer (values shown once are printed here and nowhere else).
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::client::ClientError;
+use super::commands::{Kind, Reply};
+use super::table::{opt_time, render as table, time};
+use super::{InitFormat, OutputFormat};
+use crate::api::dto::*;
+use crate::init::InitOutput;
+
+/// What `init` prints.
+pub(super) fn init(out: &InitOutput, data_dir: &Path, format: InitFormat) -> String {
+    match format {
+        InitFormat::Json => format!("{}\n", out.to_json()),
+        InitFormat::Env => format!(
+            "ACCOUNT_ID={}\nACCOUNT_SECRET={}\nTETHER_ADMIN_TOKEN={}\n",
+            out.account_id,
+            out.default_token.as_str(),
+            out.admin_token.as_str()
+        ),
+        InitFormat::Text => format!(
+            "Tether manager initialised in {}.\n\
+             These values are shown ONCE. Store them in a secret manager now.\n\n\
+             \x20 account id:          {}\n\
+             \x20 default token id:    {}\n\
+             \x20 default token:       {}\n\
+             \x20 admin token:         {}\n\
+             \x20 CA certificate:      {}\n\
+             \x20 CA SHA-256:          {}\n\
+             \x20 manager URL:         {}\n\
+             \nBack up {} (database) and master.key together; one without the other is useless.\n",
+            data_dir.display(),
+            out.account_id,
+            out.default_token_id,
+            out.default_token.as_str(),
+            out.admin_token.as_str(),
+            out.ca_cert.display(),
+            out.ca_fingerprint_sha256,
+            out.manager_url,
+            crate::store::DB_FILE
+        ),
+    }
+}
+
+/// What a client command prints.
+pub(super) fn reply(reply: &Reply, format: OutputFormat) -> Result<String, ClientError> {
+    let v = &reply.json;
+    if format == OutputFormat::Json {
+        return Ok(pretty(v));
+    }
+    Ok(match &reply.kind {
+        Kind::Tokens => tokens(decode(v)?),
+        Kind::Token => token(decode(v)?),
+        Kind::TokenCreated => token_created(decode(v)?),
+        Kind::TokenRevoked => token_revoked(decode(v)?),
+        Kind::RotationStarted => rotation_started(decode(v)?),
+        Kind::Rotations => rotations(&decode::<Vec<RotationDto>>(v)?),
+        Kind::Rotation => rotation(&decode(v)?),
+        Kind::Delegates => delegates(decode(v)?),
+        Kind::Pong => pong(decode(v)?),
+        Kind::Accounts => accounts(decode(v)?),
+        Kind::Account => accounts(vec![decode(v)?]),
+        Kind::AccountCreated => account_created(decode(v)?),
+        Kind::AdminTokens => admin_tokens(decode(v)?),
+        Kind::AdminToken => admin_tokens(vec![decode(v)?]),
+        Kind::AdminTokenCreated => admin_token_created(decode(v)?),
+        Kind::Restrictions => restrictions(decode(v)?),
+        Kind::Restriction => restrictions(vec![decode(v)?]),
+        Kind::Audit => audit(decode(v)?),
+        Kind::Done(sentence) => sentence.clone(),
+    })
+}
+
+fn decode<T: DeserializeOwned>(v: &Value) -> Result<T, ClientError> {
+    serde_json::from_value(v.clone()).map_err(|e| ClientError::Decode(e.to_string()))
+}
+
+fn pretty(v: &Value) -> String {
+    serde_json::to_string_pretty(v).expect("JSON values serialize") + "\n"
+}
+
+fn tokens(tokens: Vec<TokenDto>) -> String {
+    let rows: Vec<Vec<String>> = tokens
+        .into_iter()
+        .map(|t| {
+            vec![
+                t.id.to_string(),
+                t.name,
+                t.state,
+                t.live_delegates.to_string(),
+                opt_time(t.last_used_at),
+                opt_time(t.expires_at),
+                if t.allowed_cidrs.is_empty() { "any".into() } else { t.allowed_cidrs.join(",") },
+            ]
+        })
+        .collect();
+    table(&["ID", "NAME", "STATE", "LIVE", "LAST USED", "EXPIRES", "CIDRS"], &rows)
+}
+
+fn token(t: TokenDto) -> String {
+    let mut out = tokens(vec![t.clone()]);
+    out.push_str(&format!("created {} by {}", time(t.created_at), t.created_by));
+    if let Some(r) = t.rotation_id {
+        out.push_str(&format!("; rotating (rotation {r})"));
+    }
+    out.push('\n');
+    out
+}
+
+fn token_created(created: CreatedToken) -> String {
+    format!(
+        "Created token {} ({}) in account {}.\nValue (shown once; use it as ACCOUNT_SECRET):\n{}\n",
+        created.token.name,
+        created.token.id,
+        created.token.account_id,
+        created.value.expose()
+    )
+}
+
+fn token_revoked(r: RevokeResponse) -> String {
+    format!(
+        "Revoked token {} ({}); {} live session(s) closed.\n",
+        r.token.name, r.token.id, r.sessions_closed
+    )
+}
+
+fn rotation_started(r: RotateResponse) -> String {
+    format!(
+        "Rotation {} started: {} live delegate(s) sent the successor.\nOld token {} stays valid until {} at the latest.\nSuccessor {} (shown once):\n{}\nWatch it: tether-manager rotation show {}\n",
+        r.rotation_id,
+        r.delegates_notified,
+        r.old_token_id,
+        time(r.old_token_valid_until),
+        r.token_id,
+        r.token.expose(),
+        r.rotation_id
+    )
+}
+
+fn rotations(list: &[RotationDto]) -> String {
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|r| {
+            vec![
+                r.id.to_string(),
+                r.account_id.clone(),
+                r.old_token_id.to_string(),
+                r.new_token_id.to_string(),
+                r.state.to_string(),
+                time(r.started_at),
+                time(r.deadline),
+                r.delegates.len().to_string(),
+            ]
+        })
+        .collect();
+    table(&["ID", "ACCOUNT", "OLD TOKEN", "NEW TOKEN", "STATE", "STARTED", "DEADLINE", "DELEGATES"], &rows)
+}
+
+fn rotation(r: &RotationDto) -> String {
+    let mut out = rotations(std::slice::from_ref(r));
+    out.push('\n');
+    let rows: Vec<Vec<String>> = r
+        .delegates
+        .iter()
+        .map(|d| {
+            vec![
+                d.name.clone(),
+                d.instance.to_string(),
+                d.state.to_string(),
+                d.outcome.map(|o| o.to_string()).unwrap_or_else(|| "-".into()),
+                d.detail.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    out.push_str(&table(&["DELEGATE", "INSTANCE", "STATE", "OUTCOME", "DETAIL"], &rows));
+    out
+}
+
+fn delegates(list: Vec<DelegateDto>) -> String {
+    let rows: Vec<Vec<String>> = list
+        .into_iter()
+        .map(|d| {
+            vec![
+                d.session_id.to_string(),
+                d.account_id,
+                d.name,
+                d.token_id.to_string(),
+                d.ip,
+                d.version,
+                time(d.connected_at),
+                time(d.last_heartbeat),
+            ]
+        })
+        .collect();
+    table(&["SESSION", "ACCOUNT", "NAME", "TOKEN", "IP", "VERSION", "CONNECTED", "LAST HEARTBEAT"], &rows)
+}
+
+fn pong(p: PingResponse) -> String {
+    format!("reply from {}: {} in {:.2} ms\n", p.session_id, if p.ok { "ok" } else { "failed" }, p.rtt_ms)
+}
+
+fn accounts(list: Vec<AccountDto>) -> String {
+    let rows: Vec<Vec<String>> =
+        list.into_iter().map(|a| vec![a.id, a.name, time(a.created_at), a.created_by]).collect();
+    table(&["ID", "NAME", "CREATED", "BY"], &rows)
+}
+
+fn account_created(created: CreatedAccount) -> String {
+    format!(
+        "Created account {}.\nDefault token {} (shown once; use it as ACCOUNT_SECRET):\n{}\n",
+        created.account.id,
+        created.default_token.token.id,
+        created.default_token.value.expose()
+    )
+}
+
+fn admin_tokens(list: Vec<AdminTokenDto>) -> String {
+    let rows: Vec<Vec<String>> = list
+        .into_iter()
+        .map(|t| {
+            let state = if t.revoked_at.is_some() { "revoked" } else { "active" };
+            vec![
+                t.id.to_string(),
+                t.name,
+                state.into(),
+                t.scopes.join(","),
+                t.account_id.unwrap_or_else(|| "*".into()),
+                t.restriction.unwrap_or_else(|| "-".into()),
+                opt_time(t.expires_at),
+                opt_time(t.last_used_at),
+            ]
+        })
+        .collect();
+    table(&["ID", "NAME", "STATE", "SCOPES", "ACCOUNT", "RESTRICTION", "EXPIRES", "LAST USED"], &rows)
+}
+
+fn admin_token_created(created: CreatedAdminToken) -> String {
+    format!(
+        "Created admin token {} ({}).\nValue (shown once; use it as TETHER_ADMIN_TOKEN):\n{}\n",
+        created.admin_token.name,
+        created.admin_token.id,
+        created.value.expose()
+    )
+}
+
+fn restrictions(list: Vec<RestrictionDto>) -> String {
+    let rows: Vec<Vec<String>> = list
+        .into_iter()
+        .flat_map(|r| {
+            let (id, name, by) = (r.id.to_string(), r.name, r.created_by);
+            r.allow.into_iter().enumerate().map(move |(i, rule)| {
+                if i == 0 {
+                    vec![id.clone(), name.clone(), rule, by.clone()]
+                } else {
+                    vec![String::new(), String::new(), rule, String::new()]
+                }
+            })
+        })
+        .collect();
+    table(&["ID", "NAME", "ALLOWS", "BY"], &rows)
+}
+
+fn audit(list: Vec<AuditDto>) -> String {
+    let rows: Vec<Vec<String>> = list
+        .into_iter()
+        .map(|a| {
+            vec![time(a.at), a.actor, a.action, a.target, a.source_ip.unwrap_or_else(|| "-".into()), a.detail]
+        })
+        .collect();
+    table(&["WHEN", "WHO", "WHAT", "TARGET", "FROM", "DETAIL"], &rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn rotation_json() -> Value {
+        json!({
+            "id": "00000000-0000-0000-0000-000000000001",
+            "account_id": "acme",
+            "old_token_id": "00000000-0000-0000-0000-000000000002",
+            "new_token_id": "00000000-0000-0000-0000-000000000003",
+            "started_at": 0, "started_by": "admin", "deadline": 60, "finished_at": null,
+            "state": "grace_expired",
+            "delegates": [{
+                "instance": "00000000-0000-0000-0000-000000000004", "name": "d1",
+                "session_id": "00000000-0000-0000-0000-000000000005",
+                "state": "acked", "outcome": "manual", "detail": "by hand", "updated_at": 1
+            }]
+        })
+    }
+
+    #[test]
+    fn json_is_printed_as_received_and_tables_show_the_words() {
+        let reply = Reply { json: rotation_json(), kind: Kind::Rotation };
+        let shown = super::reply(&reply, OutputFormat::Json).unwrap();
+        assert_eq!(serde_json::from_str::<Value>(&shown).unwrap(), rotation_json());
+        let shown = super::reply(&reply, OutputFormat::Table).unwrap();
+        assert!(shown.contains("grace_expired"), "{shown}");
+        assert!(
+            shown.lines().any(|l| l.starts_with("d1") && l.contains("acked") && l.contains("manual")),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn changes_without_a_body_say_what_changed() {
+        let reply = Reply { json: json!({"deleted": "t1"}), kind: Kind::Done("Deleted token t1.\n".into()) };
+        assert_eq!(super::reply(&reply, OutputFormat::Table).unwrap(), "Deleted token t1.\n");
+        assert_eq!(super::reply(&reply, OutputFormat::Json).unwrap(), "{\n  \"deleted\": \"t1\"\n}\n");
+    }
+
+    #[test]
+    fn an_answer_of_the_wrong_shape_is_a_decode_error_for_tables_only() {
+        let reply = Reply { json: json!({"unexpected": true}), kind: Kind::Tokens };
+        assert!(matches!(super::reply(&reply, OutputFormat::Table), Err(ClientError::Decode(_))));
+        assert!(super::reply(&reply, OutputFormat::Json).is_ok());
+    }
+}
