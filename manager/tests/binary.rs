@@ -1,141 +1,48 @@
 //! The real `tether-manager` binary: the `init` contract, exit codes, every CLI subcommand
 //! against a running manager, `kill -9` durability, graceful SIGTERM, and no secret in the
-//! captured logs.
+//! captured logs. The binary runs through the end-to-end harness (`tether_tests::harness`),
+//! the one launcher; the in-test delegate client is `common`'s.
 mod common;
 
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{json, Value};
 use tether_protocol::message::S2c;
+use tether_tests::harness::{Manager, Options};
+use tether_tests::secrets::find_needles;
 use uuid::Uuid;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tether-manager");
 
 fn command() -> std::process::Command {
-    let mut c = std::process::Command::new(BIN);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("TETHER_") {
-            c.env_remove(k);
-        }
-    }
-    c
+    tether_tests::harness::manager::command(Path::new(BIN))
 }
 
 fn init(dir: &Path, extra: &[&str]) -> std::process::Output {
     command().arg("init").arg("--data-dir").arg(dir).args(extra).output().unwrap()
 }
 
-/// A `serve` child process with its stderr captured line by line.
-struct Served {
-    child: std::process::Child,
-    addr: String,
-    logs: Arc<Mutex<Vec<String>>>,
-}
-
-impl Served {
-    fn start(dir: &Path, env: &[(&str, &str)]) -> Self {
-        let mut child = command()
-            .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--data-dir"])
-            .arg(dir)
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        let sink = logs.clone();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("tether-manager listening") {
-                    let _ = tx.send(line.clone());
-                }
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let line = rx.recv_timeout(WAIT).expect("manager did not start listening");
-        let v: Value = serde_json::from_str(&line).expect("JSON log line");
-        let addr = v["addr"].as_str().unwrap().to_owned();
-        Self { child, addr, logs }
-    }
-
-    fn url(&self) -> String {
-        format!("https://{}", self.addr)
-    }
-
-    fn kill9(mut self) -> Vec<String> {
-        self.child.kill().unwrap(); // SIGKILL
-        self.child.wait().unwrap();
-        self.logs()
-    }
-
-    fn logs(&self) -> Vec<String> {
-        self.logs.lock().unwrap().clone()
-    }
-
-    fn sigterm(&self) {
-        let ok = std::process::Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    }
-
-    /// Waits (bounded) for the exit.
-    fn wait(&mut self, bound: Duration) -> std::process::ExitStatus {
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(started.elapsed() < bound, "manager did not exit within {bound:?}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-struct Init {
-    account_id: String,
-    default_token: String,
-    default_token_id: String,
-    admin_token: String,
-    ca_cert: PathBuf,
-}
-
-fn init_json(dir: &Path) -> Init {
-    let out = init(dir, &["--json", "--account", "acme", "--tls-san", "manager"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    Init {
-        account_id: v["account_id"].as_str().unwrap().into(),
-        default_token: v["default_token"].as_str().unwrap().into(),
-        default_token_id: v["default_token_id"].as_str().unwrap().into(),
-        admin_token: v["admin_token"].as_str().unwrap().into(),
-        ca_cert: v["ca_cert"].as_str().unwrap().into(),
-    }
+/// Serves a fresh data dir (`init --account acme --tls-san manager`) through the one
+/// end-to-end harness, with JSON logs and `env`.
+async fn start(env: &[(&str, &str)]) -> Manager {
+    let mut options = Options::with_env(env);
+    options.env.push(("TETHER_LOG_FORMAT".into(), "json".into()));
+    options.account = Some("acme".into());
+    options.tls_sans = vec!["manager".into()];
+    options.bin = Some(BIN.into());
+    Manager::start_with(options).await.expect("the manager starts")
 }
 
 fn assert_no_secrets(logs: &[String], secrets: &[&str]) {
     assert!(!logs.is_empty());
+    // Each value, and not even the part after its `tdt_` / `tat_` prefix.
+    let needles: Vec<String> =
+        secrets.iter().flat_map(|s| [s.to_string(), s.get(4..).unwrap_or_default().to_owned()]).collect();
     for line in logs {
-        for s in secrets {
-            assert!(!line.contains(s), "a secret leaked into the logs: {line}");
-            // Not even the part after the prefix.
-            assert!(!line.contains(&s[4..]), "a secret body leaked into the logs: {line}");
-        }
+        let found = find_needles("log line", line, &needles);
+        assert!(found.is_empty(), "a secret leaked into the logs ({found:?}): {line}");
     }
 }
 
@@ -214,48 +121,40 @@ fn bad_configuration_and_usage_exit_64_naming_the_setting() {
     assert_eq!(out.status.code(), Some(64), "no admin token is a usage error");
 }
 
-/// Runs a CLI subcommand against `served` and returns stdout (asserting exit 0).
-/// Runs the admin CLI against `served` as the init admin.
-async fn cli_output(served: &Served, init: &Init, args: &[&str]) -> std::process::Output {
-    tokio::process::Command::new(BIN)
-        .args(args)
-        .env("TETHER_MANAGER_URL", served.url())
-        .env("TETHER_ADMIN_TOKEN", &init.admin_token)
-        .env("TETHER_CA_CERT", &init.ca_cert)
-        .output()
-        .await
-        .unwrap()
+/// Runs the admin CLI against `m` as the init admin (through `tokio::process`, so the
+/// in-test delegate keeps answering while the CLI waits).
+async fn cli_output(m: &Manager, args: &[&str]) -> std::process::Output {
+    tokio::process::Command::from(m.cli_command(args)).output().await.unwrap()
 }
 
-async fn cli(served: &Served, init: &Init, args: &[&str]) -> String {
-    let out = cli_output(served, init, args).await;
+/// Runs a CLI subcommand and returns stdout (asserting exit 0).
+async fn cli(m: &Manager, args: &[&str]) -> String {
+    let out = cli_output(m, args).await;
     assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
 
-async fn cli_json(served: &Served, init: &Init, args: &[&str]) -> Value {
+async fn cli_json(m: &Manager, args: &[&str]) -> Value {
     let mut all = args.to_vec();
     all.push("--json");
-    serde_json::from_str(&cli(served, init, &all).await).unwrap()
+    serde_json::from_str(&cli(m, &all).await).unwrap()
 }
 
 #[tokio::test]
 async fn every_cli_subcommand_works_against_a_running_manager() {
     install_provider();
-    let dir = tempfile::tempdir().unwrap();
-    let init = init_json(dir.path());
-    let served = Served::start(dir.path(), &[]);
+    let m = start(&[]).await;
+    let init = &m.init;
 
     // account
-    let created = cli_json(&served, &init, &["account", "create", "beta", "--name", "Beta"]).await;
+    let created = cli_json(&m, &["account", "create", "beta", "--name", "Beta"]).await;
     assert_eq!(created["account"]["id"], "beta");
-    assert!(cli(&served, &init, &["account", "list"]).await.contains("beta"));
-    assert_eq!(cli_json(&served, &init, &["account", "show", "beta"]).await["name"], "Beta");
+    assert!(cli(&m, &["account", "list"]).await.contains("beta"));
+    assert_eq!(cli_json(&m, &["account", "show", "beta"]).await["name"], "Beta");
 
     // token
     let t = cli_json(
-        &served,
-        &init,
+        &m,
         &[
             "token",
             "create",
@@ -271,69 +170,64 @@ async fn every_cli_subcommand_works_against_a_running_manager() {
     .await;
     let value = t["value"].as_str().unwrap().to_owned();
     assert!(value.starts_with("tdt_"));
-    let human = cli(&served, &init, &["token", "create", "ci2", "--account", "acme"]).await;
+    let human = cli(&m, &["token", "create", "ci2", "--account", "acme"]).await;
     assert!(human.contains("shown once") && human.contains("tdt_"));
-    let table = cli(&served, &init, &["token", "list", "--account", "acme"]).await;
+    let table = cli(&m, &["token", "list", "--account", "acme"]).await;
     assert!(table.starts_with("ID") && table.contains("ci2") && table.contains("127.0.0.0/8"), "{table}");
     assert!(!table.contains(&value), "lists never show values");
-    let shown = cli_json(&served, &init, &["token", "show", "ci", "--account", "acme"]).await;
+    let shown = cli_json(&m, &["token", "show", "ci", "--account", "acme"]).await;
     assert_eq!(shown["state"], "active");
 
     // delegate: a live test delegate on the new token
-    let m_like = Target { url: served.url(), ca: init.ca_cert.clone() };
+    let m_like = Target { url: m.url(), ca: init.ca_cert.clone() };
     let d = m_like.connect(&init.account_id, &value, "cli-test").await;
     let sid = d.welcome.session_id.to_string();
     let serving = d.serve_tasks();
-    let list = cli_json(&served, &init, &["delegate", "list"]).await;
+    let list = cli_json(&m, &["delegate", "list"]).await;
     assert_eq!(list[0]["session_id"], sid.as_str());
-    assert!(cli(&served, &init, &["delegate", "list", "--account", "acme"]).await.contains("cli-test"));
-    let pong = cli(&served, &init, &["delegate", "ping", &sid]).await;
+    assert!(cli(&m, &["delegate", "list", "--account", "acme"]).await.contains("cli-test"));
+    let pong = cli(&m, &["delegate", "ping", &sid]).await;
     assert!(pong.contains("reply from") && pong.contains(" ms"), "{pong}");
-    let pong = cli_json(&served, &init, &["delegate", "ping", &sid, "--payload", "abc"]).await;
+    let pong = cli_json(&m, &["delegate", "ping", &sid, "--payload", "abc"]).await;
     assert_eq!(pong["payload"], "abc");
-    cli(&served, &init, &["delegate", "disconnect", &sid]).await;
+    cli(&m, &["delegate", "disconnect", &sid]).await;
     assert_eq!(tokio::time::timeout(WAIT, serving).await.unwrap().unwrap(), Some(1000));
 
     // rotate, rotation, revoke, delete
-    let r = cli_json(&served, &init, &["token", "rotate", "ci2", "--account", "acme", "--grace-secs", "30"])
-        .await;
+    let r = cli_json(&m, &["token", "rotate", "ci2", "--account", "acme", "--grace-secs", "30"]).await;
     assert!(r["token"].as_str().unwrap().starts_with("tdt_"));
     let rid = r["rotation_id"].as_str().unwrap().to_owned();
-    let shown = cli(&served, &init, &["rotation", "show", &rid]).await;
+    let shown = cli(&m, &["rotation", "show", &rid]).await;
     assert!(shown.contains(&rid), "{shown}");
-    assert!(cli(&served, &init, &["rotation", "list"]).await.contains(&rid));
-    let revoked = cli(&served, &init, &["token", "revoke", "ci", "--account", "acme"]).await;
+    assert!(cli(&m, &["rotation", "list"]).await.contains(&rid));
+    let revoked = cli(&m, &["token", "revoke", "ci", "--account", "acme"]).await;
     assert!(revoked.contains("Revoked token ci"), "{revoked}");
-    assert_eq!(
-        cli_json(&served, &init, &["token", "delete", "ci", "--account", "acme"]).await["deleted"],
-        "ci"
-    );
+    assert_eq!(cli_json(&m, &["token", "delete", "ci", "--account", "acme"]).await["deleted"], "ci");
 
     // admin-token
     let a = cli_json(
-        &served,
-        &init,
+        &m,
         &["admin-token", "create", "ops", "--scope", "tokens:read", "--scope", "delegates:read"],
     )
     .await;
     assert!(a["value"].as_str().unwrap().starts_with("tat_"));
-    assert!(cli(&served, &init, &["admin-token", "list"]).await.contains("ops"));
-    let rv = cli_json(&served, &init, &["admin-token", "revoke", "ops"]).await;
+    assert!(cli(&m, &["admin-token", "list"]).await.contains("ops"));
+    let rv = cli_json(&m, &["admin-token", "revoke", "ops"]).await;
     assert!(rv["revoked_at"].as_u64().is_some());
 
     // audit
-    let audit = cli(&served, &init, &["audit", "--limit", "100"]).await;
+    let audit = cli(&m, &["audit", "--limit", "100"]).await;
     assert!(
         audit.contains("admin_token.revoke") && audit.contains("token.delete") && audit.contains("127.0.0.1"),
         "{audit}"
     );
 
     // A refused call exits 1 with the API's message.
-    let out = cli_output(&served, &init, &["token", "delete", "ci2", "--account", "acme"]).await;
+    let out = cli_output(&m, &["token", "delete", "ci2", "--account", "acme"]).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("revoke it first"));
 
-    let logs = served.logs();
+    let logs = m.log_lines();
     assert_no_secrets(
         &logs,
         &[
@@ -371,10 +265,9 @@ impl Target {
 #[tokio::test]
 async fn kill_9_loses_nothing_that_was_acknowledged() {
     install_provider();
-    let dir = tempfile::tempdir().unwrap();
-    let init = init_json(dir.path());
-    let served = Served::start(dir.path(), &[]);
-    let api = tether_manager::cli::ApiClient::new(&served.url(), &init.ca_cert, &init.admin_token).unwrap();
+    let mut m = start(&[]).await;
+    let init = m.init.clone();
+    let api = tether_manager::cli::ApiClient::new(&m.url(), &init.ca_cert, &init.admin_token).unwrap();
     let post = |path: &'static str, body: Value| {
         let api = api.clone();
         async move { api.request::<Value>(reqwest::Method::POST, path, Some(&body)).await.unwrap() }
@@ -394,21 +287,21 @@ async fn kill_9_loses_nothing_that_was_acknowledged() {
     let admin = post("/api/v1/admin-tokens", json!({"name": "second", "scopes": ["tokens:read"]})).await;
     let _ = post("/api/v1/accounts", json!({"id": "gamma"})).await;
     // A live delegate on the default token keeps its rotation running.
-    let target = Target { url: served.url(), ca: init.ca_cert.clone() };
+    let target = Target { url: m.url(), ca: init.ca_cert.clone() };
     let _live = target.connect("acme", &init.default_token, "live").await;
     // The last acknowledged change, then kill -9 at once.
     let rotated = post("/api/v1/accounts/acme/tokens/default/rotate", json!({"grace_secs": 600})).await;
-    let logs = served.kill9();
+    m.kill9().unwrap();
 
-    let served = Served::start(dir.path(), &[]);
-    let api = tether_manager::cli::ApiClient::new(&served.url(), &init.ca_cert, &init.admin_token).unwrap();
+    m.serve().await.unwrap();
+    let api = tether_manager::cli::ApiClient::new(&m.url(), &init.ca_cert, &init.admin_token).unwrap();
     let tokens: Vec<Value> =
         api.request(reqwest::Method::GET, "/api/v1/accounts/acme/tokens", None::<&Value>).await.unwrap();
     let state = |name: &str| tokens.iter().find(|t| t["name"] == name).map(|t| t["state"].clone());
     assert_eq!(state("kept"), Some(json!("active")));
     assert_eq!(state("gone"), Some(json!("revoked")));
     assert_eq!(state("default"), Some(json!("active")), "the successor survived");
-    let old = tokens.iter().find(|t| t["id"] == init.default_token_id.as_str()).unwrap();
+    let old = tokens.iter().find(|t| t["id"] == init.default_token_id.to_string().as_str()).unwrap();
     assert_eq!(old["state"], "rotating", "the rotation survived");
     let rotation: Value = api
         .request(
@@ -423,7 +316,7 @@ async fn kill_9_loses_nothing_that_was_acknowledged() {
         api.request(reqwest::Method::GET, "/api/v1/accounts", None::<&Value>).await.unwrap();
     assert!(accounts.iter().any(|a| a["id"] == "gamma"));
     let second =
-        tether_manager::cli::ApiClient::new(&served.url(), &init.ca_cert, admin["value"].as_str().unwrap())
+        tether_manager::cli::ApiClient::new(&m.url(), &init.ca_cert, admin["value"].as_str().unwrap())
             .unwrap();
     second
         .request::<Value>(reqwest::Method::GET, "/api/v1/accounts", None::<&Value>)
@@ -431,7 +324,7 @@ async fn kill_9_loses_nothing_that_was_acknowledged() {
         .expect("second admin token works");
 
     // Keys survived too: the kept token and the successor authenticate; the revoked one is refused.
-    let target = Target { url: served.url(), ca: init.ca_cert.clone() };
+    let target = Target { url: m.url(), ca: init.ca_cert.clone() };
     target.connect("acme", kept["value"].as_str().unwrap(), "after-restart").await;
     target.connect("acme", rotated["token"].as_str().unwrap(), "successor").await;
     let refused = target.refused("acme", gone["value"].as_str().unwrap()).await;
@@ -439,8 +332,7 @@ async fn kill_9_loses_nothing_that_was_acknowledged() {
         matches!(refused.error, tether_protocol::error::HandshakeError::Rejected(ref r) if r.signed && r.code == tether_protocol::RejectCode::Revoked)
     );
 
-    let mut all = logs;
-    all.extend(served.logs());
+    let all = m.log_lines();
     assert_no_secrets(
         &all,
         &[&init.admin_token, kept["value"].as_str().unwrap(), rotated["token"].as_str().unwrap()],
@@ -450,22 +342,21 @@ async fn kill_9_loses_nothing_that_was_acknowledged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_says_goodbye_and_exits_promptly() {
     install_provider();
-    let dir = tempfile::tempdir().unwrap();
-    let init = init_json(dir.path());
-    let mut served = Served::start(dir.path(), &[("TETHER_DRAIN_SECS", "5")]);
-    let target = Target { url: served.url(), ca: init.ca_cert.clone() };
+    let mut m = start(&[("TETHER_DRAIN_SECS", "5")]).await;
+    let init = m.init.clone();
+    let target = Target { url: m.url(), ca: init.ca_cert.clone() };
     let mut d = target.connect("acme", &init.default_token, "term").await;
     let started = Instant::now();
-    served.sigterm();
+    m.terminate().unwrap();
     match d.recv().await {
         Ok(S2c::Goodbye { .. }) => {}
         other => panic!("expected goodbye, got {other:?}"),
     }
     assert_eq!(close_code(&mut d.ws).await, Some(1001));
-    let status = tokio::task::block_in_place(|| served.wait(Duration::from_secs(8)));
+    let (status, _) = m.wait_exit(Duration::from_secs(8)).await.expect("manager did not exit within 8 s");
     assert!(status.success(), "{status:?}");
     eprintln!("SIGTERM → exit in {:?}", started.elapsed());
-    let logs = served.logs();
+    let logs = m.log_lines();
     assert!(logs.iter().all(|l| serde_json::from_str::<Value>(l).is_ok()), "every log line is JSON");
     assert!(logs.iter().any(|l| l.contains("SIGTERM received")));
     assert_no_secrets(&logs, &[&init.admin_token, &init.default_token]);

@@ -246,10 +246,7 @@ pub async fn connect(m: &Manager, token: &str, instance: Uuid, name: &str) -> Re
 }
 
 pub fn rand_nonce() -> [u8; 32] {
-    use rand::RngCore;
-    let mut n = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut n);
-    n
+    tether_tests::attack::nonce32()
 }
 
 pub fn now() -> u64 {
@@ -288,18 +285,16 @@ impl TestDelegate {
     }
 }
 
-/// Polls `f` until it returns `Some`, every 50 ms, at most [`WAIT`].
+/// Polls `f` until it returns `Some`, at most [`WAIT`] (the end-to-end harness's poll).
 pub async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    tether_tests::harness::poll::until(what, WAIT, || {
+        let probe = f();
+        async move { Ok(probe.await) }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"))
 }

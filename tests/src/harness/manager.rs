@@ -161,8 +161,8 @@ fn http_client(target: &Target, source: Option<IpAddr>, host: Option<&str>) -> R
     Ok(builder.build()?)
 }
 
-/// A command for the manager binary without the test's own `TETHER_*` environment.
-fn command(bin: &Path) -> Command {
+/// A command for the manager binary `bin` without the test's own `TETHER_*` environment.
+pub fn command(bin: &Path) -> Command {
     let mut command = Command::new(bin);
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("TETHER_") {
