@@ -80,3 +80,16 @@ async fn an_unauthenticated_hello_cannot_forge_manager_log_lines_at_debug() {
     assert_eq!(forged_lines(&logs), Vec::<&str>::new(), "an unauthenticated peer forged a log line");
     assert!(!logs.contains(OSC), "an unauthenticated peer's control sequence reached the log");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bearer_scheme_is_case_insensitive_and_never_locks_an_honest_client_out() {
+    let m = Manager::start(&[]).await.expect("manager starts");
+    let url = format!("{}/api/v1/accounts", m.url());
+    // RFC 9110: the scheme is case-insensitive. Before the fix each of these was "malformed",
+    // counted as a failed guess, and the sixth request with the valid token got 429.
+    for (i, scheme) in ["bearer", "BEARER", "Bearer\t", "bEaReR", "bearer", "Bearer"].iter().enumerate() {
+        let value = format!("{scheme} {}", m.init.admin_token);
+        let resp = m.http().get(&url).header("authorization", value).send().await.unwrap();
+        assert_eq!(resp.status(), reqwest::StatusCode::OK, "request {i} with scheme {scheme:?}");
+    }
+}

@@ -191,6 +191,15 @@ fn failed(
     }
 }
 
+/// The credentials of an `Authorization: Bearer …` value. The scheme is matched without regard
+/// to case (RFC 9110, section 11.1: `bearer` and `BEARER` are `Bearer`) and may be followed by
+/// spaces or tabs; before this, a client that wrote `bearer` got "malformed" five times and its
+/// address was locked out for the lockout period, with a valid token.
+fn bearer_credentials(header: &str) -> Option<&str> {
+    let (scheme, credentials) = header.split_once([' ', '\t'])?;
+    scheme.eq_ignore_ascii_case("Bearer").then(|| credentials.trim())
+}
+
 /// Refuses a request that `restriction` does not allow.
 fn check_restriction(restriction: Option<Option<RestrictionRow>>, parts: &Parts) -> Result<(), AppError> {
     let Some(restriction) = restriction else { return Ok(()) };
@@ -250,8 +259,7 @@ impl FromRequestParts<AppState> for Caller {
         let value = header
             .to_str()
             .ok()
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .map(str::trim)
+            .and_then(bearer_credentials)
             .filter(|t| t.starts_with(ADMIN_PREFIX) && t.len() < 256);
         let Some(value) = value else {
             failed(state, &lockout, attempt, ip, now, "malformed");
@@ -291,5 +299,20 @@ impl FromRequestParts<AppState> for Caller {
             expires_at: row.expires_at,
             allowed_cidrs: row.allowed_cidrs,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_credentials;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for header in ["Bearer tat_x", "bearer tat_x", "BEARER tat_x", "Bearer\ttat_x", "Bearer   tat_x  "] {
+            assert_eq!(bearer_credentials(header), Some("tat_x"), "{header:?}");
+        }
+        for header in ["Basic tat_x", "Bearertat_x", "tat_x", "", "Bearer"] {
+            assert_eq!(bearer_credentials(header), None, "{header:?}");
+        }
     }
 }
