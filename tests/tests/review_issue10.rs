@@ -19,7 +19,7 @@ fn forged_lines(logs: &str) -> Vec<&str> {
     logs.lines().filter(|l| l.starts_with("FORGED-LINE")).collect()
 }
 
-fn longest_line_with<'a>(logs: &'a str, needle: &str) -> usize {
+fn longest_line_with(logs: &str, needle: &str) -> usize {
     logs.lines().filter(|l| l.contains(needle)).map(str::len).max().unwrap_or(0)
 }
 
