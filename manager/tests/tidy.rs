@@ -24,7 +24,10 @@ fn token_values_are_exposed_only_where_they_are_handed_out_once() {
         .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
         .collect();
     users.sort();
-    // accounts/tokens (create), rotation (successor), init (first values); the CLI's client
-    // (the admin token as the bearer) and commands (printing a created value, once).
-    assert_eq!(users, ["accounts.rs", "client.rs", "commands.rs", "init.rs", "rotation.rs", "tokens.rs"]);
+    // accounts/tokens (create), rotation (successor), init (first values); the CLI's commands
+    // and client (the admin token as the bearer) and render (printing a created value, once).
+    assert_eq!(
+        users,
+        ["accounts.rs", "client.rs", "commands.rs", "init.rs", "render.rs", "rotation.rs", "tokens.rs"]
+    );
 }
