@@ -11,6 +11,7 @@ use tether_protocol::RejectCode;
 use uuid::Uuid;
 
 use support::{env_for, new_token, Delegate, Event, FakeManager, TokenState};
+use tether_tests::harness::poll;
 
 const LIMIT: Duration = Duration::from_secs(15);
 
@@ -25,14 +26,7 @@ fn authenticated(events: &[Event], token: Uuid, skip: usize) -> Option<Uuid> {
 }
 
 fn health(state_dir: &std::path::Path) -> bool {
-    std::process::Command::new(env!("CARGO_BIN_EXE_tether-delegate"))
-        .env_clear()
-        .args(["health", "--state-dir"])
-        .arg(state_dir)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .unwrap()
-        .success()
+    Delegate::health(state_dir)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -181,11 +175,12 @@ async fn file_mode_rotation_switches_in_place_and_acks_repeats_without_reapplyin
     let first = fake.wait_for(LIMIT, "session on the old token", |e| authenticated(e, old.id(), 0)).await;
     // The first handshake seeds the file from ACCOUNT_SECRET.
     let read = || std::fs::read_to_string(&file).unwrap_or_default().trim().to_owned();
-    let deadline = std::time::Instant::now() + LIMIT;
-    while read() != *old.expose() {
-        assert!(std::time::Instant::now() < deadline, "token file not seeded");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    poll::until("the token file to be seeded", LIMIT, || {
+        let seeded = read() == *old.expose();
+        async move { Ok(seeded.then_some(())) }
+    })
+    .await
+    .expect("token file not seeded");
 
     let rotation_id = Uuid::new_v4();
     fake.rotate(first, rotation_id, &new);
@@ -249,11 +244,12 @@ async fn start_up_prefers_the_token_that_authenticates_and_writes_it_to_the_file
     env.push(("ACCOUNT_SECRET_FILE", file.display().to_string()));
     let delegate = Delegate::start(&env, &[]);
     fake.wait_for(LIMIT, "session on the environment's token", |e| authenticated(e, current.id(), 0)).await;
-    let deadline = std::time::Instant::now() + LIMIT;
-    while std::fs::read_to_string(&file).unwrap().trim() != *current.expose() {
-        assert!(std::time::Instant::now() < deadline, "file not updated");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    poll::until("the token file to be updated", LIMIT, || {
+        let updated = std::fs::read_to_string(&file).unwrap().trim() == *current.expose();
+        async move { Ok(updated.then_some(())) }
+    })
+    .await
+    .expect("file not updated");
     drop(delegate);
 
     // Now the environment still carries the revoked value (an old compose file): the file wins.
@@ -328,11 +324,12 @@ async fn sigterm_is_prompt_while_a_manager_does_not_answer() {
     env.retain(|(k, _)| *k != "MANAGER_HOST_AND_PORT");
     env.push(("MANAGER_HOST_AND_PORT", format!("127.0.0.1:{port}")));
     let mut delegate = Delegate::start(&env, &[]);
-    let deadline = std::time::Instant::now() + LIMIT;
-    while !delegate.log().contains("tether-delegate starting") {
-        assert!(std::time::Instant::now() < deadline, "no start line; log:\n{}", delegate.log());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    poll::until("the start line", LIMIT, || {
+        let started = delegate.log().contains("tether-delegate starting");
+        async move { Ok(started.then_some(())) }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("no start line ({e}); log:\n{}", delegate.log()));
     delegate.terminate();
     let (code, elapsed) = delegate.wait_exit(LIMIT).await;
     assert_eq!(code, Some(0), "log:\n{}", delegate.log());
@@ -394,9 +391,9 @@ async fn hostile_unsigned_challenges_only_cause_retries() {
     // tried again; after the last one it authenticates against the honest fake.
     let hostile_sent =
         |events: &[Event]| events.iter().filter(|e| matches!(e, Event::HostileChallenge { .. })).count();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while authenticated(&fake.events(), token.id(), 0).is_none() {
-        let status = delegate.child.try_wait().unwrap();
+    poll::until("a session after the hostile challenges", Duration::from_secs(60), || {
+        // An exit fails the test at once, naming it.
+        let status = delegate.exited();
         assert!(
             status.is_none(),
             "the delegate exited ({status:?}) after hostile challenge {} of {}; log:\n{}",
@@ -404,13 +401,11 @@ async fn hostile_unsigned_challenges_only_cause_retries() {
             payloads.len(),
             delegate.log()
         );
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no session after the hostile challenges; log:\n{}",
-            delegate.log()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        let found = authenticated(&fake.events(), token.id(), 0);
+        async move { Ok(found) }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("no session after the hostile challenges ({e}); log:\n{}", delegate.log()));
     assert!(delegate.running(), "log:\n{}", delegate.log());
     assert_eq!(hostile_sent(&fake.events()), payloads.len());
 

@@ -1,15 +1,14 @@
 //! Test support: an in-test manager built on `tether-protocol`'s `ServerHandshake` over real
 //! TLS (rustls, a throwaway CA from rcgen), for faults the real manager cannot produce (a
-//! forged unsigned `revoked`, a scripted `rotate`), and a runner for the real
-//! `tether-delegate` binary that collects its log lines.
+//! forged unsigned `revoked`, a scripted `rotate`), and the real `tether-delegate` binary run
+//! through the end-to-end harness (`tether_tests::harness`: binary lookup, collected log,
+//! bounded polling, the clock).
 #![allow(dead_code)]
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use rand::RngCore;
@@ -18,6 +17,7 @@ use tether_protocol::error::RejectCode;
 use tether_protocol::handshake::server::{unsigned_reject, ServerHandshake};
 use tether_protocol::message::{C2s, S2c};
 use tether_protocol::{Token, TokenKey};
+use tether_tests::harness::{poll, unix_now};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
@@ -181,14 +181,12 @@ impl FakeManager {
         what: &str,
         mut pick: impl FnMut(&[Event]) -> Option<T>,
     ) -> T {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(found) = pick(&self.events()) {
-                return found;
-            }
-            assert!(Instant::now() < deadline, "timed out waiting for {what}; events: {:#?}", self.events());
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        poll::until(what, limit, || {
+            let found = pick(&self.events());
+            async move { Ok(found) }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}; events: {:#?}", self.events()))
     }
 
     /// Live session ids.
@@ -204,15 +202,11 @@ impl FakeManager {
 
     /// Sends a `rotate` carrying `token`, sealed for that session.
     pub fn rotate(&self, session_id: Uuid, rotation_id: Uuid, token: &Token) {
-        let token = Token::parse(&token.expose()).unwrap();
+        let token = token.duplicate();
         let shared = self.shared.lock().unwrap();
-        let valid_until = now() + 3600;
+        let valid_until = unix_now() + 3600;
         shared.sessions[&session_id].send(Outbound::Rotate { rotation_id, token, valid_until }).ok().unwrap();
     }
-}
-
-pub fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
 }
 
 async fn serve<S>(
@@ -243,12 +237,12 @@ async fn serve<S>(
     }
     let mut nonce = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut nonce);
-    let (hs, challenge) = ServerHandshake::new(nonce, now(), 65_536);
+    let (hs, challenge) = ServerHandshake::new(nonce, unix_now(), 65_536);
     if ws.send(Message::Binary(challenge.into())).await.is_err() {
         return;
     }
     let Some(Ok(Message::Binary(hello))) = ws.next().await else { return };
-    let Ok(received) = hs.receive_hello(&hello, now()) else { return };
+    let Ok(received) = hs.receive_hello(&hello, unix_now()) else { return };
     let token_id = received.hello().token_id;
     let entry = shared
         .lock()
@@ -339,20 +333,6 @@ async fn serve<S>(
     shared.events.push(Event::Closed { session_id });
 }
 
-/// A running `tether-delegate` process whose stderr lines are collected.
-pub struct Delegate {
-    pub child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-    reader: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for Delegate {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A new random token.
 pub fn new_token() -> Token {
     let mut secret = [0u8; 32];
@@ -360,63 +340,53 @@ pub fn new_token() -> Token {
     Token::from_parts(Uuid::new_v4(), secret)
 }
 
+/// A running `tether-delegate`: the end-to-end harness's delegate process (binary lookup,
+/// collected log, killed on drop), with this crate's panicking call style.
+pub struct Delegate {
+    inner: tether_tests::harness::delegate::Delegate,
+}
+
 impl Delegate {
     /// Starts the real binary (`$TETHER_DELEGATE_BIN` if set, e.g. to check that a test fails
-    /// on an earlier build) with exactly `env` (plus PATH-free defaults) and `args`.
+    /// on an earlier build) with exactly `env` (plus `RUST_LOG=info` unless `env` sets it)
+    /// and `args`.
     pub fn start(env: &[(&str, String)], args: &[&str]) -> Self {
-        let binary = std::env::var_os("TETHER_DELEGATE_BIN")
-            .filter(|b| !b.is_empty())
-            .unwrap_or_else(|| env!("CARGO_BIN_EXE_tether-delegate").into());
-        let mut command = Command::new(binary);
-        command.env_clear().args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
-        command.env("RUST_LOG", "info");
-        for (key, value) in env {
-            command.env(key, value);
-        }
-        let mut child = command.spawn().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                sink.lock().unwrap().push(line);
-            }
-        });
-        Self { child, lines, reader: Some(reader) }
+        let mut all = vec![("RUST_LOG".to_owned(), "info".to_owned())];
+        all.extend(env.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+        let inner = tether_tests::harness::delegate::Delegate::start(&all, args)
+            .unwrap_or_else(|e| panic!("starting tether-delegate: {e:#}"));
+        Self { inner }
     }
 
     /// Log lines so far.
     pub fn log(&self) -> String {
-        self.lines.lock().unwrap().join("\n")
+        self.inner.log()
     }
 
     /// Sends SIGTERM (through `kill`, as Docker would).
     pub fn terminate(&self) {
-        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
-        assert!(status.success());
+        self.inner.proc.terminate().unwrap();
     }
 
     /// Waits for the exit within `limit`; returns the code and the elapsed time.
     pub async fn wait_exit(&mut self, limit: Duration) -> (Option<i32>, Duration) {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                let elapsed = start.elapsed();
-                // The process is gone, so its stderr reaches end of file: collect the rest.
-                if let Some(reader) = self.reader.take() {
-                    let _ = reader.join();
-                }
-                return (status.code(), elapsed);
-            }
-            assert!(start.elapsed() < limit, "delegate did not exit within {limit:?}; log:\n{}", self.log());
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let (status, elapsed) = self.inner.wait_exit(limit).await.unwrap_or_else(|e| panic!("{e:#}"));
+        (status.code(), elapsed)
     }
 
     /// Whether the process is still running.
     pub fn running(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
+        self.inner.proc.running()
+    }
+
+    /// The exit status, once it has exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.inner.proc.exited()
+    }
+
+    /// Runs `tether-delegate health` against `state_dir`.
+    pub fn health(state_dir: &std::path::Path) -> bool {
+        tether_tests::harness::delegate::Delegate::health(state_dir).unwrap()
     }
 }
 

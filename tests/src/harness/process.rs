@@ -104,6 +104,11 @@ impl Proc {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// The exit status, once it has exited.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     /// Sends SIGTERM (through `kill`, as Docker or systemd would).
     pub fn terminate(&self) -> Result<()> {
         let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status()?;
