@@ -298,15 +298,7 @@ async fn delegate_docker_rotation_replaces_the_container_without_a_gap() -> Resu
     // Authenticated on the new token, and answering.
     let session = manager.wait_for_session(name, rotation.token_id, LIMIT).await?;
     assert_eq!(manager.ping(session.session_id, "after-replacement").await?, "after-replacement");
-    poll::until("the rotation to record the applied ack", LIMIT, || async {
-        let doc = manager.rotation(rotation.rotation_id).await?;
-        let outcomes: Vec<&Value> = doc["delegates"]
-            .as_array()
-            .map(|d| d.iter().map(|x| &x["outcome"]).collect())
-            .unwrap_or_default();
-        Ok(outcomes.iter().any(|o| **o == "applied").then_some(()))
-    })
-    .await?;
+    manager.wait_for_outcome(rotation.rotation_id, "applied", LIMIT).await?;
     // The token file on the shared volume was kept current too.
     assert_eq!(read_in(name, "/data/token")?, rotation.token, "ACCOUNT_SECRET_FILE not rewritten");
     // The image's HEALTHCHECK command works in the scratch image (no shell).
@@ -347,14 +339,7 @@ async fn delegate_docker_rotation_rolls_back_when_the_successor_cannot_authentic
 
     let (rotation, min_live) = watching(manager, name, async {
         let rotation = manager.rotate(old_token_id, 300).await?;
-        poll::until("the rotation to record the failed ack", LIMIT, || async {
-            let doc = manager.rotation(rotation.rotation_id).await?;
-            let failed =
-                doc["delegates"].as_array().is_some_and(|d| d.iter().any(|x| x["outcome"] == "failed"));
-            Ok(failed.then_some(()))
-        })
-        .await
-        .with_context(|| logs(name))?;
+        manager.wait_for_outcome(rotation.rotation_id, "failed", LIMIT).await.with_context(|| logs(name))?;
         Ok(rotation)
     })
     .await?;

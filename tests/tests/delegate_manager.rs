@@ -109,13 +109,7 @@ async fn file_mode_rotation_rewrites_the_file_and_continues_on_the_new_token() -
         Ok((std::fs::read_to_string(&file)?.trim() == rotation.token).then_some(()))
     })
     .await?;
-    poll::until("the rotation to record the applied ack", LIMIT, || async {
-        let doc = manager.rotation(rotation.rotation_id).await?;
-        let applied =
-            doc["delegates"].as_array().is_some_and(|ds| ds.iter().any(|d| d["outcome"] == "applied"));
-        Ok(applied.then_some(()))
-    })
-    .await?;
+    manager.wait_for_outcome(rotation.rotation_id, "applied", LIMIT).await?;
     assert_eq!(manager.ping(session.session_id, "on-new-token").await?, "on-new-token");
     poll::until("only the new token in use", LIMIT, || async {
         let rows = manager.delegates().await?;

@@ -25,13 +25,7 @@ async fn rotate_and_follow(manager: &Manager, file: &std::path::Path, from: Uuid
     let rotation = manager.rotate(from, 60).await?;
     manager.wait_for_session(NAME, rotation.token_id, LIMIT).await?;
     poll::until("the token file to hold the successor", LIMIT, || file_holds(file, &rotation.token)).await?;
-    poll::until("the applied ack", LIMIT, || async {
-        let doc = manager.rotation(rotation.rotation_id).await?;
-        let applied =
-            doc["delegates"].as_array().is_some_and(|ds| ds.iter().any(|d| d["outcome"] == "applied"));
-        Ok(applied.then_some(()))
-    })
-    .await?;
+    manager.wait_for_outcome(rotation.rotation_id, "applied", LIMIT).await?;
     Ok((rotation.token_id, rotation.token))
 }
 

@@ -459,6 +459,18 @@ impl Manager {
         cli
     }
 
+    /// Waits until a delegate of the rotation has reported `outcome` (`applied`, `failed`,
+    /// `manual`) in its ack; returns the rotation's status document.
+    pub async fn wait_for_outcome(&self, rotation_id: Uuid, outcome: &str, limit: Duration) -> Result<Value> {
+        poll::until(format!("the rotation to record the {outcome} ack"), limit, || async {
+            let doc = self.rotation(rotation_id).await?;
+            let reported =
+                doc["delegates"].as_array().is_some_and(|ds| ds.iter().any(|d| d["outcome"] == outcome));
+            Ok(reported.then_some(doc))
+        })
+        .await
+    }
+
     /// Runs the admin CLI against this manager.
     pub fn cli(&self, args: &[&str]) -> Result<std::process::Output> {
         self.cli_command(args).output().context("running the tether-manager CLI")

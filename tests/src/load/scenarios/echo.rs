@@ -5,7 +5,6 @@ use anyhow::{bail, Result};
 use serde::Serialize;
 
 use super::{session_ids, Ctx, Scale};
-use crate::load::fleet::{Fleet, GrowOptions};
 use crate::load::stats::{self, Summary};
 
 /// Scenario 5: echo round-trips through the manager's ping API.
@@ -57,16 +56,8 @@ async fn ping_rounds(ctx: &Ctx, ids: Vec<String>, rounds_each: usize) -> Result<
 }
 
 pub async fn echo(ctx: &Ctx, scale: &Scale) -> Result<EchoResult> {
-    let token = ctx.create_token("bench-echo")?;
-    let who = ctx.identity(token, "echo");
-    let opts = GrowOptions {
-        concurrency: 32,
-        follow_rotation: false,
-        max_time: Duration::from_secs(600),
-        spread: scale.spread,
-    };
-    let mut fleet = Fleet::default();
-    fleet.grow(scale.echo_sessions, &ctx.target, &who, &opts, Duration::from_secs(60)).await?;
+    let mut bench = ctx.bench("echo", scale, 32, Duration::from_secs(600))?;
+    bench.grow(ctx, scale.echo_sessions, Duration::from_secs(60)).await?;
     let ids = session_ids(ctx, "echo").await?;
     if ids.len() < scale.echo_sessions {
         bail!("manager lists {} echo sessions, expected {}", ids.len(), scale.echo_sessions);
@@ -74,7 +65,7 @@ pub async fn echo(ctx: &Ctx, scale: &Scale) -> Result<EchoResult> {
     let (one_rate, mut one) = ping_rounds(ctx, ids[..1].to_vec(), scale.echo_rounds).await?;
     let per = (scale.echo_rounds / ids.len()).max(1);
     let (many_rate, mut many) = ping_rounds(ctx, ids.clone(), per).await?;
-    fleet.stop(Duration::from_secs(30)).await;
+    bench.fleet.stop(Duration::from_secs(30)).await;
     Ok(EchoResult {
         one_session_per_sec: one_rate,
         one_session: stats::summarize(&mut one),

@@ -22,8 +22,8 @@ pub struct FootprintResult {
 }
 
 pub async fn footprint(ctx: &Ctx, scale: &Scale) -> Result<FootprintResult> {
-    let token = ctx.create_token("bench-footprint")?;
     let name = "footprint";
+    let token = ctx.identity(name)?.token;
     let dir = tempfile::tempdir()?;
     let mut child = tokio::process::Command::new(&ctx.delegate_bin)
         .env_clear()

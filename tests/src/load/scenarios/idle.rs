@@ -5,7 +5,6 @@ use anyhow::Result;
 use serde::Serialize;
 
 use super::{settled_rss, Ctx, Scale};
-use crate::load::fleet::{Fleet, GrowOptions};
 
 /// Scenario 1: manager RSS at each step of idle sessions, and the slope in KiB per session.
 #[derive(Debug, Serialize)]
@@ -19,23 +18,15 @@ pub struct IdleResult {
 }
 
 pub async fn idle(ctx: &Ctx, scale: &Scale) -> Result<IdleResult> {
-    let token = ctx.create_token("bench-idle")?;
-    let who = ctx.identity(token, "idle");
-    let opts = GrowOptions {
-        concurrency: 128,
-        follow_rotation: false,
-        max_time: Duration::from_secs(1800),
-        spread: scale.spread,
-    };
-    let mut fleet = Fleet::default();
+    let mut bench = ctx.bench("idle", scale, 128, Duration::from_secs(1800))?;
     let started = Instant::now();
     let mut steps = Vec::new();
     for &n in &scale.idle_steps {
-        fleet.grow(n, &ctx.target, &who, &opts, Duration::from_secs(900)).await?;
+        bench.grow(ctx, n, Duration::from_secs(900)).await?;
         steps.push((n, settled_rss(ctx.manager_pid()?).await?));
     }
     let ramp_secs = started.elapsed().as_secs_f64();
-    fleet.stop(Duration::from_secs(120)).await;
+    bench.fleet.stop(Duration::from_secs(120)).await;
     let (first, last) = (steps[0], steps[steps.len() - 1]);
     let slope = (last.1 as f64 - first.1 as f64) / ((last.0 - first.0).max(1) as f64);
     Ok(IdleResult { steps, slope_kib_per_session: slope, ramp_secs })

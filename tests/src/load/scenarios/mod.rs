@@ -11,6 +11,9 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 use tether_protocol::Token;
 
+use uuid::Uuid;
+
+use super::fleet::{Fleet, GrowOptions};
 use super::procfs;
 use super::session::Identity;
 use super::transport::Target;
@@ -105,19 +108,39 @@ impl Ctx {
         self.manager.pid().context("the manager is not running")
     }
 
-    fn identity(&self, token: Token, name: &str) -> Identity {
-        Identity {
+    /// The identity of sessions named `name` on a new token `bench-<name>`.
+    fn identity(&self, name: &str) -> Result<Identity> {
+        let created = self.manager.cli_json(&["token", "create", &format!("bench-{name}")])?;
+        let token = Token::parse(&cli::created_token_value(&created)?)?;
+        Ok(Identity {
             account_id: self.manager.init.account_id.clone(),
             token: Arc::new(token),
             name: name.into(),
-        }
+        })
     }
 
-    /// Creates a token through the CLI and returns it parsed.
-    fn create_token(&self, name: &str) -> Result<Token> {
-        let v = self.manager.cli_json(&["token", "create", name])?;
-        let value = v["value"].as_str().context("`value` missing in `token create --json` output")?;
-        Ok(Token::parse(value)?)
+    /// An empty fleet of sessions named `name` on a new token, growing `concurrency`
+    /// handshakes at a time, each session living at most `max_time`.
+    fn bench(&self, name: &str, scale: &Scale, concurrency: usize, max_time: Duration) -> Result<Bench> {
+        let who = self.identity(name)?;
+        let token_id = who.token.id();
+        let opts = GrowOptions { concurrency, follow_rotation: false, max_time, spread: scale.spread };
+        Ok(Bench { fleet: Fleet::default(), who, opts, token_id })
+    }
+}
+
+/// A scenario's sessions, all named after it, on a token of their own.
+struct Bench {
+    fleet: Fleet,
+    who: Identity,
+    opts: GrowOptions,
+    token_id: Uuid,
+}
+
+impl Bench {
+    /// Grows the fleet to `total` sessions within `within`.
+    async fn grow(&mut self, ctx: &Ctx, total: usize, within: Duration) -> Result<()> {
+        self.fleet.grow(total, &ctx.target, &self.who, &self.opts, within).await
     }
 }
 

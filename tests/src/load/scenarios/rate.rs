@@ -80,8 +80,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 pub async fn rate(ctx: &Ctx, scale: &Scale) -> Result<RateResult> {
-    let token = ctx.create_token("bench-rate")?;
-    let who = ctx.identity(token, "rate");
+    let who = ctx.identity("rate")?;
     let baseline = Baseline::start(&ctx.self_bin).await?;
     let spread = scale.spread;
     let (mut manager_rates, mut baseline_rates, mut errors) = (Vec::new(), Vec::new(), (0, 0));

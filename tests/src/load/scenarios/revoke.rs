@@ -5,7 +5,6 @@ use anyhow::{bail, Result};
 use serde::Serialize;
 
 use super::{Ctx, Scale};
-use crate::load::fleet::{Fleet, GrowOptions};
 use crate::load::procfs;
 use crate::load::stats::{self, Summary};
 
@@ -27,17 +26,9 @@ pub struct RevokeResult {
 }
 
 pub async fn revoke(ctx: &Ctx, scale: &Scale) -> Result<RevokeResult> {
-    let token = ctx.create_token("bench-revoke")?;
-    let token_id = token.id();
-    let who = ctx.identity(token, "revoke");
-    let opts = GrowOptions {
-        concurrency: 128,
-        follow_rotation: false,
-        max_time: Duration::from_secs(600),
-        spread: scale.spread,
-    };
-    let mut fleet = Fleet::default();
-    fleet.grow(scale.revoke_sessions, &ctx.target, &who, &opts, Duration::from_secs(300)).await?;
+    let mut bench = ctx.bench("revoke", scale, 128, Duration::from_secs(600))?;
+    let token_id = bench.token_id;
+    bench.grow(ctx, scale.revoke_sessions, Duration::from_secs(300)).await?;
     let http = ctx.manager.http().clone();
     let cpu_before = procfs::cpu_ticks(ctx.manager_pid()?)?;
     let called = Instant::now();
@@ -55,7 +46,7 @@ pub async fn revoke(ctx: &Ctx, scale: &Scale) -> Result<RevokeResult> {
     if !resp.status().is_success() {
         bail!("revoke answered {}: {}", resp.status(), resp.text().await.unwrap_or_default());
     }
-    let ended = fleet.wait_all(Duration::from_secs(60)).await;
+    let ended = bench.fleet.wait_all(Duration::from_secs(60)).await;
     let cpu_ticks = procfs::cpu_ticks(ctx.manager_pid()?)? - cpu_before;
     let closed_before_answer = ended.iter().filter(|e| e.at < answered).count();
     let mut lat: Vec<Duration> = ended.iter().map(|e| e.at.saturating_duration_since(answered)).collect();
