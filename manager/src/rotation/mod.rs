@@ -11,11 +11,10 @@
 //! rotation stopped that way stays unfinished in the store and resumes at the next start.
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use tether_protocol::message::{RevokedReason, RotateOutcome};
+use tether_protocol::message::RotateOutcome;
 use tether_protocol::SecretString;
 use tether_protocol::Token;
 use tokio::sync::{watch, Notify};
@@ -27,12 +26,16 @@ use crate::keys::MasterKey;
 use crate::metrics::{Metrics, OutcomeLabel};
 use crate::registry::{Registry, SessionCommand, SessionInfo};
 use crate::store::audit::Actor;
-use crate::store::rotations::{
-    self, AckOutcome, DelegateState, RotationDelegate, RotationOutcome, RotationRow,
-};
+use crate::store::rotations::{self, AckOutcome, RotationRow};
 use crate::store::tokens::{self, TokenState};
 use crate::store::{Store, StoreError};
-use crate::tokens::{new_token, TokenSpec};
+use crate::tokens::new_token;
+
+mod drive;
+mod rules;
+
+pub use rules::{ack_detail, MAX_ACK_DETAIL};
+use rules::{acks_from, pending, successor_spec};
 
 /// Why a rotation cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -119,9 +122,6 @@ pub struct Started {
     /// Live delegates told.
     pub delegates: usize,
 }
-
-/// Longest rotate-ack detail kept (bytes, cut on a character boundary).
-pub const MAX_ACK_DETAIL: usize = 512;
 
 /// How many unfinished rotations a start resumes at most.
 const RESUME_LIMIT: u32 = 10_000;
@@ -380,103 +380,6 @@ impl Rotations {
             self.notify(rotation_id);
         }
     }
-
-    async fn all_moved(&self, rotation_id: Uuid, old_token: Uuid) -> bool {
-        if !self.0.registry.on_token(old_token).is_empty() {
-            return false;
-        }
-        match self.0.store.call(move |c| rotations::delegates(c, rotation_id)).await {
-            Ok(ds) => ds.iter().all(|d| d.state == DelegateState::Reconnected),
-            Err(_) => false,
-        }
-    }
-
-    /// Waits for every delegate to move or for the deadline, then finishes the rotation; or
-    /// returns, leaving it unfinished, once the service shuts down.
-    async fn drive(
-        self,
-        rotation_id: Uuid,
-        old_token: Uuid,
-        deadline: u64,
-        notify: Arc<Notify>,
-        mut stop: watch::Receiver<bool>,
-    ) {
-        let outcome = loop {
-            if *stop.borrow_and_update() {
-                tracing::info!(%rotation_id, "rotation left running for the next start (shutdown)");
-                return;
-            }
-            if self.all_moved(rotation_id, old_token).await {
-                break RotationOutcome::Completed;
-            }
-            let left = deadline.saturating_sub(now_unix());
-            if left == 0 {
-                break RotationOutcome::GraceExpired;
-            }
-            // Bounded: each wait ends at the deadline at the latest, or at shutdown.
-            tokio::select! {
-                _ = tokio::time::timeout(Duration::from_secs(left), notify.notified()) => {}
-                changed = stop.changed() => {
-                    if changed.is_err() {
-                        return;
-                    }
-                }
-            }
-        };
-        self.finish(rotation_id, old_token, outcome).await;
-    }
-
-    async fn finish(&self, rotation_id: Uuid, old_token: Uuid, outcome: RotationOutcome) {
-        let now = now_unix();
-        let actor = Actor::system(format!("rotation:{rotation_id}"));
-        let res = self
-            .0
-            .store
-            .call(move |conn| {
-                let tx = conn.transaction()?;
-                let finished = rotations::finish(&tx, rotation_id, now, outcome)?;
-                if let Some(old) = tokens::get(&tx, old_token)? {
-                    if tokens::revoke(&tx, old_token, now, &actor.who)? {
-                        actor.record(
-                            &tx,
-                            now,
-                            "token.revoke",
-                            &format!("token:{}/{}", old.account_id, old_token),
-                            outcome.as_str(),
-                        )?;
-                    }
-                    tokens::set_rotation(&tx, old_token, &old.name, None)?;
-                }
-                if finished {
-                    actor.record(
-                        &tx,
-                        now,
-                        "rotation.finish",
-                        &format!("rotation:{rotation_id}"),
-                        outcome.as_str(),
-                    )?;
-                }
-                tx.commit()?;
-                Ok(())
-            })
-            .await;
-        match res {
-            Ok(()) => {
-                self.lock().remove(&rotation_id);
-                self.0.metrics.revocations.inc();
-                self.0
-                    .metrics
-                    .finished
-                    .get_or_create(&OutcomeLabel { outcome: outcome.as_str().to_owned() })
-                    .inc();
-                let kicked = self.0.registry.kick(old_token, RevokedReason::Revoked);
-                tracing::info!(%rotation_id, %old_token, outcome = outcome.as_str(), sessions_closed = kicked, "rotation finished; old token revoked");
-            }
-            Err(e) => {
-                tracing::error!(%rotation_id, error = %e, "cannot finish rotation; it will be retried at the next start")
-            }
-        }
-    }
 }
 
 /// Resumes the unfinished rotations of `service` (an `AppState` or the [`Rotations`] itself).
@@ -505,189 +408,5 @@ pub fn on_session_end(service: &impl AsRef<Rotations>, info: &SessionInfo) {
     service.as_ref().on_session_end(info);
 }
 
-/// The successor's expiry and CIDRs: the old token's CIDRs; `expires_in_secs` from now when
-/// given, else the old token's lifetime (expiry minus creation) from now, else none.
-fn successor_spec(old: &tokens::TokenRow, expires_in_secs: Option<u64>, now: u64) -> TokenSpec {
-    let lifetime = expires_in_secs.or(old.expires_at.map(|e| e.saturating_sub(old.created_at).max(1)));
-    TokenSpec {
-        expires_at: lifetime.map(|l| now.saturating_add(l)),
-        allowed_cidrs: old.allowed_cidrs.clone(),
-    }
-}
-
-fn pending(s: &SessionInfo, now: u64) -> RotationDelegate {
-    RotationDelegate {
-        instance: s.instance,
-        name: s.name.clone(),
-        session_id: s.session_id,
-        state: DelegateState::Pending,
-        outcome: None,
-        detail: None,
-        updated_at: now,
-    }
-}
-
-/// Whether a session of `account` on `token_id` may acknowledge rotation `row`.
-fn acks_from(row: &RotationRow, account: &str, token_id: Uuid) -> bool {
-    row.account_id == account && (token_id == row.old_token_id || token_id == row.new_token_id)
-}
-
-/// A delegate's ack detail as stored: control characters escaped, then bounded.
-pub fn ack_detail(detail: &str) -> String {
-    let shown = tether_protocol::text::escape_control(detail);
-    tether_protocol::text::bounded(&shown, MAX_ACK_DETAIL).to_owned()
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rt() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
-    }
-
-    fn session(token_id: Uuid) -> SessionInfo {
-        SessionInfo {
-            session_id: Uuid::new_v4(),
-            account_id: "acme".into(),
-            token_id,
-            name: "d1".into(),
-            instance: Uuid::new_v4(),
-            host: "h".into(),
-            version: "0".into(),
-            ip: std::net::IpAddr::from([127, 0, 0, 1]),
-            connected_at: 1,
-            last_heartbeat: 1,
-        }
-    }
-
-    fn service(data: &crate::datadir::DataDir, registry: &Registry) -> Rotations {
-        let metrics = Metrics::new();
-        Rotations::new(
-            data.store.clone(),
-            registry.clone(),
-            data.master.clone(),
-            RotationMetrics::of(&metrics),
-        )
-    }
-
-    #[test]
-    fn shutdown_stops_the_drivers_and_leaves_the_rotation_to_resume() {
-        // Issue 12, item 6: drivers were spawned with no way to stop them, so a SIGTERM drain
-        // could not wait for them and a driver could be cut mid-finish.
-        let dir = tempfile::tempdir().unwrap();
-        let data = crate::datadir::DataDir::open(dir.path()).unwrap();
-        let master = data.master.clone();
-        let (_, token, _) = data
-            .store
-            .call_blocking(|c| {
-                crate::tokens::create_account(c, &master, "acme", "acme", &Actor::system("test"), now_unix())
-            })
-            .unwrap();
-        rt().block_on(async {
-            // A live delegate on the token that never acks nor moves (grace one hour).
-            let registry = Registry::default();
-            let _commands = registry.insert(session(token.id));
-            let rotations = service(&data, &registry);
-            let started =
-                rotations.start("acme", "default", 3_600, None, Actor::system("test")).await.unwrap();
-            let id = started.rotation.id;
-            // A second start is refused with the rotation error, not a store error.
-            let old = started.rotation.old_token_id.to_string();
-            let again = rotations.start("acme", &old, 3_600, None, Actor::system("test")).await;
-            assert!(
-                matches!(again, Err(RotationError::AlreadyRotating { rotation_id: Some(r) }) if r == id),
-                "{again:?}"
-            );
-            let missing = rotations.start("acme", "nope", 60, None, Actor::system("test")).await;
-            assert!(matches!(missing, Err(RotationError::TokenNotFound { .. })));
-            assert_eq!(started.delegates, 1);
-            assert_eq!(Arc::strong_count(&rotations.0), 2, "the driver holds the service");
-            tokio::time::timeout(Duration::from_secs(10), rotations.shutdown())
-                .await
-                .expect("shutdown is prompt");
-            assert_eq!(Arc::strong_count(&rotations.0), 1, "no driver is left running");
-            let row = data.store.call(move |c| rotations::get(c, id)).await.unwrap().unwrap();
-            assert_eq!(row.finished_at, None, "a shutdown does not finish the rotation");
-            // The next start resumes it.
-            let next = service(&data, &registry);
-            assert_eq!(next.resume().await.unwrap(), 1);
-            tokio::time::timeout(Duration::from_secs(10), next.shutdown()).await.expect("shutdown is prompt");
-            // A driver started after shutdown returns at once.
-            assert_eq!(next.resume().await.unwrap(), 1);
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-            while Arc::strong_count(&next.0) > 1 {
-                assert!(tokio::time::Instant::now() < deadline, "a late driver did not return");
-                tokio::task::yield_now().await;
-            }
-        });
-    }
-
-    #[test]
-    fn ack_details_are_bounded_on_a_character_boundary_and_escaped() {
-        // The detail that aborted the manager (issue 10, finding 2).
-        let crash = format!("{}é", "x".repeat(511));
-        assert_eq!(ack_detail(&crash), "x".repeat(511));
-        for tail in ["é", "日", "😀"] {
-            for pad in 505..=513 {
-                let d = ack_detail(&format!("{}{tail}", "a".repeat(pad)));
-                assert!(d.len() <= MAX_ACK_DETAIL);
-            }
-        }
-        let shown = ack_detail("ok\u{1b}[2J\n");
-        assert!(!tether_protocol::text::has_control(&ack_detail("a\u{1b}]0;t\u{7}\nb")));
-        assert_eq!(shown, "ok\\u{1b}[2J\\u{a}");
-    }
-
-    fn row(account: &str, old: u128, new: u128) -> RotationRow {
-        RotationRow {
-            id: Uuid::from_u128(1),
-            account_id: account.into(),
-            old_token_id: Uuid::from_u128(old),
-            new_token_id: Uuid::from_u128(new),
-            started_at: 0,
-            started_by: "t".into(),
-            deadline: 10,
-            finished_at: None,
-            outcome: None,
-        }
-    }
-
-    #[test]
-    fn acks_count_only_from_the_rotations_tokens_and_account() {
-        let r = row("acme", 10, 11);
-        assert!(acks_from(&r, "acme", Uuid::from_u128(10)));
-        assert!(acks_from(&r, "acme", Uuid::from_u128(11)));
-        assert!(!acks_from(&r, "acme", Uuid::from_u128(12)), "another token of the account");
-        assert!(!acks_from(&r, "other", Uuid::from_u128(10)), "another account");
-    }
-
-    fn token_row(created_at: u64, expires_at: Option<u64>) -> tokens::TokenRow {
-        tokens::TokenRow {
-            id: Uuid::from_u128(5),
-            account_id: "acme".into(),
-            name: "t".into(),
-            sealed_key: vec![],
-            created_at,
-            created_by: "t".into(),
-            expires_at,
-            allowed_cidrs: vec!["10.0.0.0/8".parse().unwrap()],
-            revoked_at: None,
-            revoked_by: None,
-            last_used_at: None,
-            rotation_id: None,
-        }
-    }
-
-    #[test]
-    fn the_successor_keeps_the_lifetime_and_cidrs_of_the_old_token() {
-        // Issue 10, finding 4: a rotation used to drop the expiry.
-        let old = token_row(1_000, Some(1_000 + 3_600));
-        let spec = successor_spec(&old, None, 5_000);
-        assert_eq!(spec.expires_at, Some(5_000 + 3_600));
-        assert_eq!(spec.allowed_cidrs, old.allowed_cidrs);
-        assert_eq!(successor_spec(&old, Some(60), 5_000).expires_at, Some(5_060));
-        assert_eq!(successor_spec(&token_row(1_000, None), None, 5_000).expires_at, None);
-        assert_eq!(successor_spec(&token_row(1_000, None), Some(7), 5_000).expires_at, Some(5_007));
-    }
-}
+mod tests;

@@ -1,0 +1,114 @@
+//! A rotation's driver: waits until every delegate has moved or the grace window ends, then
+//! finishes the rotation (records the outcome, revokes the old token, closes its sessions).
+use std::sync::Arc;
+use std::time::Duration;
+
+use tether_protocol::message::RevokedReason;
+use tokio::sync::{watch, Notify};
+use uuid::Uuid;
+
+use super::Rotations;
+use crate::clock::now_unix;
+use crate::metrics::OutcomeLabel;
+use crate::store::audit::Actor;
+use crate::store::rotations::{self, DelegateState, RotationOutcome};
+use crate::store::tokens;
+
+impl Rotations {
+    async fn all_moved(&self, rotation_id: Uuid, old_token: Uuid) -> bool {
+        if !self.0.registry.on_token(old_token).is_empty() {
+            return false;
+        }
+        match self.0.store.call(move |c| rotations::delegates(c, rotation_id)).await {
+            Ok(ds) => ds.iter().all(|d| d.state == DelegateState::Reconnected),
+            Err(_) => false,
+        }
+    }
+
+    /// Waits for every delegate to move or for the deadline, then finishes the rotation; or
+    /// returns, leaving it unfinished, once the service shuts down.
+    pub(super) async fn drive(
+        self,
+        rotation_id: Uuid,
+        old_token: Uuid,
+        deadline: u64,
+        notify: Arc<Notify>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let outcome = loop {
+            if *stop.borrow_and_update() {
+                tracing::info!(%rotation_id, "rotation left running for the next start (shutdown)");
+                return;
+            }
+            if self.all_moved(rotation_id, old_token).await {
+                break RotationOutcome::Completed;
+            }
+            let left = deadline.saturating_sub(now_unix());
+            if left == 0 {
+                break RotationOutcome::GraceExpired;
+            }
+            // Bounded: each wait ends at the deadline at the latest, or at shutdown.
+            tokio::select! {
+                _ = tokio::time::timeout(Duration::from_secs(left), notify.notified()) => {}
+                changed = stop.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+            }
+        };
+        self.finish(rotation_id, old_token, outcome).await;
+    }
+
+    async fn finish(&self, rotation_id: Uuid, old_token: Uuid, outcome: RotationOutcome) {
+        let now = now_unix();
+        let actor = Actor::system(format!("rotation:{rotation_id}"));
+        let res = self
+            .0
+            .store
+            .call(move |conn| {
+                let tx = conn.transaction()?;
+                let finished = rotations::finish(&tx, rotation_id, now, outcome)?;
+                if let Some(old) = tokens::get(&tx, old_token)? {
+                    if tokens::revoke(&tx, old_token, now, &actor.who)? {
+                        actor.record(
+                            &tx,
+                            now,
+                            "token.revoke",
+                            &format!("token:{}/{}", old.account_id, old_token),
+                            outcome.as_str(),
+                        )?;
+                    }
+                    tokens::set_rotation(&tx, old_token, &old.name, None)?;
+                }
+                if finished {
+                    actor.record(
+                        &tx,
+                        now,
+                        "rotation.finish",
+                        &format!("rotation:{rotation_id}"),
+                        outcome.as_str(),
+                    )?;
+                }
+                tx.commit()?;
+                Ok(())
+            })
+            .await;
+        match res {
+            Ok(()) => {
+                self.lock().remove(&rotation_id);
+                self.0.metrics.revocations.inc();
+                self.0
+                    .metrics
+                    .finished
+                    .get_or_create(&OutcomeLabel { outcome: outcome.as_str().to_owned() })
+                    .inc();
+                let kicked = self.0.registry.kick(old_token, RevokedReason::Revoked);
+                tracing::info!(%rotation_id, %old_token, outcome = outcome.as_str(), sessions_closed = kicked, "rotation finished; old token revoked");
+            }
+            Err(e) => {
+                tracing::error!(%rotation_id, error = %e, "cannot finish rotation; it will be retried at the next start")
+            }
+        }
+    }
+}
