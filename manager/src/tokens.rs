@@ -170,24 +170,46 @@ pub async fn revoke(
     Ok((row, kicked))
 }
 
+/// Why a token cannot be deleted.
+#[derive(Debug, thiserror::Error)]
+pub enum DeleteError {
+    /// No such token in the account.
+    #[error("token `{token}` in account `{account}` not found")]
+    NotFound {
+        /// The account.
+        account: String,
+        /// The token id or name asked for.
+        token: String,
+    },
+    /// Only a revoked token can be deleted.
+    #[error("only a revoked token can be deleted; revoke it first")]
+    NotRevoked,
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 /// Deletes a revoked token of `account`.
 pub async fn delete(
     store: &Store,
     account: &str,
     token_ref: &str,
     actor: Actor,
-) -> Result<TokenRow, StoreError> {
+) -> Result<TokenRow, DeleteError> {
     let (account, token_ref) = (account.to_owned(), token_ref.to_owned());
     let now = now_unix();
     store
         .call(move |conn| {
             let tx = conn.transaction()?;
-            let row = tokens::find(&tx, &account, &token_ref)?
-                .ok_or_else(|| StoreError::NotFound(format!("token `{token_ref}` in account `{account}`")))?;
-            tokens::delete(&tx, row.id)?;
+            let Some(row) = tokens::find(&tx, &account, &token_ref)? else {
+                return Ok(Err(DeleteError::NotFound { account, token: token_ref }));
+            };
+            if !tokens::delete_revoked(&tx, row.id)? {
+                return Ok(Err(DeleteError::NotRevoked));
+            }
             actor.record(&tx, now, "token.delete", &format!("token:{account}/{}", row.id), &row.name)?;
             tx.commit()?;
-            Ok(row)
+            Ok(Ok(row))
         })
-        .await
+        .await?
 }

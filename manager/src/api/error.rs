@@ -8,6 +8,7 @@ use utoipa::ToSchema;
 
 use crate::rotation::RotationError;
 use crate::store::StoreError;
+use crate::tokens::DeleteError;
 use crate::validate::InvalidInput;
 
 /// An API error.
@@ -130,6 +131,18 @@ impl From<RotationError> for AppError {
                 Self::Conflict(e.to_string())
             }
             RotationError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<DeleteError> for AppError {
+    fn from(e: DeleteError) -> Self {
+        match e {
+            DeleteError::NotFound { account, token } => {
+                Self::NotFound(format!("token `{token}` in account `{account}`"))
+            }
+            DeleteError::NotRevoked => Self::Conflict(e.to_string()),
+            DeleteError::Store(e) => e.into(),
         }
     }
 }

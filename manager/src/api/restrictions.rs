@@ -93,16 +93,17 @@ pub async fn delete(
             let row = rows::find(&tx, &key)?.ok_or_else(|| StoreError::NotFound(format!("restriction `{key}`")))?;
             let users = admin::using_restriction(&tx, row.id)?;
             if users > 0 {
-                return Err(StoreError::Conflict(format!(
+                // A rule of the access model, not a store conflict: nothing is written.
+                return Ok(Err(AppError::Conflict(format!(
                     "restriction `{}` is used by {users} admin token(s) that are not revoked; revoke them first",
                     row.name
-                )));
+                ))));
             }
             rows::delete(&tx, row.id)?;
             actor.record(&tx, now, "restriction.delete", &format!("restriction:{}", row.id), &row.name)?;
             tx.commit()?;
-            Ok(())
+            Ok(Ok(()))
         })
-        .await?;
+        .await??;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -26,7 +26,9 @@ pub enum StoreError {
     /// The row does not exist.
     #[error("{0} not found")]
     NotFound(String),
-    /// The change conflicts with the current state.
+    /// A name that must be unique is taken (an account id, a token name in its account, an
+    /// admin token or restriction name). Domain rules (a token already rotating, a restriction
+    /// in use) are the domain's own errors, not this.
     #[error("{0}")]
     Conflict(String),
     /// The database was written by a newer version.

@@ -170,13 +170,11 @@ pub fn revoke(conn: &Connection, id: Uuid, now: u64, by: &str) -> Result<bool, S
     Ok(n == 1)
 }
 
-/// Deletes a revoked token.
-pub fn delete(conn: &Connection, id: Uuid) -> Result<(), StoreError> {
+/// Deletes a token if it is revoked. Returns whether it was (a token that is not revoked
+/// stays).
+pub fn delete_revoked(conn: &Connection, id: Uuid) -> Result<bool, StoreError> {
     let n = conn.execute("DELETE FROM tokens WHERE id = ?1 AND revoked_at IS NOT NULL", [id.to_string()])?;
-    if n == 0 {
-        return Err(StoreError::Conflict("only a revoked token can be deleted; revoke it first".into()));
-    }
-    Ok(())
+    Ok(n == 1)
 }
 
 /// Records a successful handshake.
