@@ -25,6 +25,10 @@ pub const SETTINGS: &[&str] = &[
     "http_idle_timeout_secs",
     "max_unauthenticated_connections",
     "max_unauthenticated_per_address",
+    "max_unauthenticated_age_secs",
+    "max_sessions_per_token",
+    "max_sessions_per_account",
+    "max_sessions",
     "session_write_timeout_secs",
     "rotation_grace_secs",
     "max_rotation_grace_secs",
@@ -77,6 +81,16 @@ pub struct ServeConfig {
     pub max_unauthenticated_connections: usize,
     /// Most such connections from one source address (IPv6: one /64).
     pub max_unauthenticated_per_address: usize,
+    /// A connection that has not authenticated as a delegate session is closed this long
+    /// after it was accepted, however busy (an HTTP client reconnects).
+    pub max_unauthenticated_age_secs: u64,
+    /// Most live delegate sessions on one token.
+    pub max_sessions_per_token: usize,
+    /// Most live delegate sessions in one account.
+    pub max_sessions_per_account: usize,
+    /// Most live delegate sessions in all; `None`: as many as the open-file limit leaves
+    /// after the unauthenticated connections and a headroom (always at most that).
+    pub max_sessions: Option<usize>,
     /// Bound on every write to an authenticated session; a session that cannot be written
     /// within it is dropped.
     pub session_write_timeout_secs: u64,
@@ -168,6 +182,13 @@ impl ServeConfig {
             http_idle_timeout_secs: src.u64("http_idle_timeout_secs", 30, 1, 3_600)?,
             max_unauthenticated_connections,
             max_unauthenticated_per_address,
+            max_unauthenticated_age_secs: src.u64("max_unauthenticated_age_secs", 300, 1, 86_400)?,
+            max_sessions_per_token: src.u64("max_sessions_per_token", 10_000, 1, 10_000_000)? as usize,
+            max_sessions_per_account: src.u64("max_sessions_per_account", 10_000, 1, 10_000_000)? as usize,
+            max_sessions: match src.get("max_sessions") {
+                None => None,
+                Some(_) => Some(src.u64("max_sessions", 1, 1, 10_000_000)? as usize),
+            },
             session_write_timeout_secs: src.u64("session_write_timeout_secs", 10, 1, 300)?,
             rotation_grace_secs: src.u64("rotation_grace_secs", 3_600, 1, max_rotation_grace_secs)?,
             max_rotation_grace_secs,
@@ -393,6 +414,11 @@ mod tests {
         );
         assert_eq!((cfg.max_unauthenticated_connections, cfg.max_unauthenticated_per_address), (4_096, 128));
         assert_eq!(cfg.session_write_timeout_secs, 10);
+        assert_eq!(cfg.max_unauthenticated_age_secs, 300);
+        assert_eq!(
+            (cfg.max_sessions_per_token, cfg.max_sessions_per_account, cfg.max_sessions),
+            (10_000, 10_000, None)
+        );
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("m.toml");
         std::fs::write(&file, "max_unauthenticated_connections = 50\nsession_write_timeout_secs = 2\n")
@@ -400,6 +426,7 @@ mod tests {
         let src = Sources::collect([], env(&[("TETHER_HTTP_IDLE_TIMEOUT_SECS", "5")]), Some(&file)).unwrap();
         let cfg = ServeConfig::from_sources(&src).unwrap();
         assert_eq!(cfg.http_idle_timeout_secs, 5);
+        assert_eq!(cfg.max_sessions, None);
         assert_eq!(cfg.session_write_timeout_secs, 2);
         // The per-address default never exceeds the global cap.
         assert_eq!((cfg.max_unauthenticated_connections, cfg.max_unauthenticated_per_address), (50, 50));
@@ -414,7 +441,27 @@ mod tests {
         .unwrap();
         let err = ServeConfig::from_sources(&src).unwrap_err().to_string();
         assert!(err.contains("max_unauthenticated_per_address") && err.contains("between 1 and 10"), "{err}");
+        let src = Sources::collect(
+            [],
+            env(&[
+                ("TETHER_MAX_SESSIONS_PER_TOKEN", "3"),
+                ("TETHER_MAX_SESSIONS_PER_ACCOUNT", "4"),
+                ("TETHER_MAX_SESSIONS", "5"),
+                ("TETHER_MAX_UNAUTHENTICATED_AGE_SECS", "60"),
+            ]),
+            None,
+        )
+        .unwrap();
+        let cfg = ServeConfig::from_sources(&src).unwrap();
+        assert_eq!(
+            (cfg.max_sessions_per_token, cfg.max_sessions_per_account, cfg.max_sessions),
+            (3, 4, Some(5))
+        );
+        assert_eq!(cfg.max_unauthenticated_age_secs, 60);
         for (name, value) in [
+            ("TETHER_MAX_SESSIONS", "0"),
+            ("TETHER_MAX_SESSIONS_PER_TOKEN", "0"),
+            ("TETHER_MAX_UNAUTHENTICATED_AGE_SECS", "0"),
             ("TETHER_TLS_HANDSHAKE_TIMEOUT_SECS", "0"),
             ("TETHER_HTTP_HEADER_TIMEOUT_SECS", "301"),
             ("TETHER_SESSION_WRITE_TIMEOUT_SECS", "x"),

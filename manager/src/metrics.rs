@@ -19,10 +19,11 @@ pub struct ReasonLabel {
     pub reason: String,
 }
 
-/// Label of a refused connection: which cap it hit.
+/// Label of a refused connection or session: which cap it hit.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CapLabel {
-    /// `total` (every address) or `per_address`.
+    /// Connections: `total` (every address) or `per_address`. Sessions: `token`, `account`
+    /// or `total`.
     pub cap: String,
 }
 
@@ -55,6 +56,13 @@ pub struct Metrics {
     pub connections_refused: Family<CapLabel, Counter>,
     /// Unauthenticated connections closed after the idle timeout.
     pub connection_idle_timeouts: Counter,
+    /// Unauthenticated connections closed to admit one from an address holding fewer (the
+    /// global cap was full).
+    pub connections_evicted: Counter,
+    /// Unauthenticated connections closed at `max_unauthenticated_age_secs`.
+    pub connection_max_age_closes: Counter,
+    /// Delegate handshakes refused (`rate_limited`) because a cap on live sessions was full.
+    pub sessions_refused: Family<CapLabel, Counter>,
     /// Sessions dropped because a write did not complete within the write timeout.
     pub session_write_timeouts: Counter,
 }
@@ -131,6 +139,24 @@ impl Metrics {
             "Delegate sessions dropped because a write did not complete in time",
             session_write_timeouts.clone(),
         );
+        let connections_evicted = Counter::default();
+        let connection_max_age_closes = Counter::default();
+        let sessions_refused = Family::default();
+        registry.register(
+            "connections_evicted",
+            "Unauthenticated connections closed to admit one from an address holding fewer (global cap full)",
+            connections_evicted.clone(),
+        );
+        registry.register(
+            "connection_max_age_closes",
+            "Unauthenticated connections closed at their maximum age",
+            connection_max_age_closes.clone(),
+        );
+        registry.register(
+            "sessions_refused",
+            "Delegate handshakes refused (rate_limited) because a cap on live sessions was full, by cap",
+            sessions_refused.clone(),
+        );
         Self {
             registry,
             sessions,
@@ -146,6 +172,9 @@ impl Metrics {
             connections_refused,
             connection_idle_timeouts,
             session_write_timeouts,
+            connections_evicted,
+            connection_max_age_closes,
+            sessions_refused,
         }
     }
 

@@ -1,5 +1,7 @@
-//! The registry of live delegate sessions: who is connected, and a command mailbox into each
-//! session task (revoke, rotate, task, disconnect, goodbye).
+//! The registry of live delegate sessions: who is connected, a command mailbox into each
+//! session task (revoke, rotate, task, disconnect, goodbye), and how many are live per token
+//! and per account, so a handshake can be refused atomically when a cap is full
+//! ([`Registry::try_insert`]).
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -137,6 +139,54 @@ impl Drop for Commands {
     }
 }
 
+/// Caps on live sessions (`max_sessions_per_token`, `max_sessions_per_account`, and the
+/// global one, fitted to the open-file limit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caps {
+    /// Most live sessions on one token.
+    pub per_token: usize,
+    /// Most live sessions in one account.
+    pub per_account: usize,
+    /// Most live sessions in all.
+    pub total: usize,
+}
+
+impl Caps {
+    /// No cap at all.
+    pub const NONE: Self = Self { per_token: usize::MAX, per_account: usize::MAX, total: usize::MAX };
+
+    /// The value of the cap `hit`.
+    pub fn limit(&self, hit: CapHit) -> usize {
+        match hit {
+            CapHit::Token => self.per_token,
+            CapHit::Account => self.per_account,
+            CapHit::Total => self.total,
+        }
+    }
+}
+
+/// Which session cap is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CapHit {
+    /// The token's.
+    Token,
+    /// The account's.
+    Account,
+    /// The global one.
+    Total,
+}
+
+impl CapHit {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Token => "token",
+            Self::Account => "account",
+            Self::Total => "total",
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Entry {
     info: SessionInfo,
@@ -150,45 +200,115 @@ impl Drop for Entry {
     }
 }
 
+/// The sessions and their counts per token and per account (kept with them, under one lock).
+#[derive(Debug, Default)]
+struct Sessions {
+    entries: HashMap<Uuid, Entry>,
+    per_token: HashMap<Uuid, usize>,
+    per_account: HashMap<String, usize>,
+}
+
+impl Sessions {
+    fn count(&mut self, info: &SessionInfo) {
+        *self.per_token.entry(info.token_id).or_insert(0) += 1;
+        *self.per_account.entry(info.account_id.clone()).or_insert(0) += 1;
+    }
+
+    fn uncount(&mut self, info: &SessionInfo) {
+        if let Some(n) = self.per_token.get_mut(&info.token_id) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_token.remove(&info.token_id);
+            }
+        }
+        if let Some(n) = self.per_account.get_mut(&info.account_id) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_account.remove(&info.account_id);
+            }
+        }
+    }
+
+    /// The cap that one more session like `info` would exceed.
+    fn full(&self, info: &SessionInfo, caps: &Caps) -> Option<CapHit> {
+        let on_token = self.per_token.get(&info.token_id).copied().unwrap_or(0);
+        let in_account = self.per_account.get(&info.account_id).copied().unwrap_or(0);
+        if on_token >= caps.per_token {
+            Some(CapHit::Token)
+        } else if in_account >= caps.per_account {
+            Some(CapHit::Account)
+        } else if self.entries.len() >= caps.total {
+            Some(CapHit::Total)
+        } else {
+            None
+        }
+    }
+
+    fn insert(&mut self, info: SessionInfo) -> Commands {
+        let mailbox = Arc::new(Mailbox::default());
+        self.count(&info);
+        let replaced = self.entries.insert(info.session_id, Entry { info, tx: mailbox.clone() });
+        if let Some(old) = replaced {
+            self.uncount(&old.info);
+        }
+        Commands { mailbox }
+    }
+}
+
 /// The live sessions. Cheap to clone.
 #[derive(Debug, Clone, Default)]
 pub struct Registry {
-    inner: Arc<Mutex<HashMap<Uuid, Entry>>>,
+    inner: Arc<Mutex<Sessions>>,
 }
 
 impl Registry {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Entry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Sessions> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Registers a session; returns the receiver of its commands.
     pub fn insert(&self, info: SessionInfo) -> Commands {
-        let mailbox = Arc::new(Mailbox::default());
-        self.lock().insert(info.session_id, Entry { info, tx: mailbox.clone() });
-        Commands { mailbox }
+        self.lock().insert(info)
+    }
+
+    /// Registers a session unless that would exceed one of `caps` (checked and counted under
+    /// one lock, so concurrent handshakes cannot overshoot a cap); which cap is full otherwise.
+    pub fn try_insert(&self, info: SessionInfo, caps: &Caps) -> Result<Commands, CapHit> {
+        let mut sessions = self.lock();
+        match sessions.full(&info, caps) {
+            Some(hit) => Err(hit),
+            None => Ok(sessions.insert(info)),
+        }
     }
 
     /// Forgets a session.
     pub fn remove(&self, session_id: Uuid) -> Option<SessionInfo> {
-        self.lock().remove(&session_id).map(|e| e.info.clone())
+        let mut sessions = self.lock();
+        let entry = sessions.entries.remove(&session_id)?;
+        sessions.uncount(&entry.info);
+        let info = entry.info.clone();
+        drop(sessions); // the entry's drop wakes the session task: not under the lock
+        drop(entry);
+        Some(info)
     }
 
     /// Records a heartbeat.
     pub fn heartbeat(&self, session_id: Uuid, now: u64) {
-        if let Some(e) = self.lock().get_mut(&session_id) {
+        if let Some(e) = self.lock().entries.get_mut(&session_id) {
             e.info.last_heartbeat = now;
         }
     }
 
     /// One session.
     pub fn get(&self, session_id: Uuid) -> Option<SessionInfo> {
-        self.lock().get(&session_id).map(|e| e.info.clone())
+        self.lock().entries.get(&session_id).map(|e| e.info.clone())
     }
 
     /// Every session, optionally of one account, ordered by connection time.
     pub fn list(&self, account: Option<&str>) -> Vec<SessionInfo> {
         let mut out: Vec<SessionInfo> = self
             .lock()
+            .entries
             .values()
             .filter(|e| account.is_none_or(|a| e.info.account_id == a))
             .map(|e| e.info.clone())
@@ -199,21 +319,17 @@ impl Registry {
 
     /// The sessions on a token.
     pub fn on_token(&self, token_id: Uuid) -> Vec<SessionInfo> {
-        self.lock().values().filter(|e| e.info.token_id == token_id).map(|e| e.info.clone()).collect()
+        self.lock().entries.values().filter(|e| e.info.token_id == token_id).map(|e| e.info.clone()).collect()
     }
 
     /// Live sessions per token.
     pub fn counts_by_token(&self) -> HashMap<Uuid, usize> {
-        let mut out = HashMap::new();
-        for e in self.lock().values() {
-            *out.entry(e.info.token_id).or_insert(0) += 1;
-        }
-        out
+        self.lock().per_token.clone()
     }
 
     /// Number of live sessions.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().entries.len()
     }
 
     /// Whether no session is live.
@@ -223,7 +339,7 @@ impl Registry {
 
     /// Sends a command to one session; `false` if it is gone.
     pub fn send(&self, session_id: Uuid, cmd: SessionCommand) -> bool {
-        self.lock().get(&session_id).is_some_and(|e| e.tx.send(cmd))
+        self.lock().entries.get(&session_id).is_some_and(|e| e.tx.send(cmd))
     }
 
     /// Sends a command (made per session) to every session on a token; returns how many.
@@ -233,7 +349,12 @@ impl Registry {
         mut make: impl FnMut(&SessionInfo) -> SessionCommand,
     ) -> usize {
         let guard = self.lock();
-        guard.values().filter(|e| e.info.token_id == token_id).filter(|e| e.tx.send(make(&e.info))).count()
+        guard
+            .entries
+            .values()
+            .filter(|e| e.info.token_id == token_id)
+            .filter(|e| e.tx.send(make(&e.info)))
+            .count()
     }
 
     /// Tells every live session on `token_id` that its token is no longer valid (a signed
@@ -250,7 +371,7 @@ impl Registry {
 
     /// Sends `Shutdown` to every session; returns how many.
     pub fn shutdown_all(&self) -> usize {
-        self.lock().values().filter(|e| e.tx.send(SessionCommand::Shutdown)).count()
+        self.lock().entries.values().filter(|e| e.tx.send(SessionCommand::Shutdown)).count()
     }
 }
 
@@ -305,6 +426,29 @@ mod tests {
             assert!(second.is_none());
             assert!(!registry.send(s.session_id, SessionCommand::Disconnect));
         });
+    }
+
+    #[test]
+    fn caps_on_live_sessions_per_token_per_account_and_in_total() {
+        let registry = Registry::default();
+        let caps = Caps { per_token: 2, per_account: 3, total: 4 };
+        let on =
+            |token_id: Uuid, account: &str| SessionInfo { token_id, account_id: account.into(), ..info() };
+        let (t1, t2, t3) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let first = on(t1, "acme");
+        let _c1 = registry.try_insert(first.clone(), &caps).unwrap();
+        let _c2 = registry.try_insert(on(t1, "acme"), &caps).unwrap();
+        assert_eq!(registry.try_insert(on(t1, "acme"), &caps).unwrap_err(), CapHit::Token);
+        let _c3 = registry.try_insert(on(t2, "acme"), &caps).unwrap();
+        assert_eq!(registry.try_insert(on(t2, "acme"), &caps).unwrap_err(), CapHit::Account);
+        let _c4 = registry.try_insert(on(t3, "other"), &caps).unwrap();
+        assert_eq!(registry.try_insert(on(Uuid::new_v4(), "third"), &caps).unwrap_err(), CapHit::Total);
+        assert_eq!(registry.len(), 4);
+        assert_eq!(registry.counts_by_token().get(&t1), Some(&2));
+        // A session that ends frees its place on the token and in the account.
+        registry.remove(first.session_id);
+        let _c5 = registry.try_insert(on(t1, "acme"), &caps).expect("a place came free");
+        assert_eq!(registry.counts_by_token().get(&t1), Some(&2));
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The server side of the v1 handshake over one WebSocket, in the normative order: echoed
 //! nonce, token exists in the account, tag (unknown token and bad tag answer alike and take
-//! the same time), then state: revoked (4003), expired (4004), IP not allowed (4005).
+//! the same time), then state: revoked (4003), expired (4004), IP not allowed (4005), then the
+//! caps on live sessions (per token, per account, in total: an unsigned, retryable
+//! `rate_limited`, 4029).
 //!
 //! Each step returns `Result<_, Refusal>`; [`run`] is the one place that answers a refusal
 //! (the failure limiter, the metric, the log, the reject and the close, every write bounded by
@@ -21,7 +23,7 @@ use uuid::Uuid;
 
 use crate::clock::now_unix;
 use crate::keys;
-use crate::registry::{Commands, SessionInfo};
+use crate::registry::{CapHit, Commands, SessionInfo};
 use crate::state::AppState;
 use crate::store::tokens::{self, TokenRow, TokenState};
 use crate::store::StoreError;
@@ -100,6 +102,24 @@ impl Refusal {
                 RejectCode::RateLimited,
                 "too many failed handshakes from this address; retry later".into(),
             ),
+            close: Some((close::RATE_LIMITED, "rate limited")),
+            failure: false,
+            outcome: Some(RejectCode::RateLimited),
+            log: Log::Quiet,
+        }
+    }
+
+    /// A cap on live sessions is full: the delegate backs off and retries (unsigned, so it is
+    /// never final); not a failure of its address. Counted and logged by
+    /// [`crate::gateway::connections::ConnectionLimits::session_refused`].
+    fn session_cap(hit: CapHit) -> Self {
+        let message = match hit {
+            CapHit::Token => "too many live sessions on this token; retry later",
+            CapHit::Account => "too many live sessions in this account; retry later",
+            CapHit::Total => "the manager holds as many delegate sessions as it can; retry later",
+        };
+        Self {
+            reject: Reject::Unsigned(RejectCode::RateLimited, message.into()),
             close: Some((close::RATE_LIMITED, "rate limited")),
             failure: false,
             outcome: Some(RejectCode::RateLimited),
@@ -233,8 +253,18 @@ async fn authenticate<'a>(
     };
     // Register before the welcome, then re-read the token: a revoke that commits from here on
     // finds this session in the registry, and one that committed since the first read is seen.
-    // Every return from here drops the guard, which takes the session out again.
-    let (guard, commands) = SessionGuard::register(state, info);
+    // Every return from here drops the guard, which takes the session out again. A full cap
+    // on live sessions (per token, per account, or the global one fitted to the open-file
+    // limit) is checked in the same step: an unsigned, retryable `rate_limited`.
+    let caps = state.connections.session_caps();
+    let (account, token_id) = (info.account_id.clone(), info.token_id);
+    let (guard, commands) = match SessionGuard::try_register(state, info, &caps) {
+        Ok(registered) => registered,
+        Err(hit) => {
+            state.connections.session_refused(hit, token_id, &account);
+            return Err(Refusal::session_cap(hit));
+        }
+    };
     if let Some((code, message)) = late_refusal_of(recheck(state, row.id, now).await?) {
         return Err(Refusal::signed(verified, code, message));
     }
@@ -427,5 +457,16 @@ mod tests {
         assert!(!internal.failure && internal.outcome.is_none());
         assert!(matches!(internal.reject, Reject::Unsigned(RejectCode::Protocol, _)));
         assert_eq!(internal.close, Some((close::PROTOCOL, "internal error")));
+    }
+
+    #[test]
+    fn a_full_session_cap_is_an_unsigned_retryable_rate_limited() {
+        for hit in [CapHit::Token, CapHit::Account, CapHit::Total] {
+            let refusal = Refusal::session_cap(hit);
+            assert!(!refusal.failure, "not counted against the delegate's address");
+            assert!(matches!(refusal.reject, Reject::Unsigned(RejectCode::RateLimited, _)));
+            assert_eq!(refusal.close, Some((close::RATE_LIMITED, "rate limited")));
+            assert_eq!(refusal.outcome, Some(RejectCode::RateLimited));
+        }
     }
 }

@@ -15,7 +15,7 @@ use futures_util::SinkExt;
 use tokio::time::Instant;
 
 use crate::clock::now_unix;
-use crate::registry::{Commands, SessionCommand, SessionInfo};
+use crate::registry::{CapHit, Caps, Commands, SessionCommand, SessionInfo};
 use crate::rotation;
 use crate::state::AppState;
 
@@ -40,6 +40,18 @@ impl<'a> SessionGuard<'a> {
         let commands = state.registry.insert(info.clone());
         state.metrics.sessions.inc();
         (Self { state, info }, commands)
+    }
+
+    /// [`Self::register`] unless that would exceed one of `caps` (checked and counted in one
+    /// step, so concurrent handshakes cannot overshoot them); which cap is full otherwise.
+    pub fn try_register(
+        state: &'a AppState,
+        info: SessionInfo,
+        caps: &Caps,
+    ) -> Result<(Self, Commands), CapHit> {
+        let commands = state.registry.try_insert(info.clone(), caps)?;
+        state.metrics.sessions.inc();
+        Ok((Self { state, info }, commands))
     }
 }
 
