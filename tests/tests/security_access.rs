@@ -160,7 +160,7 @@ async fn a_bound_admin_token_is_refused_on_every_route_that_touches_another_acco
         beta_admin_id.clone(),
     ];
 
-    let http = m.http().clone();
+    let http = m.http();
     let (status, doc) =
         api_call(&http, &m.url(), Method::GET, "/api/v1/openapi.json", None, None).await.unwrap();
     assert_eq!(status, StatusCode::OK);

@@ -25,7 +25,7 @@ async fn call(
     bearer: Option<&str>,
     body: Option<Value>,
 ) -> (StatusCode, Value) {
-    api_call(m.http(), &m.url(), method, path, bearer, body).await.unwrap()
+    api_call(&m.http(), &m.url(), method, path, bearer, body).await.unwrap()
 }
 
 fn tokens_path(m: &Manager) -> String {
@@ -182,7 +182,7 @@ async fn guessing_admin_tokens_locks_the_address_out_and_only_that_address() {
     assert_eq!(status, StatusCode::OK, "another address is not locked out");
 
     let (_, metrics) = {
-        let resp = m.http().clone().get(format!("{}/metrics", m.url())).send().await.unwrap();
+        let resp = m.http().get(format!("{}/metrics", m.url())).send().await.unwrap();
         (resp.status(), resp.text().await.unwrap())
     };
     assert!(metrics.contains("tether_admin_auth_failures_total{reason=\"unknown\"} 5"), "{metrics}");

@@ -454,7 +454,7 @@ async fn a_delegate_that_stops_reading_is_dropped_within_the_write_timeout() {
     let admin = m.init.admin_token.clone();
     let url = format!("{}/api/v1/delegates/{stuck_id}/ping", m.url());
     let body = Arc::new(json!({ "payload": "\u{1}".repeat(1024) }));
-    let client = m.http().clone();
+    let client = m.http();
     let (stop_flood, flood_stopped) = tokio::sync::watch::channel(false);
     let started = Instant::now();
     let mut workers = JoinSet::new();

@@ -144,7 +144,7 @@ async fn acknowledged_changes_survive_kill_9() {
     for round in 0..kills {
         let acked_before = ledger.lock().unwrap().acked;
         let driver = tokio::spawn(drive(
-            m.http().clone(),
+            m.http(),
             m.url(),
             m.init.admin_token.clone(),
             account.clone(),

@@ -87,7 +87,7 @@ async fn no_secret_in_logs_responses_metrics_or_errors_at_trace() {
 
     // Admin misuse: a near-miss admin token (one character changed), a narrow token writing,
     // a delegate token used as admin token.
-    let http = m.http().clone();
+    let http = m.http();
     let mut near = m.init.admin_token.clone().into_bytes();
     let last = near.len() - 1;
     near[last] = if near[last] == b'A' { b'B' } else { b'A' };

@@ -122,7 +122,8 @@ pub struct Manager {
     pub init: Init,
     init_raw: String,
     options: Options,
-    http: reqwest::Client,
+    /// The delegate endpoint and the TLS configuration trusting the manager's CA.
+    target: Target,
     /// The logs of earlier starts (this process's log is appended when it ends).
     earlier_logs: Vec<String>,
 }
@@ -202,7 +203,6 @@ impl Manager {
         let init: Init = serde_json::from_str(&init_raw).context("parsing `init --json`")?;
         let (proc, addr) = Self::launch(&bin, &dir.path().join("data"), &options, None).await?;
         let target = Target::new(addr, "localhost", &init.ca_cert)?;
-        let http = http_client(&target, None, options.url_host.as_deref())?;
         let manager = Self {
             proc: Some(proc),
             bin,
@@ -211,7 +211,7 @@ impl Manager {
             init,
             init_raw,
             options,
-            http,
+            target,
             earlier_logs: Vec::new(),
         };
         manager.wait_ready().await?;
@@ -258,8 +258,9 @@ impl Manager {
 
     async fn wait_ready(&self) -> Result<()> {
         let url = format!("{}/readyz", self.url());
+        let http = self.http();
         poll::until("the manager's /readyz", START_WITHIN, || async {
-            Ok(self.http.get(&url).send().await?.status().is_success().then_some(()))
+            Ok(http.get(&url).send().await?.status().is_success().then_some(()))
         })
         .await
         .with_context(|| format!("manager log:\n{}", self.logs()))
@@ -364,25 +365,28 @@ impl Manager {
         self.proc.as_ref().map(Proc::pid)
     }
 
-    /// The HTTPS client that trusts this manager's CA.
-    pub fn http(&self) -> &reqwest::Client {
-        &self.http
+    /// A new HTTPS client that trusts this manager's CA. Its connections close when it is
+    /// dropped: an idle one kept here would count against the manager's caps on
+    /// unauthenticated connections, which the connection tests fill exactly.
+    pub fn http(&self) -> reqwest::Client {
+        // The CA already loaded into `target`; only the TLS backend could fail here.
+        http_client(&self.target, None, self.options.url_host.as_deref()).expect("an HTTPS client")
     }
 
-    /// An HTTPS client whose connections come from `source` (a 127.0.0.x address).
+    /// A new HTTPS client whose connections come from `source` (a 127.0.0.x address).
     pub fn http_from(&self, source: IpAddr) -> Result<reqwest::Client> {
-        http_client(&self.target()?, Some(source), self.options.url_host.as_deref())
+        http_client(&self.target, Some(source), self.options.url_host.as_deref())
     }
 
     /// The delegate endpoint, trusting the manager's CA, verifying the name `localhost`.
     pub fn target(&self) -> Result<Target> {
-        Target::new(self.addr, "localhost", &self.init.ca_cert)
+        Ok(self.target.clone())
     }
 
     /// One API call with the first admin token; the status and the JSON body (`Null` when
     /// empty or not JSON).
     pub async fn api(&self, method: Method, path: &str, body: Option<Value>) -> Result<(StatusCode, Value)> {
-        api_call(&self.http, &self.url(), method, path, Some(&self.init.admin_token), body).await
+        api_call(&self.http(), &self.url(), method, path, Some(&self.init.admin_token), body).await
     }
 
     /// [`Manager::api`] that must succeed; the body.

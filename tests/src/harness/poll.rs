@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Error, Result};
 
 /// Interval between probes.
-pub const INTERVAL: Duration = Duration::from_millis(50);
+pub const INTERVAL: Duration = Duration::from_millis(25);
 
 /// The error once `limit` has passed.
 fn timed_out(what: &str, limit: Duration, last: Option<Error>) -> Error {
@@ -81,7 +81,7 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("waiting for a thing") && err.contains("failed"), "{err}");
-        assert!((2..=6).contains(&n), "probed {n} times");
+        assert!((2..=10).contains(&n), "probed {n} times");
     }
 
     #[test]

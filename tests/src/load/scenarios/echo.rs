@@ -23,7 +23,7 @@ pub struct EchoResult {
 }
 
 async fn ping_rounds(ctx: &Ctx, ids: Vec<String>, rounds_each: usize) -> Result<(f64, Vec<Duration>)> {
-    let http = ctx.manager.http().clone();
+    let http = ctx.manager.http();
     let url = ctx.manager.url();
     let admin = ctx.manager.init.admin_token.clone();
     let started = Instant::now();

@@ -29,7 +29,7 @@ pub async fn revoke(ctx: &Ctx, scale: &Scale) -> Result<RevokeResult> {
     let mut bench = ctx.bench("revoke", scale, 128, Duration::from_secs(600))?;
     let token_id = bench.token_id;
     bench.grow(ctx, scale.revoke_sessions, Duration::from_secs(300)).await?;
-    let http = ctx.manager.http().clone();
+    let http = ctx.manager.http();
     let cpu_before = procfs::cpu_ticks(ctx.manager_pid()?)?;
     let called = Instant::now();
     let resp = http
