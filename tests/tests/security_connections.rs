@@ -1,8 +1,13 @@
 //! Connection-level resource attacks on the real manager over real TLS on loopback:
 //! - idle TCP, idle TLS and header-trickling connections from one address are capped (the
 //!   excess is closed at once and counted) and closed within the configured timeouts, while an
-//!   honest delegate and `/healthz` from another address are unaffected; the global cap
-//!   refuses every address once it is full (finding 3);
+//!   honest delegate and `/healthz` from another address are unaffected (finding 3);
+//! - a few addresses holding the global cap with keep-alive requests cannot lock others out:
+//!   a newcomer evicts the oldest connection of the address holding the most, and a busy
+//!   unauthenticated connection is closed at its maximum age (review of issue 10, N1);
+//! - live sessions are capped per token, per account and in total (the total fitted to the
+//!   open-file limit): the session over a cap gets an unsigned, retryable `rate_limited`
+//!   while other tokens, accounts and `/healthz` are served (review of issue 10, N2);
 //! - 500 concurrent bad handshakes from one address yield at most `limit` `auth_failed`, the
 //!   rest `rate_limited`, and another address still connects (finding 7);
 //! - a delegate that stops reading while the manager has a lot to send is dropped within the
@@ -216,31 +221,217 @@ async fn idle_and_trickling_connections_are_capped_and_timed_out_while_honest_cl
     .unwrap();
 }
 
+/// A TLS connection from `source` that has answered one keep-alive `/healthz` request.
+async fn keep_alive_from(
+    target: &Target,
+    source: IpAddr,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let mut tls = tls_from(target, source).await?;
+    keep_alive_request(&mut tls).await?;
+    Ok(tls)
+}
+
+/// One `GET /healthz` on a kept-alive connection; an error if the manager closed it.
+async fn keep_alive_request<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    tls: &mut S,
+) -> Result<()> {
+    tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n").await?;
+    let mut buf = [0u8; 1024];
+    let n = tokio::time::timeout(HONEST_WITHIN, tls.read(&mut buf)).await??;
+    if !buf[..n].starts_with(b"HTTP/1.1 200") {
+        bail!("not a 200 (or closed): {:?}", String::from_utf8_lossy(&buf[..n]));
+    }
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_global_cap_refuses_every_address_once_full() {
+async fn a_few_addresses_holding_the_global_cap_cannot_lock_other_addresses_out() {
     let m = Manager::start(&[
-        ("TETHER_MAX_UNAUTHENTICATED_CONNECTIONS", "20"),
-        ("TETHER_MAX_UNAUTHENTICATED_PER_ADDRESS", "20"),
+        ("TETHER_HANDSHAKE_FAIL_LIMIT", "1000000"),
+        ("TETHER_MAX_UNAUTHENTICATED_CONNECTIONS", "40"),
+        ("TETHER_MAX_UNAUTHENTICATED_PER_ADDRESS", "10"),
     ])
     .await
     .unwrap();
+    let target = m.target().unwrap();
+    // 4 addresses × 10 keep-alive connections, each with a request answered: the global cap.
     let mut held = Vec::new();
-    for _ in 0..20 {
-        held.push(tls_from(&m.target().unwrap(), loopback(2)).await.unwrap());
+    for a in 10..14 {
+        for i in 0..10 {
+            let tls = keep_alive_from(&target, loopback(a)).await;
+            held.push(tls.unwrap_or_else(|e| panic!("keep-alive {i} from {}: {e}", loopback(a))));
+        }
     }
-    // Full: a connection from any other address is closed at once.
-    let tcp = tcp_from(loopback(4), m.addr).await.unwrap();
-    closed_within(tcp, Duration::from_secs(3)).await.expect("refused at once by the global cap");
-    drop(held);
-    // The slots come back when those connections close.
-    let status =
-        poll::until("/healthz once the held connections closed", Duration::from_secs(10), || async {
-            Ok(healthz_from(&m, loopback(4)).await.ok().filter(|s| *s == StatusCode::OK))
-        })
+    // One of the holders trying for more is refused at once (its address holds its share).
+    let tcp = tcp_from(loopback(10), m.addr).await.unwrap();
+    closed_within(tcp, Duration::from_secs(3)).await.expect("refused: the address holds the most");
+    // Every flooding connection keeps itself alive with a request (well within the timeouts).
+    for tls in held.iter_mut() {
+        keep_alive_request(tls).await.unwrap();
+    }
+
+    // An honest delegate and /healthz from other addresses are served promptly, each time.
+    for n in 0..3 {
+        let took = honest_handshake(&m, loopback(20)).await.unwrap();
+        println!("honest handshake {n} while the cap is held: {took:?}");
+    }
+    for n in 0..3 {
+        assert_eq!(healthz_from(&m, loopback(21 + n)).await.unwrap(), StatusCode::OK);
+    }
+    // Their places were made by closing flooding connections (the oldest of the addresses
+    // holding the most), not by refusing them; a place freed by an honest client that left is
+    // taken without an eviction.
+    let evicted = metric(&m, "tether_connections_evicted_total").await.unwrap();
+    let mut closed = 0;
+    for tls in held.iter_mut() {
+        if keep_alive_request(tls).await.is_err() {
+            closed += 1;
+        }
+    }
+    println!("{evicted} evictions; {closed} of 40 flooding connections closed");
+    assert!(evicted >= 1.0, "no eviction");
+    assert!(f64::from(closed) >= evicted, "{evicted} evictions but {closed} flooding connections closed");
+    assert_eq!(metric(&m, r#"tether_connections_refused_total{cap="total"}"#).await.unwrap(), 0.0);
+    assert_eq!(metric(&m, r#"tether_connections_refused_total{cap="per_address"}"#).await.unwrap(), 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_unauthenticated_connection_is_closed_at_its_maximum_age() {
+    let age = Duration::from_secs(4);
+    let m = Manager::start(&[
+        ("TETHER_MAX_UNAUTHENTICATED_AGE_SECS", &age.as_secs().to_string()),
+        ("TETHER_HTTP_IDLE_TIMEOUT_SECS", "30"),
+        ("TETHER_HTTP_HEADER_TIMEOUT_SECS", "30"),
+    ])
+    .await
+    .unwrap();
+    let mut tls = keep_alive_from(&m.target().unwrap(), loopback(2)).await.unwrap();
+    let started = Instant::now();
+    // A request every 500 ms: never idle; bounded to 30 requests (15 s).
+    let mut answered = 0;
+    for _ in 0..30 {
+        if keep_alive_request(&mut tls).await.is_err() {
+            break;
+        }
+        answered += 1;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let lived = started.elapsed();
+    println!("closed after {lived:?} and {answered} requests");
+    assert!(lived < age + SLACK, "a busy unauthenticated connection lived {lived:?}");
+    assert!(answered >= 2, "answered {answered} requests first");
+    assert!(metric(&m, "tether_connection_max_age_closes_total").await.unwrap() >= 1.0);
+}
+
+/// A handshake on `token` from `source`; the answer (a welcome holds its session open).
+async fn session_on(m: &Manager, source: IpAddr, account: &str, token: &Token) -> Answer {
+    tokio::time::timeout(HONEST_WITHIN, handshake(&m.target().unwrap(), Some(source), account, token))
         .await
-        .unwrap();
-    assert_eq!(status, StatusCode::OK);
-    assert!(metric(&m, r#"tether_connections_refused_total{cap="total"}"#).await.unwrap() >= 1.0);
+        .expect("a prompt answer")
+        .unwrap()
+}
+
+fn assert_rate_limited(answer: &Answer, what: &str) {
+    assert!(!answer.is_welcome(), "{what}: welcomed over the cap");
+    assert_eq!(
+        answer.rejection(),
+        (RejectCode::RateLimited, false, Some(tether_protocol::error::close::RATE_LIMITED)),
+        "{what}: an unsigned, retryable rate_limited"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_sessions_are_capped_per_token_and_per_account() {
+    let m = Manager::start(&[
+        ("TETHER_HANDSHAKE_FAIL_LIMIT", "1000000"),
+        ("TETHER_MAX_SESSIONS_PER_TOKEN", "3"),
+        ("TETHER_MAX_SESSIONS_PER_ACCOUNT", "5"),
+    ])
+    .await
+    .unwrap();
+    let account = m.init.account_id.clone();
+    let a = m.default_token().unwrap();
+    let b = m.create_token(&account, "b", json!({})).await.unwrap();
+    let (status, v) = m.api(Method::POST, "/api/v1/accounts", Some(json!({ "id": "other" }))).await.unwrap();
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    let d = m.create_token("other", "d", json!({})).await.unwrap();
+    let source = loopback(2);
+
+    let mut live = Vec::new();
+    for n in 0..3 {
+        let answer = session_on(&m, source, &account, &a).await;
+        assert!(answer.is_welcome(), "session {n} on the token: {}", answer.describe());
+        live.push(answer);
+    }
+    assert_rate_limited(&session_on(&m, source, &account, &a).await, "the 4th session on one token");
+    // Another token of the account connects, up to the account's cap.
+    for n in 0..2 {
+        let answer = session_on(&m, source, &account, &b).await;
+        assert!(answer.is_welcome(), "session {n} on another token: {}", answer.describe());
+        live.push(answer);
+    }
+    assert_rate_limited(&session_on(&m, source, &account, &b).await, "the 6th session in one account");
+    // Another account, and /healthz from another address, are unaffected.
+    let other = session_on(&m, source, "other", &d).await;
+    assert!(other.is_welcome(), "another account: {}", other.describe());
+    assert_eq!(healthz_from(&m, loopback(3)).await.unwrap(), StatusCode::OK);
+    // Counted by the cap that was full.
+    assert_eq!(metric(&m, r#"tether_sessions_refused_total{cap="token"}"#).await.unwrap(), 1.0);
+    assert_eq!(metric(&m, r#"tether_sessions_refused_total{cap="account"}"#).await.unwrap(), 1.0);
+
+    // A session that ends frees its place: the delegate's retry gets in.
+    drop(live.remove(0));
+    let again = poll::until("a session on the token once one closed", Duration::from_secs(10), || async {
+        let answer = session_on(&m, source, &account, &a).await;
+        Ok(answer.is_welcome().then_some(answer))
+    })
+    .await
+    .unwrap();
+    assert!(again.is_welcome());
+    drop((live, other));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_sessions_fit_the_open_file_limit_and_healthz_still_answers() {
+    // The manager under `ulimit -n 256`: 128 unauthenticated connections at most, 64 files
+    // spare, so 64 sessions at most.
+    let dir = tempfile::tempdir().unwrap();
+    let wrapper = dir.path().join("tether-manager");
+    let real = tether_tests::harness::process::binary("tether-manager").unwrap();
+    std::fs::write(
+        &wrapper,
+        format!("#!/bin/sh\nulimit -n 256 || exit 70\nexec '{}' \"$@\"\n", real.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let options = tether_tests::harness::Options {
+        bin: Some(wrapper),
+        ..tether_tests::harness::Options::with_env(&[("TETHER_HANDSHAKE_FAIL_LIMIT", "1000000")])
+    };
+    let m = Manager::start_with(options).await.unwrap();
+    let account = m.init.account_id.clone();
+    let token = m.default_token().unwrap();
+    let mut live = Vec::new();
+    let mut refused = None;
+    // Bounded: 100 attempts.
+    for n in 0..100 {
+        let answer = session_on(&m, loopback(2), &account, &token).await;
+        if !answer.is_welcome() {
+            refused = Some((n, answer));
+            break;
+        }
+        live.push(answer);
+    }
+    let (n, answer) = refused.expect("100 sessions under ulimit -n 256: no cap");
+    println!("session {n} refused: {}", answer.describe());
+    assert_rate_limited(&answer, "the session over the open-file cap");
+    assert_eq!(n, 64, "the cap is the limit minus the unauthenticated cap minus 64 spare");
+    // The manager still has files for the API.
+    for n in 0..3 {
+        assert_eq!(healthz_from(&m, loopback(3 + n)).await.unwrap(), StatusCode::OK);
+    }
+    assert!(metric(&m, r#"tether_sessions_refused_total{cap="total"}"#).await.unwrap() >= 1.0);
+    drop(live);
 }
 
 /// How one of the concurrent bad handshakes ended.
