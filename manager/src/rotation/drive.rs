@@ -11,7 +11,7 @@ use super::Rotations;
 use crate::clock::now_unix;
 use crate::metrics::OutcomeLabel;
 use crate::store::audit::Actor;
-use crate::store::rotations::{self, DelegateState, RotationOutcome};
+use crate::store::rotations::{self, RotationOutcome};
 use crate::store::tokens;
 
 impl Rotations {
@@ -20,7 +20,7 @@ impl Rotations {
             return false;
         }
         match self.0.store.call(move |c| rotations::delegates(c, rotation_id)).await {
-            Ok(ds) => ds.iter().all(|d| d.state == DelegateState::Reconnected),
+            Ok(ds) => ds.iter().all(super::rules::has_moved),
             Err(_) => false,
         }
     }

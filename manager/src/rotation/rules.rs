@@ -7,6 +7,15 @@ use crate::store::rotations::{DelegateState, RotationDelegate, RotationRow};
 use crate::store::tokens;
 use crate::tokens::TokenSpec;
 
+/// Whether a tracked delegate has moved onto the successor: it acknowledged `applied` (which
+/// it sends only once the new token is where its next start reads it: token file written,
+/// successor container running) and a session on the new token was seen. A session on the
+/// new token alone is not enough: the delegate's proof handshake opens one before anything is
+/// written, and a delegate killed right after it would restart on the old token, revoked.
+pub fn has_moved(d: &RotationDelegate) -> bool {
+    d.state == DelegateState::Reconnected && d.outcome == Some(crate::store::rotations::AckOutcome::Applied)
+}
+
 /// Longest rotate-ack detail kept (bytes, cut on a character boundary).
 pub const MAX_ACK_DETAIL: usize = 512;
 
@@ -46,6 +55,27 @@ pub fn ack_detail(detail: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_delegate_has_moved_only_after_it_applied_and_reconnected() {
+        use crate::store::rotations::AckOutcome;
+        let d = |state, outcome| RotationDelegate {
+            instance: Uuid::from_u128(1),
+            name: "d".into(),
+            session_id: Uuid::from_u128(2),
+            state,
+            outcome,
+            detail: None,
+            updated_at: 0,
+        };
+        // Review of issue 10 (N3): the proof handshake alone marked a delegate moved, so a
+        // delegate killed before writing its token file was left on a revoked token.
+        assert!(!has_moved(&d(DelegateState::Reconnected, None)), "proof handshake only");
+        assert!(!has_moved(&d(DelegateState::Reconnected, Some(AckOutcome::Failed))));
+        assert!(!has_moved(&d(DelegateState::Reconnected, Some(AckOutcome::Manual))));
+        assert!(!has_moved(&d(DelegateState::Acked, Some(AckOutcome::Applied))), "not seen on the new token");
+        assert!(has_moved(&d(DelegateState::Reconnected, Some(AckOutcome::Applied))));
+    }
 
     #[test]
     fn ack_details_are_bounded_on_a_character_boundary_and_escaped() {
