@@ -26,6 +26,12 @@ pub(super) fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     crate::logging::init(config.log_format);
+    // Every session is an open file: raise the soft limit to the hard one (as the systemd
+    // unit's LimitNOFILE does), so the session caps derived from it are as high as allowed.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::info!(open_files = limit, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
