@@ -7,12 +7,14 @@
 //! `TETHER_DELEGATE_BIN` name others.
 //!
 //! - [`process`]: the binary lookup and a child process whose output lines are collected.
-//! - [`manager`]: the manager process and its admin API / CLI clients.
+//! - [`manager`]: the manager process, its HTTPS clients and the admin CLI runner.
+//! - [`api`]: the admin REST API calls.
 //! - [`delegate`]: the delegate process.
 //! - [`docker`]: a Docker test run (unique names, drop-guard cleanup, the delegate image).
 //! - [`poll`]: bounded polling, the one way to wait for state.
 //! - [`cli`]: the admin CLI's `--json` output, read with the field names the manager emits.
 //! - [`clock`]: unix seconds.
+pub mod api;
 pub mod cli;
 pub mod clock;
 pub mod delegate;
@@ -21,5 +23,6 @@ pub mod manager;
 pub mod poll;
 pub mod process;
 
+pub use api::api_call;
 pub use clock::unix_now;
-pub use manager::{api_call, Manager, Options};
+pub use manager::{Manager, Options};
