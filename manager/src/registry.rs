@@ -376,14 +376,13 @@ impl Registry {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn info() -> SessionInfo {
+impl SessionInfo {
+    /// A session of delegate `d1` in account `acme` on `token_id`, for unit tests.
+    pub(crate) fn sample(token_id: Uuid) -> Self {
         SessionInfo {
             session_id: Uuid::new_v4(),
             account_id: "acme".into(),
-            token_id: Uuid::new_v4(),
+            token_id,
             name: "d1".into(),
             instance: Uuid::new_v4(),
             host: "h".into(),
@@ -392,6 +391,15 @@ mod tests {
             connected_at: 1,
             last_heartbeat: 1,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info() -> SessionInfo {
+        SessionInfo::sample(Uuid::new_v4())
     }
 
     fn rt() -> tokio::runtime::Runtime {

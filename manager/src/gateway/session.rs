@@ -186,18 +186,7 @@ mod tests {
     use uuid::Uuid;
 
     pub(crate) fn info() -> SessionInfo {
-        SessionInfo {
-            session_id: Uuid::new_v4(),
-            account_id: "acme".into(),
-            token_id: Uuid::new_v4(),
-            name: "d".into(),
-            instance: Uuid::new_v4(),
-            host: "h".into(),
-            version: "0".into(),
-            ip: std::net::IpAddr::from([127, 0, 0, 1]),
-            connected_at: 1,
-            last_heartbeat: 1,
-        }
+        SessionInfo::sample(Uuid::new_v4())
     }
 
     #[test]

@@ -17,18 +17,7 @@ fn rt() -> tokio::runtime::Runtime {
 }
 
 fn session(token_id: Uuid) -> SessionInfo {
-    SessionInfo {
-        session_id: Uuid::new_v4(),
-        account_id: "acme".into(),
-        token_id,
-        name: "d1".into(),
-        instance: Uuid::new_v4(),
-        host: "h".into(),
-        version: "0".into(),
-        ip: std::net::IpAddr::from([127, 0, 0, 1]),
-        connected_at: 1,
-        last_heartbeat: 1,
-    }
+    SessionInfo::sample(token_id)
 }
 
 fn service(data: &crate::datadir::DataDir, registry: &Registry) -> Rotations {
