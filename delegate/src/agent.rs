@@ -20,7 +20,7 @@ use crate::docker::container_id::short_id;
 use crate::docker::engine::DockerHost;
 use crate::logging::shown;
 use crate::rotation::{ApplyMode, RotationDone, Rotator};
-use crate::session::{self, SessionContext, SessionEnd};
+use crate::session::{self, Ended, SessionContext, SessionEnd};
 use crate::state::{unix_now, StateDir};
 use crate::token_file;
 
@@ -197,18 +197,20 @@ impl Agent<'_> {
                 heartbeat_secs = conn.welcome.heartbeat_secs, token_expires_at = ?conn.welcome.token_expires_at, "session authenticated");
             let ctx = SessionContext { rotator: self.rotator, state: self.state, started, shutdown, done };
             let delay = match session::run(conn, ctx).await {
-                SessionEnd::Shutdown => {
+                SessionEnd::Ended(Ended::Shutdown) => {
                     tracing::info!("stopped");
                     return Exit::Stopped;
                 }
-                SessionEnd::Fatal { reason, message } => return self.fatal(reason, &message, shutdown).await,
+                SessionEnd::Ended(Ended::Fatal { reason, message }) => {
+                    return self.fatal(reason, &message, shutdown).await
+                }
                 SessionEnd::Switch(new_token, next) => {
                     tracing::info!(old_token_id = %self.token.id(), token_id = %new_token.id(), "now using the rotated token");
                     self.token = new_token;
                     conn = *next;
                     continue;
                 }
-                SessionEnd::Goodbye(reason) => {
+                SessionEnd::Ended(Ended::Goodbye(reason)) => {
                     let delay = backoff::after_goodbye(&mut rand::thread_rng());
                     tracing::info!(
                         ?reason,
@@ -217,7 +219,11 @@ impl Agent<'_> {
                     );
                     delay
                 }
-                SessionEnd::Lost(reason) => {
+                SessionEnd::Ended(lost @ (Ended::Lost(_) | Ended::Switch)) => {
+                    let reason = match lost {
+                        Ended::Lost(reason) => reason,
+                        _ => "switched without a proven session".to_owned(),
+                    };
                     // A session that held for a while resets the backoff; one that drops at once
                     // (a manager that accepts and fails) keeps growing it.
                     if session_started.elapsed() >= STABLE_SESSION {

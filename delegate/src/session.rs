@@ -4,7 +4,6 @@
 //! switch to a session on a rotated token).
 use std::time::Instant;
 
-use tether_protocol::message::{GoodbyeReason, RevokedReason};
 use tether_protocol::Token;
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
@@ -14,24 +13,15 @@ use crate::rotation::{RotationDone, Rotator};
 use crate::state::{unix_now, Health, StateDir};
 
 pub mod driver;
-use driver::{Action, AfterAck, DriverSettings, Ended, Event, RotationAck, SessionDriver};
+pub use driver::Ended;
+use driver::{Action, AfterAck, DriverSettings, Event, RotationAck, SessionDriver};
 
-/// How a session ended.
+/// How a session ended: as the driver decided, or a switch onto the proven session of the
+/// rotated token (which the driver cannot hold: it owns no socket).
 #[derive(Debug)]
 pub enum SessionEnd {
-    /// SIGTERM: goodbye sent, connection closed.
-    Shutdown,
-    /// A signed `revoked` (or expiry) for the session's token.
-    Fatal {
-        /// Revoked or expired.
-        reason: RevokedReason,
-        /// The manager's explanation.
-        message: String,
-    },
-    /// The connection was lost or broken; reconnect with backoff.
-    Lost(String),
-    /// The manager said goodbye; reconnect soon, with jitter.
-    Goodbye(GoodbyeReason),
+    /// Shutdown, a signed revoke, a loss or a goodbye ([`Ended::Switch`] never appears here).
+    Ended(Ended),
     /// A rotation was applied in place: continue on this token and session.
     Switch(Token, Box<Connection>),
 }
@@ -129,12 +119,9 @@ fn event_of(incoming: Option<Result<Message, tokio_tungstenite::tungstenite::Err
 /// How the session ended, for the agent; a switch carries the proven session of the new token.
 fn session_end(ended: Ended, switch_to: Option<(Token, Connection)>) -> SessionEnd {
     match (ended, switch_to) {
-        (Ended::Shutdown, _) => SessionEnd::Shutdown,
-        (Ended::Fatal { reason, message }, _) => SessionEnd::Fatal { reason, message },
-        (Ended::Lost(reason), _) => SessionEnd::Lost(reason),
-        (Ended::Goodbye(reason), _) => SessionEnd::Goodbye(reason),
         (Ended::Switch, Some((token, next))) => SessionEnd::Switch(token, Box::new(next)),
-        (Ended::Switch, None) => SessionEnd::Lost("switched without a proven session".into()),
+        (Ended::Switch, None) => SessionEnd::Ended(Ended::Lost("switched without a proven session".into())),
+        (ended, _) => SessionEnd::Ended(ended),
     }
 }
 
