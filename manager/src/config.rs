@@ -38,6 +38,7 @@ pub const SETTINGS: &[&str] = &[
     "admin_auth_fail_limit",
     "admin_auth_fail_window_secs",
     "admin_auth_lockout_secs",
+    "init",
 ];
 
 /// How logs are written.
@@ -110,6 +111,9 @@ pub struct ServeConfig {
     pub admin_auth_fail_window_secs: u64,
     /// How long a locked-out address is answered 429.
     pub admin_auth_lockout_secs: u64,
+    /// Initialise `data_dir` at start when it is not initialised (`--init`, `TETHER_INIT=1`;
+    /// see [`crate::init::init_bare`]); otherwise such a data dir is refused.
+    pub init: bool,
 }
 
 impl ServeConfig {
@@ -158,7 +162,16 @@ impl ServeConfig {
             1,
             max_unauthenticated_connections as u64,
         )? as usize;
+        let init = match src.get("init") {
+            None => false,
+            Some((v, origin)) => match v.trim() {
+                "1" | "true" | "yes" => true,
+                "0" | "false" | "no" | "" => false,
+                _ => return Err(ConfigError::invalid("init", origin, "must be 1/true/yes or 0/false/no")),
+            },
+        };
         let cfg = Self {
+            init,
             data_dir,
             listen,
             log_format,

@@ -1,13 +1,17 @@
 //! `init`: create the database, master key, CA and server certificate, the first account with
 //! its default token, and the first admin token; return the values once. Refuses (changing
-//! nothing) on a data dir that is already initialised.
+//! nothing) on a data dir that is already initialised. Also the other work done on the data
+//! dir itself rather than through the API: `serve --init` ([`init_bare`]) and the offline
+//! recovery of admin access ([`offline_admin_token`]).
 use std::path::{Path, PathBuf};
 
 use zeroize::Zeroizing;
 
 use crate::clock::now_unix;
 use crate::datadir::{DataDir, DataDirError};
+use crate::store::admin::AdminTokenRow;
 use crate::store::audit::Actor;
+use crate::store::{Store, DB_FILE};
 use crate::tls::{self, TlsError};
 use crate::validate::{self, InvalidInput};
 
@@ -100,9 +104,7 @@ pub fn init(opts: &InitOptions) -> Result<InitOutput, InitError> {
     if let Some(at) = DataDir::initialised_at(&opts.data_dir)? {
         return Err(InitError::AlreadyInitialised { path: opts.data_dir.display().to_string(), at });
     }
-    let data = DataDir::open(&opts.data_dir)?;
-    let files = tls::reissue_server_cert(&data.path, &opts.tls_sans)?;
-    let ca_cert = files.ca.clone().unwrap_or_else(|| data.path.join(tls::CA_CERT));
+    let (data, ca_cert) = prepare(&opts.data_dir, &opts.tls_sans)?;
     let ca_fingerprint_sha256 = tls::fingerprint_sha256(&ca_cert)?;
     let now = now_unix();
     let actor = Actor::system("init");
@@ -135,6 +137,123 @@ pub fn init(opts: &InitOptions) -> Result<InitOutput, InitError> {
         ca_fingerprint_sha256,
         manager_url: opts.manager_url.clone(),
     })
+}
+
+/// Creates the data dir's files (directory, master key, database, CA and server certificate)
+/// and returns it opened, with the CA certificate's path.
+fn prepare(data_dir: &Path, tls_sans: &[String]) -> Result<(DataDir, PathBuf), InitError> {
+    let data = DataDir::open(data_dir)?;
+    let files = tls::reissue_server_cert(&data.path, tls_sans)?;
+    let ca_cert = files.ca.clone().unwrap_or_else(|| data.path.join(tls::CA_CERT));
+    Ok((data, ca_cert))
+}
+
+/// `serve --init` on a data dir that is not initialised: what `init` makes except the secrets
+/// (no account, no delegate token, no admin token), so nothing secret is made that would have
+/// to be shown in a log. The first admin token comes from [`offline_admin_token`], run by
+/// whoever can read the data dir. Returns the CA certificate's path.
+pub fn init_bare(data_dir: &Path) -> Result<PathBuf, InitError> {
+    if let Some(at) = DataDir::initialised_at(data_dir)? {
+        return Err(InitError::AlreadyInitialised { path: data_dir.display().to_string(), at });
+    }
+    let (data, ca_cert) = prepare(data_dir, &[])?;
+    let now = now_unix();
+    data.store
+        .call_blocking(|conn| {
+            let tx = conn.transaction()?;
+            Actor::system("serve --init").record(&tx, now, "data_dir.init", "data_dir", "no tokens made")?;
+            crate::store::meta_set(&tx, "initialised_at", &now.to_string())?;
+            tx.commit()?;
+            Ok(())
+        })
+        .map_err(DataDirError::from)?;
+    Ok(ca_cert)
+}
+
+/// What `admin-token create --offline` makes.
+#[derive(Debug, Clone)]
+pub struct OfflineAdminToken {
+    /// Its name.
+    pub name: String,
+    /// Its scopes (names).
+    pub scopes: Vec<String>,
+    /// Expire this many seconds from now.
+    pub expires_in_secs: Option<u64>,
+    /// Allowed source CIDRs.
+    pub allowed_cidrs: Vec<String>,
+}
+
+/// Why the offline recovery failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OfflineError {
+    /// There is no initialised data dir at the path (nothing was created there).
+    #[error("data dir {path} is not initialised (no Tether database there); nothing was changed. Check --data-dir (or TETHER_DATA_DIR)")]
+    NotInitialised {
+        /// The data dir.
+        path: String,
+    },
+    /// A bad option.
+    #[error(transparent)]
+    Invalid(#[from] InvalidInput),
+    /// The data dir or its database (a duplicate name is a conflict).
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
+}
+
+/// Creates an admin token directly in the database of `data_dir`, without the API: the way
+/// back in when no admin token works any more. It needs only write access to the data dir's
+/// database (no master key, no running manager), works while a manager serves the same data
+/// dir (SQLite WAL: a second writer waits for the lock within the busy timeout), and is
+/// audited with the actor `local`. The token is bound to no account and has no restriction.
+/// Returns its row and its value, to be shown once.
+pub fn offline_admin_token(
+    data_dir: &Path,
+    req: &OfflineAdminToken,
+) -> Result<(AdminTokenRow, Zeroizing<String>), OfflineError> {
+    validate::name("name", &req.name)?;
+    let scopes = crate::api::admin_tokens::scopes(&req.scopes)?;
+    let allowed_cidrs = validate::cidrs("allowed_cidrs", &req.allowed_cidrs)?;
+    let now = now_unix();
+    let expires_at = req
+        .expires_in_secs
+        .map(|s| {
+            validate::secs("expires_in", s, 1, crate::api::admin_tokens::MAX_EXPIRY_SECS).map(|s| now + s)
+        })
+        .transpose()?;
+    if DataDir::initialised_at(data_dir)?.is_none() {
+        return Err(OfflineError::NotInitialised { path: data_dir.display().to_string() });
+    }
+    let store = Store::open(&data_dir.join(DB_FILE)).map_err(DataDirError::from)?;
+    let actor = Actor::system("local");
+    let value = crate::keys::new_admin_token();
+    let row = AdminTokenRow {
+        id: uuid::Uuid::new_v4(),
+        name: req.name.clone(),
+        hash: crate::keys::admin_token_hash(&value),
+        scopes,
+        created_at: now,
+        created_by: actor.who.clone(),
+        expires_at,
+        allowed_cidrs,
+        revoked_at: None,
+        last_used_at: None,
+        account_id: None,
+        restriction_id: None,
+    };
+    store
+        .call_blocking(|conn| {
+            // IMMEDIATE: take the write lock first (waiting within the busy timeout while a
+            // running manager writes), so the read of the name check cannot go stale.
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            crate::store::admin::insert(&tx, &row)?;
+            let detail =
+                format!("{} scopes={} account=* restriction=- (offline)", row.name, row.scopes.join(","));
+            actor.record(&tx, now, "admin_token.create", &format!("admin_token:{}", row.id), &detail)?;
+            tx.commit()?;
+            Ok(())
+        })
+        .map_err(DataDirError::from)?;
+    Ok((row, value))
 }
 
 /// The default CA path of a data dir, if it exists (the CLI's `--ca-cert` default).

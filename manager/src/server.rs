@@ -30,6 +30,15 @@ pub enum ServeError {
     /// The store, at start.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    /// The data dir is not initialised and `init` was not asked for: nothing was created.
+    #[error("data dir {path} is not initialised (no Tether database there); nothing was created. Run `tether-manager init --data-dir {path}` first (it prints the first admin token), check --data-dir / TETHER_DATA_DIR for a typo, or pass --init (TETHER_INIT=1) to initialise it at start without any token (see OPERATIONS.md)")]
+    NotInitialised {
+        /// The data dir as given.
+        path: String,
+    },
+    /// `--init` failed.
+    #[error(transparent)]
+    Init(#[from] crate::init::InitError),
 }
 
 /// Serves on `listener` until `shutdown` completes, then drains (bounded by `drain_secs`).
@@ -42,9 +51,19 @@ pub async fn run(
 ) -> Result<(), ServeError> {
     // Startup file work (database open and migrations, key file, certificates) runs on the
     // blocking pool like every other store call.
-    let (data_dir, tls_cert, tls_key) =
-        (config.data_dir.clone(), config.tls_cert.clone(), config.tls_key.clone());
+    let (data_dir, tls_cert, tls_key, init) =
+        (config.data_dir.clone(), config.tls_cert.clone(), config.tls_key.clone(), config.init);
     let (data, files, rustls, fingerprint) = tokio::task::spawn_blocking(move || -> Result<_, ServeError> {
+        // A data dir that is not initialised (a typo, a missing volume) is refused before
+        // anything is created in it, unless initialising was asked for.
+        if DataDir::initialised_at(&data_dir)?.is_none() {
+            if !init {
+                return Err(ServeError::NotInitialised { path: data_dir.display().to_string() });
+            }
+            let ca = crate::init::init_bare(&data_dir)?;
+            tracing::warn!(data_dir = %data_dir.display(), ca_cert = %ca.display(),
+                "initialised the data dir (--init): no account and no admin token exist yet; create the first admin token on this host with `tether-manager admin-token create NAME --offline --data-dir DIR` (it prints the value once)");
+        }
         let data = DataDir::open(&data_dir)?;
         let files = match (tls_cert, tls_key) {
             (Some(cert), Some(key)) => TlsFiles { cert, key, ca: None },
@@ -58,10 +77,6 @@ pub async fn run(
     .map_err(|e| ServeError::Io(std::io::Error::other(e)))??;
     if let (Some(ca), Some(fingerprint)) = (&files.ca, &fingerprint) {
         tracing::info!(ca_cert = %ca.display(), ca_fingerprint_sha256 = %fingerprint, "using the generated CA; give delegates this CA (MANAGER_CA_CERT)");
-    }
-    let initialised = data.store.call(|c| crate::store::meta_get(c, "initialised_at")).await?;
-    if initialised.is_none() {
-        tracing::warn!(data_dir = %data.path.display(), "no account or admin token yet: run `tether-manager init --data-dir` on this data dir");
     }
     let state = AppState::new(config.clone(), &data);
     let resumed = crate::rotation::resume(&state).await?;

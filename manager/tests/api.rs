@@ -754,3 +754,90 @@ async fn concurrent_guesses_from_one_address_get_no_more_than_the_limit() {
     }
     m.stop().await;
 }
+
+/// Issue 17, finding 1: the last active admin token that can manage everything (unbound,
+/// unrestricted, scope `admin`) is not revoked, not even by itself, so the API cannot lock
+/// every operator out; with a second one, either may go.
+#[tokio::test]
+async fn the_last_operator_admin_token_cannot_be_revoked() {
+    let m = Manager::start(|_| {}).await;
+    let list = "/api/v1/admin-tokens";
+    let (code, body) =
+        status(&m, Method::POST, "/api/v1/admin-tokens/init-admin/revoke", Some(&m.admin_token), None).await;
+    assert_eq!(code, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"]["code"], "conflict");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("last active admin token") && message.contains("--offline"), "{message}");
+    assert_eq!(
+        status(&m, Method::GET, list, Some(&m.admin_token), None).await.0,
+        StatusCode::OK,
+        "still works"
+    );
+
+    // Tokens that cannot manage everything do not count as a way back in.
+    let (_, acme_admin) =
+        created_admin(&m, json!({"name": "acme-admin", "scopes": ["admin"], "account": "acme"})).await;
+    let _: Value =
+        m.post("/api/v1/restrictions", json!({"name": "ro", "allow": ["GET /api/v1/accounts"]})).await;
+    let _ = created_admin(&m, json!({"name": "limited", "scopes": ["admin"], "restriction": "ro"})).await;
+    let _ = created_admin(&m, json!({"name": "writer", "scopes": ["tokens:write"]})).await;
+    let (code, _) =
+        status(&m, Method::POST, "/api/v1/admin-tokens/init-admin/revoke", Some(&m.admin_token), None).await;
+    assert_eq!(code, StatusCode::CONFLICT, "bound, restricted and narrower tokens are no way back in");
+    assert!(acme_admin["id"].is_string());
+
+    // With a second operator token, the first may revoke itself; then the second is the last.
+    let (second, _) = created_admin(&m, json!({"name": "second", "scopes": ["admin"]})).await;
+    let (code, body) =
+        status(&m, Method::POST, "/api/v1/admin-tokens/init-admin/revoke", Some(&m.admin_token), None).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert!(body["revoked_at"].is_u64());
+    let (code, _) = status(&m, Method::POST, "/api/v1/admin-tokens/second/revoke", Some(&second), None).await;
+    assert_eq!(code, StatusCode::CONFLICT);
+    assert_eq!(status(&m, Method::GET, list, Some(&second), None).await.0, StatusCode::OK);
+    // Re-revoking the revoked one is still the idempotent 200.
+    let (code, _) =
+        status(&m, Method::POST, "/api/v1/admin-tokens/init-admin/revoke", Some(&second), None).await;
+    assert_eq!(code, StatusCode::OK);
+}
+
+/// Issue 17, finding 8: `last_used_at` records successful authentications only: a request
+/// with a revoked or expired admin token, or from outside its allowed CIDRs, leaves it as it was.
+#[tokio::test]
+async fn rejected_admin_requests_do_not_move_last_used() {
+    let m = Manager::start(|c| c.admin_auth_fail_limit = 1_000).await;
+    let path = "/api/v1/accounts";
+    let last_used = |name: &'static str| {
+        let m = &m;
+        async move {
+            let list: Value = m.get("/api/v1/admin-tokens").await;
+            list.as_array().unwrap().iter().find(|t| t["name"] == name).unwrap()["last_used_at"].clone()
+        }
+    };
+    let (foreign, _) =
+        created_admin(&m, json!({"name": "foreign", "scopes": ["admin"], "allowed_cidrs": ["10.0.0.0/8"]}))
+            .await;
+    assert_eq!(status(&m, Method::GET, path, Some(&foreign), None).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(last_used("foreign").await, Value::Null, "a request from a disallowed address");
+
+    let (gone, _) = created_admin(&m, json!({"name": "gone", "scopes": ["admin"]})).await;
+    let _: Value = m.post("/api/v1/admin-tokens/gone/revoke", json!({})).await;
+    assert_eq!(status(&m, Method::GET, path, Some(&gone), None).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(last_used("gone").await, Value::Null, "a request with a revoked token");
+
+    let (brief, row) =
+        created_admin(&m, json!({"name": "brief", "scopes": ["admin"], "expires_in_secs": 1})).await;
+    let expires_at = row["expires_at"].as_u64().unwrap();
+    // Wait on the clock, not the token: a use before the expiry would be a success.
+    eventually("the brief token's expiry to pass", || async {
+        (tether_manager::clock::now_unix() > expires_at).then_some(())
+    })
+    .await;
+    assert_eq!(status(&m, Method::GET, path, Some(&brief), None).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(last_used("brief").await, Value::Null, "a request with an expired token");
+
+    // A success does record it.
+    let (ok, _) = created_admin(&m, json!({"name": "ok", "scopes": ["admin"]})).await;
+    assert_eq!(status(&m, Method::GET, path, Some(&ok), None).await.0, StatusCode::OK);
+    assert!(last_used("ok").await.is_u64());
+}

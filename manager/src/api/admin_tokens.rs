@@ -18,10 +18,36 @@ use crate::keys;
 use crate::state::AppState;
 use crate::store::admin::{self, AdminTokenRow};
 use crate::store::{access as restrictions, accounts, StoreError};
-use crate::validate;
+use crate::validate::{self, InvalidInput};
 
 /// Longest expiry an admin token may be created with: 10 years.
-const MAX_EXPIRY_SECS: u64 = 10 * 365 * 86_400;
+pub const MAX_EXPIRY_SECS: u64 = 10 * 365 * 86_400;
+
+/// Checks requested scopes (1 to all of [`SCOPES`], each known) and returns them sorted, each
+/// once. Shared with the offline `admin-token create --offline`.
+pub fn scopes(requested: &[String]) -> Result<Vec<String>, InvalidInput> {
+    if requested.is_empty() || requested.len() > SCOPES.len() {
+        return Err(InvalidInput::new(
+            "scopes",
+            format!("give 1 to {} of {}", SCOPES.len(), SCOPES.join(", ")),
+        ));
+    }
+    if let Some(bad) = requested.iter().find(|s| !SCOPES.contains(&s.as_str())) {
+        let bad = tether_protocol::text::bounded_chars(bad, 32);
+        return Err(InvalidInput::new(
+            "scopes",
+            format!(
+                "unknown scope `{}`; known: {}",
+                tether_protocol::text::escape_control(bad),
+                SCOPES.join(", ")
+            ),
+        ));
+    }
+    let mut scopes = requested.to_vec();
+    scopes.sort();
+    scopes.dedup();
+    Ok(scopes)
+}
 
 /// List admin tokens (never their values); a bound caller sees those bound to its account.
 #[utoipa::path(get, path = "/api/v1/admin-tokens", tag = "admin-tokens",
@@ -59,24 +85,7 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<CreatedAdminToken>), AppError> {
     caller.require(Scope::Admin)?;
     validate::name("name", &req.name)?;
-    if req.scopes.is_empty() || req.scopes.len() > SCOPES.len() {
-        return Err(AppError::BadRequest(format!(
-            "invalid `scopes`: give 1 to {} of {}",
-            SCOPES.len(),
-            SCOPES.join(", ")
-        )));
-    }
-    if let Some(bad) = req.scopes.iter().find(|s| !SCOPES.contains(&s.as_str())) {
-        let bad = tether_protocol::text::bounded_chars(bad, 32);
-        return Err(AppError::BadRequest(format!(
-            "invalid `scopes`: unknown scope `{}`; known: {}",
-            tether_protocol::text::escape_control(bad),
-            SCOPES.join(", ")
-        )));
-    }
-    let mut scopes = req.scopes.clone();
-    scopes.sort();
-    scopes.dedup();
+    let scopes = scopes(&req.scopes)?;
     if let Some(a) = &req.account {
         validate::name("account", a)?;
     }
@@ -173,11 +182,14 @@ pub async fn create(
     ))
 }
 
-/// Revoke an admin token (by id or name); a bound caller only one bound to its account.
+/// Revoke an admin token (by id or name); a bound caller only one bound to its account. The
+/// last active unbound, unrestricted token with the `admin` scope is not revoked (409), so the
+/// API can never lock every operator out.
 #[utoipa::path(post, path = "/api/v1/admin-tokens/{admin_token}/revoke", tag = "admin-tokens",
     params(("admin_token" = String, Path, description = "Admin token id or name")),
     responses((status = 200, body = AdminTokenDto), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody)),
+        (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "The last active unbound, unrestricted `admin` token")),
     security(("bearer" = [])))]
 pub async fn revoke(
     State(state): State<AppState>,
@@ -190,10 +202,23 @@ pub async fn revoke(
     let key = admin_token.clone();
     let row = state
         .store
-        .call(move |c| {
+        .call(move |c| -> Result<Result<Option<AdminTokenDto>, AppError>, StoreError> {
             let tx = c.transaction()?;
             let visible = |r: &AdminTokenRow| caller.account.is_none() || r.account_id == caller.account;
-            let Some(row) = admin::find(&tx, &key)?.filter(visible) else { return Ok(None) };
+            let Some(row) = admin::find(&tx, &key)?.filter(visible) else { return Ok(Ok(None)) };
+            // The last token that can manage everything stays: revoking it would lock every
+            // operator out, with no way back through the API.
+            if admin::is_operator_admin(&row, now) && admin::operator_admins(&tx, now)? <= 1 {
+                return Ok(Err(AppError::Conflict(format!(
+                    "refusing to revoke admin token `{}`: it is the last active admin token with the \
+                     `admin` scope, bound to no account and without a restriction, so revoking it would \
+                     lock every operator out. Create another first (`tether-manager admin-token create \
+                     NAME --scope admin`), then revoke this one; without API access, create one offline \
+                     on the manager's host (`tether-manager admin-token create NAME --offline --data-dir \
+                     DIR`, see OPERATIONS.md, \"Recovering admin access\")",
+                    row.name
+                ))));
+            }
             if admin::revoke(&tx, row.id, now)? {
                 actor.record(
                     &tx,
@@ -208,8 +233,8 @@ pub async fn revoke(
                 Some(id) => restrictions::get(c, id)?.map(|r| r.name),
                 None => None,
             };
-            Ok(admin::find(c, &row.id.to_string())?.map(|r| AdminTokenDto::from_row(r, name)))
+            Ok(Ok(admin::find(c, &row.id.to_string())?.map(|r| AdminTokenDto::from_row(r, name))))
         })
-        .await?;
+        .await??;
     row.map(Json).ok_or_else(|| AppError::NotFound(format!("admin token `{admin_token}`")))
 }

@@ -96,6 +96,11 @@ pub(super) fn init(args: InitArgs) -> ExitCode {
 }
 
 pub(super) fn client_command(cmd: Command) -> ExitCode {
+    if let Command::AdminToken { client, cmd: AdminTokenCmd::Create { offline: true, .. } } = &cmd {
+        let (client, format) = (client.clone(), client.format());
+        let Command::AdminToken { cmd, .. } = cmd else { unreachable!("matched above") };
+        return offline_admin_token(&client, cmd, format);
+    }
     let client_args = match &cmd {
         Command::Token { client, .. }
         | Command::Delegate { client, .. }
@@ -126,6 +131,50 @@ pub(super) fn client_command(cmd: Command) -> ExitCode {
         Err(ClientError::Usage(msg)) => {
             eprintln!("tether-manager: {msg}");
             ExitCode::from(EXIT_USAGE)
+        }
+        Err(e) => {
+            eprintln!("tether-manager: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `admin-token create --offline`: the token is written into the database of `--data-dir`
+/// (no API call) and printed once, like an API-created one.
+fn offline_admin_token(client: &ClientArgs, cmd: AdminTokenCmd, format: OutputFormat) -> ExitCode {
+    let AdminTokenCmd::Create { name, name_flag, scopes, expires_in, allow_cidrs, .. } = cmd else {
+        unreachable!("only create is offline")
+    };
+    let req = crate::init::OfflineAdminToken {
+        name: name.or(name_flag).unwrap_or_default(),
+        scopes: if scopes.is_empty() { vec!["admin".into()] } else { scopes },
+        expires_in_secs: expires_in,
+        allowed_cidrs: allow_cidrs,
+    };
+    let (row, value) = match crate::init::offline_admin_token(&client.data_dir, &req) {
+        Ok(created) => created,
+        Err(
+            e @ (crate::init::OfflineError::Invalid(_) | crate::init::OfflineError::NotInitialised { .. }),
+        ) => {
+            eprintln!("tether-manager: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+        Err(e) => {
+            eprintln!("tether-manager: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let created = CreatedAdminToken {
+        admin_token: AdminTokenDto::from_row(row, None),
+        value: tether_protocol::SecretString::new(value.to_string()),
+    };
+    let reply = serde_json::to_value(&created)
+        .map_err(|e| ClientError::Decode(e.to_string()))
+        .and_then(|json| render::reply(&Reply::new(json, Kind::AdminTokenCreated), format));
+    match reply {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
         }
         Err(e) => {
             eprintln!("tether-manager: {e}");
@@ -263,9 +312,18 @@ async fn account(c: &ApiClient, cmd: AccountCmd) -> Result<Reply, ClientError> {
 async fn admin_token(c: &ApiClient, cmd: AdminTokenCmd) -> Result<Reply, ClientError> {
     match cmd {
         AdminTokenCmd::List => get(c, "/api/v1/admin-tokens", Kind::AdminTokens).await,
-        AdminTokenCmd::Create { name, scopes, expires_in, allow_cidrs, account, restriction } => {
+        AdminTokenCmd::Create {
+            name,
+            name_flag,
+            scopes,
+            expires_in,
+            allow_cidrs,
+            account,
+            restriction,
+            offline: _,
+        } => {
             let body = CreateAdminToken {
-                name,
+                name: name.or(name_flag).unwrap_or_default(),
                 scopes,
                 expires_in_secs: expires_in,
                 allowed_cidrs: allow_cidrs,

@@ -162,6 +162,11 @@ pub struct ServeArgs {
     /// Log format: text or json [env TETHER_LOG_FORMAT].
     #[arg(long)]
     pub log_format: Option<String>,
+    /// Initialise the data dir at start if it is not initialised, making no token (create the
+    /// first admin token with `admin-token create --offline`) [env TETHER_INIT=1]. Without
+    /// it, a data dir that is not initialised is refused (exit 64).
+    #[arg(long)]
+    pub init: bool,
 }
 
 /// How the client reaches the manager.
@@ -307,13 +312,30 @@ pub enum AccountCmd {
 pub enum AdminTokenCmd {
     /// List admin tokens.
     List,
-    /// Create an admin token (prints its value once).
+    /// Create an admin token (prints its value once). With `--offline`, directly in the
+    /// database of `--data-dir` instead of through the API: the recovery when no admin token
+    /// works any more (see OPERATIONS.md, "Recovering admin access").
     Create {
+        /// Name (or `--name`).
+        #[arg(required_unless_present = "name_flag", conflicts_with = "name_flag")]
+        name: Option<String>,
         /// Name.
-        name: String,
-        /// Scope (repeatable): tokens:read, tokens:write, delegates:read, delegates:write, admin.
-        #[arg(long = "scope", required = true)]
+        #[arg(long = "name", id = "name_flag", value_name = "NAME")]
+        name_flag: Option<String>,
+        /// Scope (repeatable): tokens:read, tokens:write, delegates:read, delegates:write, admin
+        /// [with --offline, default: admin].
+        #[arg(
+            long = "scope",
+            visible_alias = "scopes",
+            value_delimiter = ',',
+            required_unless_present = "offline"
+        )]
         scopes: Vec<String>,
+        /// Write the token into the database of --data-dir (needs write access to it, not the
+        /// API; works whether the manager runs or not); audited as `local`. Bound to no
+        /// account, no restriction.
+        #[arg(long, conflicts_with_all = ["account", "restriction"])]
+        offline: bool,
         /// Expire after this many seconds.
         #[arg(long)]
         expires_in: Option<u64>,

@@ -218,11 +218,23 @@ fn account_created(created: CreatedAccount) -> String {
     )
 }
 
+/// An admin token's state at `now`: `revoked`, `expired` or `active`.
+fn admin_token_state(t: &AdminTokenDto, now: u64) -> &'static str {
+    if t.revoked_at.is_some() {
+        "revoked"
+    } else if t.expires_at.is_some_and(|e| e <= now) {
+        "expired"
+    } else {
+        "active"
+    }
+}
+
 fn admin_tokens(list: Vec<AdminTokenDto>) -> String {
+    let now = crate::clock::now_unix();
     let rows: Vec<Vec<String>> = list
         .into_iter()
         .map(|t| {
-            let state = if t.revoked_at.is_some() { "revoked" } else { "active" };
+            let state = admin_token_state(&t, now);
             vec![
                 t.id.to_string(),
                 t.name,
@@ -277,6 +289,7 @@ fn audit(list: Vec<AuditDto>) -> String {
 #[cfg(test)]
 mod tests {
     use serde_json::json;
+    use uuid::Uuid;
 
     use super::*;
 
@@ -307,6 +320,34 @@ mod tests {
             shown.lines().any(|l| l.starts_with("d1") && l.contains("acked") && l.contains("manual")),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn an_expired_admin_token_is_listed_as_expired() {
+        let now = crate::clock::now_unix();
+        let token = |name: &str, expires_at: Option<u64>, revoked_at: Option<u64>| {
+            json!({
+                "id": Uuid::new_v4(), "name": name, "scopes": ["admin"], "created_at": 0,
+                "created_by": "init", "expires_at": expires_at, "allowed_cidrs": [],
+                "revoked_at": revoked_at, "last_used_at": null
+            })
+        };
+        let list = json!([
+            token("gone", Some(now - 10), None),
+            token("live", Some(now + 3600), None),
+            token("forever", None, None),
+            token("cut", Some(now - 10), Some(now - 20)),
+        ]);
+        let shown =
+            super::reply(&Reply { json: list, kind: Kind::AdminTokens }, OutputFormat::Table).unwrap();
+        let state = |name: &str| {
+            let line = shown.lines().find(|l| l.split_whitespace().nth(1) == Some(name)).unwrap();
+            line.split_whitespace().nth(2).unwrap().to_owned()
+        };
+        assert_eq!(state("gone"), "expired", "{shown}");
+        assert_eq!(state("live"), "active", "{shown}");
+        assert_eq!(state("forever"), "active", "{shown}");
+        assert_eq!(state("cut"), "revoked", "{shown}");
     }
 
     #[test]

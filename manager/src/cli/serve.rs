@@ -16,6 +16,9 @@ pub(super) fn serve(args: ServeArgs) -> ExitCode {
     if let Some(v) = args.log_format {
         flags.push(("log_format", v));
     }
+    if args.init {
+        flags.push(("init", "true".to_owned()));
+    }
     let config = match Sources::collect(flags, std::env::vars(), args.config.as_deref())
         .and_then(|src| ServeConfig::from_sources(&src))
     {
@@ -57,6 +60,11 @@ pub(super) fn serve(args: ServeArgs) -> ExitCode {
         Ok(()) => {
             tracing::info!("stopped");
             ExitCode::SUCCESS
+        }
+        Err(e @ crate::server::ServeError::NotInitialised { .. }) => {
+            tracing::error!(error = %e, "refusing to serve");
+            eprintln!("tether-manager: {e}");
+            ExitCode::from(EXIT_USAGE)
         }
         Err(e) => {
             tracing::error!(error = %e, "manager failed");

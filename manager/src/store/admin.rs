@@ -137,6 +137,33 @@ pub fn using_restriction(conn: &Connection, id: Uuid) -> Result<u64, StoreError>
     Ok(u64_col(n))
 }
 
+/// Whether `row` keeps the operator in: active at `now` (not revoked, not expired), with the
+/// `admin` scope, bound to no account and limited by no restriction. The last such token is
+/// never revoked through the API (a lock-out with no way back but the offline recovery).
+pub fn is_operator_admin(row: &AdminTokenRow, now: u64) -> bool {
+    row.revoked_at.is_none()
+        && row.expires_at.is_none_or(|e| e > now)
+        && row.account_id.is_none()
+        && row.restriction_id.is_none()
+        && row.scopes.iter().any(|s| s == "admin")
+}
+
+/// How many admin tokens keep the operator in at `now` ([`is_operator_admin`]).
+pub fn operator_admins(conn: &Connection, now: u64) -> Result<u64, StoreError> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {COLS} FROM admin_tokens WHERE revoked_at IS NULL AND account_id IS NULL \
+         AND restriction_id IS NULL"
+    ))?;
+    let rows = stmt.query_map([], from_row)?;
+    let mut n = 0;
+    for row in rows {
+        if is_operator_admin(&row?, now) {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
 /// Revokes; `false` if it already was.
 pub fn revoke(conn: &Connection, id: Uuid, now: u64) -> Result<bool, StoreError> {
     let n = conn.execute(
