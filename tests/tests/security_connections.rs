@@ -599,7 +599,10 @@ async fn listed(m: &Manager, session_id: Uuid) -> Result<bool> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delegate_that_stops_reading_is_dropped_within_the_write_timeout() {
-    let write_timeout = Duration::from_secs(5);
+    // Long enough that the revoke below normally lands while the session task is stuck in a
+    // write, even on a loaded machine (the wedge is detected only after the queue stops
+    // growing for 1.2 s); the test tolerates the write timeout winning that race.
+    let write_timeout = Duration::from_secs(15);
     let m = Manager::start(&[
         ("TETHER_HANDSHAKE_FAIL_LIMIT", "1000000"),
         // Heartbeats would only close it after 3 minutes: only the write bound can act sooner.
@@ -696,7 +699,13 @@ async fn a_delegate_that_stops_reading_is_dropped_within_the_write_timeout() {
     let revoke_took = t0.elapsed();
     assert_eq!(status, StatusCode::OK, "{v}");
     assert!(revoke_took < Duration::from_secs(2), "revoke took {revoke_took:?}");
-    assert_eq!(v["sessions_closed"], 1, "{v}");
+    // 1: counted as closed while stuck (the usual case). 0 only if the write timeout had already
+    // dropped it — then it must not be listed any more.
+    match v["sessions_closed"].as_u64() {
+        Some(1) => {}
+        Some(0) => assert!(!listed(&m, stuck_id).await.unwrap(), "not counted, yet still listed: {v}"),
+        _ => panic!("unexpected revoke answer {v}"),
+    }
     println!("revoke answered in {revoke_took:?}: {}", v["sessions_closed"]);
 
     // The manager drops the session it cannot write to within the write bound.
