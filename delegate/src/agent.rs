@@ -2,9 +2,11 @@
 //! environment's), keep a session up with backoff between attempts, follow rotations, and
 //! stop for good on a signed revoke or expiry (exit 78) or on SIGTERM (exit 0).
 //!
-//! No hot loop after a fatal exit: the time of the exit is written to `<state dir>/fatal`;
-//! a delegate that starts within `TETHER_FATAL_BACKOFF_SECS` (default 60) of it waits out the
-//! rest before its first handshake. If the state file cannot be written, the delegate sleeps
+//! No hot loop after a fatal exit: the time of the exit and the ids of the tokens that failed
+//! are written to `<state dir>/fatal`; a delegate that starts within
+//! `TETHER_FATAL_BACKOFF_SECS` (default 60) of it with one of those tokens among its
+//! candidates waits out the rest before its first handshake (a different token starts at
+//! once). If the state file cannot be written, the delegate sleeps
 //! for the backoff before it exits instead.
 use std::time::{Duration, Instant};
 
@@ -139,10 +141,11 @@ async fn wait_out_fatal_backoff(
     state: &StateDir,
     shutdown: &mut watch::Receiver<bool>,
 ) -> bool {
-    let Some(quiet) = state.fatal_quiet_period(unix_now(), config.fatal_backoff) else { return false };
+    let ids: Vec<uuid::Uuid> = config.candidates.iter().map(|c| c.token.id()).collect();
+    let Some(quiet) = state.fatal_quiet_period(unix_now(), config.fatal_backoff, &ids) else { return false };
     tracing::warn!(
         wait_secs = quiet.as_secs(),
-        "the previous run stopped on a revoked or expired token; waiting before trying again"
+        "the previous run stopped on a revoked or expired token that is still configured; waiting before trying again"
     );
     sleep_or_stop(quiet, shutdown).await
 }
@@ -275,7 +278,7 @@ impl Agent<'_> {
         message: &str,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Exit {
-        fatal(self.config, self.state, self.rotator, &self.token, reason, message, shutdown).await
+        fatal(self.config, self.state, self.rotator, &[self.token.id()], reason, message, shutdown).await
     }
 }
 
@@ -316,6 +319,7 @@ async fn first_session(
         .collect();
     let mut backoff = Backoff::default();
     let mut last_final: Option<(RevokedReason, String)> = None;
+    let mut failed: Vec<uuid::Uuid> = Vec::new();
     loop {
         let mut index = 0;
         while let Some(candidate) = candidates.get(index) {
@@ -332,6 +336,7 @@ async fn first_session(
                     if let Some((rejection, reason)) = final_reason(&err) {
                         tracing::warn!(source = %candidate.source, token_id = %candidate.token.id(), reject = %shown(&rejection.to_string()), "token is no longer valid");
                         last_final = Some((reason, rejection.message.clone()));
+                        failed.push(candidate.token.id());
                         candidates.remove(index);
                     } else {
                         tracing::warn!(source = %candidate.source, token_id = %candidate.token.id(), error = %shown(&err.to_string()), "cannot authenticate");
@@ -342,13 +347,8 @@ async fn first_session(
         }
         if candidates.is_empty() {
             let (reason, message) = last_final.unwrap_or((RevokedReason::Revoked, String::new()));
-            // `Config::load` never yields an empty candidate list; without one there is no
-            // token to name, and the exit is fatal all the same.
-            let Some(token) = config.candidates.first().map(|c| c.token.duplicate()) else {
-                return Err(Exit::Fatal);
-            };
             let (rotator, _) = Rotator::new(connector.clone(), ApplyMode::Manual, None, Duration::ZERO);
-            return Err(fatal(config, state, &rotator, &token, reason, &message, shutdown).await);
+            return Err(fatal(config, state, &rotator, &failed, reason, &message, shutdown).await);
         }
         let delay = backoff.next_delay(&mut rand::thread_rng());
         if sleep_or_stop(delay, shutdown).await {
@@ -377,21 +377,23 @@ async fn seed_token_file(config: &Config, candidate: &Candidate) {
     }
 }
 
-/// Logs what happened and what to do, records the fatal exit, and returns [`Exit::Fatal`].
+/// Logs what happened and what to do, records the fatal exit of the tokens `failed` (ids),
+/// and returns [`Exit::Fatal`].
 /// During a container replacement, a revoke of the old token is expected: wait for the
 /// successor to stop this container instead.
 async fn fatal(
     config: &Config,
     state: &StateDir,
     rotator: &Rotator,
-    token: &Token,
+    failed: &[uuid::Uuid],
     reason: RevokedReason,
     message: &str,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Exit {
     state.clear_health();
+    let token_ids = failed.iter().map(uuid::Uuid::to_string).collect::<Vec<_>>().join(", ");
     if rotator.has_pending() {
-        tracing::info!(token_id = %token.id(), "the old token ended while the successor container takes over; waiting to be stopped");
+        tracing::info!(token_id = %token_ids, "the old token ended while the successor container takes over; waiting to be stopped");
         if sleep_or_stop(config.replace_timeout, shutdown).await {
             return Exit::Stopped;
         }
@@ -401,14 +403,14 @@ async fn fatal(
         RevokedReason::Expired => "has expired",
     };
     tracing::error!(
-        token_id = %token.id(),
+        token_id = %token_ids,
         manager_message = %shown(message),
         "the delegate token {what}: this delegate cannot connect with it again and stops (exit code 78). \
          What to do: create a new token (or rotate it) on the manager, put its value in ACCOUNT_SECRET \
          (or the file named by ACCOUNT_SECRET_FILE), and restart the delegate. A restart within {} s waits out the rest first.",
         config.fatal_backoff.as_secs()
     );
-    if let Err(err) = state.write_fatal(unix_now()) {
+    if let Err(err) = state.write_fatal(unix_now(), failed) {
         tracing::warn!(error = %err, "cannot record the fatal exit; sleeping before exit instead, so a restart policy does not spin");
         let _ = sleep_or_stop(config.fatal_backoff, shutdown).await;
     }

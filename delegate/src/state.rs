@@ -6,8 +6,10 @@
 //!   fresh. The scope is the container id (or the host name outside Docker), so that an old
 //!   container and its successor sharing a volume as state directory never read or remove
 //!   each other's record.
-//! - `fatal`: the time of the last fatal exit (signed revoked/expired), so that a container
-//!   restart policy does not turn exit 78 into a hot loop of failed handshakes.
+//! - `fatal`: the time of the last fatal exit (signed revoked/expired) and the ids (public)
+//!   of the tokens that failed, so that a container restart policy does not turn exit 78
+//!   into a hot loop of failed handshakes, while a restart with a different token starts at
+//!   once.
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -157,10 +159,12 @@ impl StateDir {
         Ok(health)
     }
 
-    /// Records a fatal exit at `now`.
-    pub fn write_fatal(&self, now: u64) -> std::io::Result<()> {
+    /// Records a fatal exit at `now` of the tokens `token_ids` (ids only, never secrets).
+    pub fn write_fatal(&self, now: u64, token_ids: &[Uuid]) -> std::io::Result<()> {
         self.ensure()?;
-        write_replace(&self.dir.join(FATAL_FILE), now.to_string().as_bytes())
+        let record = FatalRecord { at: now, token_ids: token_ids.to_vec() };
+        let bytes = serde_json::to_vec(&record).map_err(std::io::Error::other)?;
+        write_replace(&self.dir.join(FATAL_FILE), &bytes)
     }
 
     /// Removes the fatal-exit record (a session authenticated again).
@@ -169,15 +173,35 @@ impl StateDir {
     }
 
     /// How long to stay quiet at start because of a recent fatal exit, if at all: at least
-    /// the rest of `backoff`. The record holds whole seconds, so one second less than the
-    /// difference is counted as elapsed (an exit at x.99 s and a start at x+1.01 s are only
-    /// 20 ms apart); the wait may exceed the backoff by up to a second, never fall short.
-    pub fn fatal_quiet_period(&self, now: u64, backoff: Duration) -> Option<Duration> {
+    /// the rest of `backoff`, and only when one of `candidates` (the ids of the tokens this
+    /// start would try) is a token that failed then; a different token starts at once. A
+    /// record of an older version (the time alone) names no token and applies to any. The
+    /// record holds whole seconds, so one second less than the difference is counted as
+    /// elapsed (an exit at x.99 s and a start at x+1.01 s are only 20 ms apart); the wait
+    /// may exceed the backoff by up to a second, never fall short.
+    pub fn fatal_quiet_period(&self, now: u64, backoff: Duration, candidates: &[Uuid]) -> Option<Duration> {
         let text = std::fs::read_to_string(self.dir.join(FATAL_FILE)).ok()?;
-        let at: u64 = text.trim().parse().ok()?;
+        let (at, failed) = match serde_json::from_str::<FatalRecord>(&text) {
+            Ok(record) => (record.at, Some(record.token_ids)),
+            Err(_) => (text.trim().parse().ok()?, None),
+        };
+        if let Some(failed) = failed {
+            if !candidates.iter().any(|id| failed.contains(id)) {
+                return None;
+            }
+        }
         let elapsed = Duration::from_secs(now.saturating_sub(at).saturating_sub(1));
         backoff.checked_sub(elapsed).filter(|d| !d.is_zero())
     }
+}
+
+/// The `fatal` file: when, and which tokens (ids) failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct FatalRecord {
+    /// Unix seconds of the fatal exit.
+    at: u64,
+    /// The ids of the tokens that got a signed revoked/expired.
+    token_ids: Vec<Uuid>,
 }
 
 /// Unix seconds now.
@@ -250,15 +274,35 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let state = StateDir::new(dir.path());
         let backoff = Duration::from_secs(60);
-        assert_eq!(state.fatal_quiet_period(1000, backoff), None);
-        state.write_fatal(1000).unwrap();
-        assert_eq!(state.fatal_quiet_period(1000, backoff), Some(Duration::from_secs(60)));
+        let failed = Uuid::new_v4();
+        let ids = [failed];
+        assert_eq!(state.fatal_quiet_period(1000, backoff, &ids), None);
+        state.write_fatal(1000, &ids).unwrap();
+        assert_eq!(state.fatal_quiet_period(1000, backoff, &ids), Some(Duration::from_secs(60)));
         // A second boundary right after the exit does not shorten the wait.
-        assert_eq!(state.fatal_quiet_period(1001, backoff), Some(Duration::from_secs(60)));
-        assert_eq!(state.fatal_quiet_period(1045, backoff), Some(Duration::from_secs(16)));
-        assert_eq!(state.fatal_quiet_period(1060, backoff), Some(Duration::from_secs(1)));
-        assert_eq!(state.fatal_quiet_period(1061, backoff), None);
+        assert_eq!(state.fatal_quiet_period(1001, backoff, &ids), Some(Duration::from_secs(60)));
+        assert_eq!(state.fatal_quiet_period(1045, backoff, &ids), Some(Duration::from_secs(16)));
+        assert_eq!(state.fatal_quiet_period(1060, backoff, &ids), Some(Duration::from_secs(1)));
+        assert_eq!(state.fatal_quiet_period(1061, backoff, &ids), None);
         state.clear_fatal();
-        assert_eq!(state.fatal_quiet_period(1000, backoff), None);
+        assert_eq!(state.fatal_quiet_period(1000, backoff, &ids), None);
+    }
+
+    #[test]
+    fn fatal_quiet_period_applies_only_to_the_token_that_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path());
+        let backoff = Duration::from_secs(60);
+        let (failed, other) = (Uuid::new_v4(), Uuid::new_v4());
+        state.write_fatal(1000, &[failed]).unwrap();
+        assert_eq!(state.fatal_quiet_period(1010, backoff, &[other]), None, "a different token waits");
+        assert_eq!(state.fatal_quiet_period(1010, backoff, &[other, failed]), Some(Duration::from_secs(51)));
+        let text = std::fs::read_to_string(dir.path().join(FATAL_FILE)).unwrap();
+        assert!(text.contains(&failed.to_string()), "{text}");
+        // A record of an older version (the time alone) applies to any token.
+        std::fs::write(dir.path().join(FATAL_FILE), "1000").unwrap();
+        assert_eq!(state.fatal_quiet_period(1010, backoff, &[other]), Some(Duration::from_secs(51)));
+        std::fs::write(dir.path().join(FATAL_FILE), "{garbage").unwrap();
+        assert_eq!(state.fatal_quiet_period(1010, backoff, &[other]), None);
     }
 }

@@ -161,6 +161,57 @@ async fn signed_revoked_exits_78_and_a_restart_waits_before_its_handshake() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_fatal_exit_a_restart_with_a_different_token_connects_at_once() {
+    let fake = FakeManager::start(5).await;
+    let (revoked, fresh) = (new_token(), new_token());
+    fake.add_token(&revoked, TokenState::Revoked);
+    fake.add_token(&fresh, TokenState::Active);
+    let state = tempfile::tempdir().unwrap();
+    // A quiet period far longer than the test's limits: waiting it out would fail the test.
+    let backoff = ("TETHER_FATAL_BACKOFF_SECS", "120".to_owned());
+    let mut env = env_for(&fake, &revoked, state.path());
+    env.push(backoff.clone());
+    let mut delegate = Delegate::start(&env, &[]);
+    let (code, _) = delegate.wait_exit(LIMIT).await;
+    assert_eq!(code, Some(78), "log:\n{}", delegate.log());
+    assert!(state.path().join("fatal").exists(), "the fatal exit was not recorded");
+
+    // The same token again: quiet, no handshake while the period runs.
+    let mut same = Delegate::start(&env, &[]);
+    let rejects = || {
+        fake.events()
+            .iter()
+            .filter(|e| matches!(e, Event::Rejected { code: RejectCode::Revoked, signed: true, .. }))
+            .count()
+    };
+    let quiet = poll::until("the same token to announce its wait", LIMIT, || {
+        let log = same.log();
+        let handshakes = rejects();
+        async move {
+            assert_eq!(handshakes, 1, "the same token tried a handshake during the quiet period");
+            Ok(log.contains("waiting before trying again").then_some(()))
+        }
+    })
+    .await;
+    assert!(quiet.is_ok(), "the same token did not announce its wait; log:\n{}", same.log());
+    assert!(same.running(), "log:\n{}", same.log());
+    assert_eq!(rejects(), 1, "the same token tried a handshake during the quiet period");
+    same.terminate();
+    let (code, _) = same.wait_exit(LIMIT).await;
+    assert_eq!(code, Some(0), "SIGTERM during the quiet period; log:\n{}", same.log());
+
+    // A different token: no wait, it authenticates at once.
+    let mut env = env_for(&fake, &fresh, state.path());
+    env.push(backoff);
+    let restarted = std::time::Instant::now();
+    let _other = Delegate::start(&env, &[]);
+    fake.wait_for(LIMIT, "the different token to authenticate", |e| authenticated(e, fresh.id(), 0)).await;
+    let took = restarted.elapsed();
+    assert!(took < Duration::from_secs(10), "a different token waited: {took:?}");
+    assert_eq!(rejects(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_mode_rotation_switches_in_place_and_acks_repeats_without_reapplying() {
     let fake = FakeManager::start(5).await;
     let (old, new) = (new_token(), new_token());
