@@ -14,7 +14,8 @@ pub mod inspect;
 /// CA certificate file name in the data dir.
 pub const CA_CERT: &str = "ca.pem";
 const CA_KEY: &str = "ca-key.pem";
-const SERVER_CERT: &str = "server.pem";
+/// Server certificate file name in the data dir.
+pub const SERVER_CERT: &str = "server.pem";
 const SERVER_KEY: &str = "server-key.pem";
 
 /// Errors building TLS material.

@@ -109,7 +109,7 @@ pub(super) fn client_command(cmd: Command) -> ExitCode {
         | Command::Restriction { client, .. }
         | Command::Rotation { client, .. }
         | Command::Audit { client, .. } => client.clone(),
-        Command::Init(_) | Command::Serve(_) => unreachable!("handled by cli::run"),
+        Command::Init(_) | Command::Serve(_) | Command::Tls { .. } => unreachable!("handled by cli::run"),
     };
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -245,7 +245,7 @@ async fn execute(c: &ApiClient, cmd: Command) -> Result<Reply, ClientError> {
         Command::Restriction { cmd, .. } => restriction(c, cmd).await,
         Command::Rotation { cmd, .. } => rotation(c, cmd).await,
         Command::Audit { limit, .. } => get(c, &format!("/api/v1/audit?limit={limit}"), Kind::Audit).await,
-        Command::Init(_) | Command::Serve(_) => unreachable!("handled by cli::run"),
+        Command::Init(_) | Command::Serve(_) | Command::Tls { .. } => unreachable!("handled by cli::run"),
     }
 }
 

@@ -15,8 +15,10 @@ mod commands;
 mod render;
 mod serve;
 mod table;
+mod tls_show;
 
 pub use client::{ApiClient, ClientError};
+pub use tls_show::{TlsCmd, TlsShowArgs};
 
 /// Exit code for bad configuration or usage.
 pub const EXIT_USAGE: u8 = 64;
@@ -90,6 +92,11 @@ pub enum Command {
         /// How many entries.
         #[arg(long, default_value_t = 50)]
         limit: u32,
+    },
+    /// The generated TLS certificates in the data dir (read from the files, no API call).
+    Tls {
+        #[command(subcommand)]
+        cmd: TlsCmd,
     },
 }
 
@@ -394,6 +401,7 @@ pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Init(args) => commands::init(args),
         Command::Serve(args) => serve::serve(args),
+        Command::Tls { cmd } => tls_show::run(cmd),
         other => commands::client_command(other),
     }
 }
