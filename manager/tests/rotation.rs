@@ -148,7 +148,50 @@ async fn grace_window_end_revokes_the_old_token_of_a_delegate_that_did_not_move(
     let v = rotation(&m, r["rotation_id"].as_str().unwrap()).await;
     assert_eq!(v["state"], "grace_expired");
     assert_eq!(v["delegates"][0]["outcome"], "manual");
-    assert_eq!(v["delegates"][0]["state"], "acked");
+    assert_eq!(v["delegates"][0]["state"], "manual");
+    assert_eq!(v["delegates"][0]["moved"], false);
+    m.stop().await;
+}
+
+#[tokio::test]
+async fn a_delegate_that_proves_the_successor_then_acks_manual_is_shown_manual_not_reconnected() {
+    // Issue 17, finding 10: a manual-mode delegate proves the successor on a second
+    // connection, then acks `manual` and stays on the old token; `rotation show` said
+    // `reconnected` although it is cut at the deadline.
+    let m = Manager::start(|_| {}).await;
+    let instance = Uuid::new_v4();
+    let mut old = connect(&m, &m.default_token, instance, "by-hand").await.unwrap();
+    let r: Value = m.post("/api/v1/accounts/acme/tokens/default/rotate", json!({"grace_secs": 60})).await;
+    let rotation_id = r["rotation_id"].as_str().unwrap().to_owned();
+    let push = expect_rotate(&mut old).await;
+    let successor =
+        old.session.open_sealed_token(push.rotation_id, push.token_id, &push.sealed_token).unwrap();
+
+    let proof = connect(&m, successor.expose().as_str(), instance, "by-hand").await.expect("proof handshake");
+    let proved = eventually("the proof handshake to be recorded", || async {
+        let v = rotation(&m, &rotation_id).await;
+        (v["delegates"][0]["state"] == "reconnected").then_some(v)
+    })
+    .await;
+    assert_eq!(proved["delegates"][0]["moved"], false, "a proof handshake alone is no move");
+    drop(proof);
+    old.send(C2s::RotateAck {
+        seq: 0,
+        rotation_id: push.rotation_id,
+        outcome: RotateOutcome::Manual,
+        detail: "no token file and no Docker socket".into(),
+    })
+    .await;
+    let v = eventually("the manual ack to be recorded", || async {
+        let v = rotation(&m, &rotation_id).await;
+        (v["delegates"][0]["outcome"] == "manual").then_some(v)
+    })
+    .await;
+    assert_eq!(v["delegates"][0]["state"], "manual", "{v}");
+    assert_eq!(v["delegates"][0]["moved"], false, "{v}");
+    assert_eq!(v["state"], "running", "the old token stays valid until the deadline");
+    let list: Vec<Value> = m.get("/api/v1/rotations").await;
+    assert_eq!(list[0]["delegates"][0]["state"], "manual");
     m.stop().await;
 }
 

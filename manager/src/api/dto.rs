@@ -12,7 +12,7 @@ use crate::store::access::RestrictionRow;
 use crate::store::accounts::Account;
 use crate::store::admin::AdminTokenRow;
 use crate::store::audit::AuditEntry;
-use crate::store::rotations::{AckOutcome, DelegateState, RotationDelegate, RotationRow, RotationState};
+use crate::store::rotations::{AckOutcome, RotationDelegate, RotationRow, RotationState, ShownDelegateState};
 use crate::store::tokens::TokenRow;
 
 /// An account.
@@ -218,9 +218,13 @@ pub struct RotationDelegateDto {
     pub name: String,
     /// Session that was sent `rotate`.
     pub session_id: Uuid,
-    /// pending, acked or reconnected.
+    /// pending, acked, reconnected, or manual: it acknowledged `manual` and stays on the old
+    /// token (cut at the deadline) until an operator puts the successor in place.
     #[schema(value_type = String)]
-    pub state: DelegateState,
+    pub state: ShownDelegateState,
+    /// Whether it has moved onto the successor (acknowledged `applied` and seen on it).
+    #[serde(default)]
+    pub moved: bool,
     /// applied, failed or manual, once acked.
     #[schema(value_type = Option<String>)]
     pub outcome: Option<AckOutcome>,
@@ -233,10 +237,11 @@ pub struct RotationDelegateDto {
 impl From<RotationDelegate> for RotationDelegateDto {
     fn from(d: RotationDelegate) -> Self {
         Self {
+            state: d.shown_state(),
+            moved: crate::rotation::has_moved(&d),
             instance: d.instance,
             name: d.name,
             session_id: d.session_id,
-            state: d.state,
             outcome: d.outcome,
             detail: d.detail,
             updated_at: d.updated_at,

@@ -11,6 +11,7 @@ use super::table::{opt_time, render as table, time};
 use super::{InitFormat, OutputFormat};
 use crate::api::dto::*;
 use crate::init::InitOutput;
+use crate::store::rotations::ShownDelegateState;
 
 /// What `init` prints.
 pub(super) fn init(out: &InitOutput, data_dir: &Path, format: InitFormat) -> String {
@@ -161,6 +162,12 @@ fn rotations(list: &[RotationDto]) -> String {
 }
 
 fn rotation(r: &RotationDto) -> String {
+    rotation_at(r, crate::clock::now_unix())
+}
+
+/// `rotation show` at `now` (unix seconds): the rotation, its delegates, and what an operator
+/// must do for each delegate that acknowledged `manual`.
+fn rotation_at(r: &RotationDto, now: u64) -> String {
     let mut out = rotations(std::slice::from_ref(r));
     out.push('\n');
     let rows: Vec<Vec<String>> = r
@@ -177,7 +184,43 @@ fn rotation(r: &RotationDto) -> String {
         })
         .collect();
     out.push_str(&table(&["DELEGATE", "INSTANCE", "STATE", "OUTCOME", "DETAIL"], &rows));
+    out.push_str(&manual_action(r, now));
     out
+}
+
+/// The operator's task for delegates that acknowledged `manual` (they stay on the old token),
+/// with the deadline and the time left; empty when there is none.
+fn manual_action(r: &RotationDto, now: u64) -> String {
+    let manual: Vec<&RotationDelegateDto> =
+        r.delegates.iter().filter(|d| d.state == ShownDelegateState::Manual && !d.moved).collect();
+    if manual.is_empty() {
+        return String::new();
+    }
+    let names: Vec<String> = manual.iter().map(|d| format!("{} ({})", d.name, d.instance)).collect();
+    let when = match r.finished_at {
+        Some(_) => format!("The old token was cut at {}: they are disconnected.", time(r.deadline)),
+        None if now >= r.deadline => {
+            format!("The deadline {} has passed: the old token is being cut.", time(r.deadline))
+        }
+        None => format!("The old token is cut at {} (in {}).", time(r.deadline), time_left(r.deadline - now)),
+    };
+    format!(
+        "\nOPERATOR ACTION REQUIRED: {} delegate(s) acknowledged `manual` and have NOT moved: {}.\n\
+         Put the successor {} in ACCOUNT_SECRET (or the file named by ACCOUNT_SECRET_FILE) of each and restart it. {when}\n",
+        manual.len(),
+        names.join(", "),
+        r.new_token_id,
+    )
+}
+
+/// A duration as `1h 02m 03s` / `2m 05s` / `7s`.
+fn time_left(secs: u64) -> String {
+    let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
+    match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, _) => format!("{m}m {s:02}s"),
+        _ => format!("{h}h {m:02}m {s:02}s"),
+    }
 }
 
 fn delegates(list: Vec<DelegateDto>) -> String {
@@ -316,10 +359,38 @@ mod tests {
         assert_eq!(serde_json::from_str::<Value>(&shown).unwrap(), rotation_json());
         let shown = super::reply(&reply, OutputFormat::Table).unwrap();
         assert!(shown.contains("grace_expired"), "{shown}");
-        assert!(
-            shown.lines().any(|l| l.starts_with("d1") && l.contains("acked") && l.contains("manual")),
-            "{shown}"
-        );
+        assert!(shown.lines().any(|l| l.starts_with("d1") && l.contains("manual")), "{shown}");
+    }
+
+    #[test]
+    fn rotation_show_tells_the_operator_to_act_on_a_manual_delegate_with_the_time_left() {
+        // Issue 17, finding 10: a delegate that acknowledged `manual` was shown as
+        // `reconnected`, with nothing saying it stays on the old token and is cut.
+        let mut json = rotation_json();
+        json["state"] = "running".into();
+        json["deadline"] = 1_000.into();
+        json["delegates"][0]["state"] = "manual".into();
+        json["delegates"][0]["moved"] = false.into();
+        let r: RotationDto = serde_json::from_value(json).unwrap();
+        let shown = rotation_at(&r, 1_000 - 125);
+        assert!(shown.contains("OPERATOR ACTION REQUIRED"), "{shown}");
+        assert!(shown.contains("NOT moved: d1 (00000000-0000-0000-0000-000000000004)"), "{shown}");
+        assert!(shown.contains("00000000-0000-0000-0000-000000000003"), "names the successor: {shown}");
+        assert!(shown.contains(&format!("cut at {} (in 2m 05s)", time(1_000))), "{shown}");
+        assert!(!shown.contains("reconnected"), "{shown}");
+        assert!(rotation_at(&r, 1_000).contains("has passed"), "at the deadline");
+
+        let mut finished = r.clone();
+        finished.finished_at = Some(1_001);
+        assert!(rotation_at(&finished, 2_000).contains("was cut at"));
+
+        // A delegate that moved (or any other state) needs nothing from the operator.
+        let mut moved = r.clone();
+        moved.delegates[0].state = ShownDelegateState::Reconnected;
+        moved.delegates[0].moved = true;
+        assert!(!rotation_at(&moved, 0).contains("OPERATOR"), "moved delegate");
+        assert_eq!(time_left(3_723), "1h 02m 03s");
+        assert_eq!(time_left(7), "7s");
     }
 
     #[test]

@@ -34,7 +34,7 @@ use crate::tokens::new_token;
 mod drive;
 mod rules;
 
-pub use rules::{ack_detail, MAX_ACK_DETAIL};
+pub use rules::{ack_detail, has_moved, MAX_ACK_DETAIL};
 use rules::{acks_from, pending, successor_spec};
 
 /// Why a rotation cannot start.

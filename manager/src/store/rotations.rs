@@ -69,6 +69,56 @@ pub enum DelegateState {
 
 stored_words!(DelegateState { Pending => "pending", Acked => "acked", Reconnected => "reconnected" });
 
+/// A delegate's progress as the API and CLI show it: the stored [`DelegateState`], except
+/// that a delegate that acknowledged `manual` is shown as `manual` even when its proof
+/// handshake was seen on the successor: it stays on the old token until an operator puts the
+/// successor in place, and is cut at the deadline. Never stored; the words of
+/// [`DelegateState`] read back as the same words here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShownDelegateState {
+    /// Sent the successor (or about to be); no ack yet.
+    Pending,
+    /// Acknowledged the rotation on the old token.
+    Acked,
+    /// Seen on the successor (the proof handshake, then a session).
+    Reconnected,
+    /// Acknowledged `manual`: not moved; an operator must act before the deadline.
+    Manual,
+}
+
+impl ShownDelegateState {
+    /// Every value, in order.
+    pub const ALL: &'static [ShownDelegateState] =
+        &[Self::Pending, Self::Acked, Self::Reconnected, Self::Manual];
+
+    /// The API word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Acked => "acked",
+            Self::Reconnected => "reconnected",
+            Self::Manual => "manual",
+        }
+    }
+}
+
+impl std::fmt::Display for ShownDelegateState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<DelegateState> for ShownDelegateState {
+    fn from(s: DelegateState) -> Self {
+        match s {
+            DelegateState::Pending => Self::Pending,
+            DelegateState::Acked => Self::Acked,
+            DelegateState::Reconnected => Self::Reconnected,
+        }
+    }
+}
+
 /// What a delegate said it did with the successor (its `rotate_ack`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -176,6 +226,16 @@ pub struct RotationDelegate {
     pub detail: Option<String>,
     /// Unix seconds of the last change.
     pub updated_at: u64,
+}
+
+impl RotationDelegate {
+    /// The progress shown by the API and CLI: `manual` once it acknowledged `manual`.
+    pub fn shown_state(&self) -> ShownDelegateState {
+        match self.outcome {
+            Some(AckOutcome::Manual) => ShownDelegateState::Manual,
+            _ => self.state.into(),
+        }
+    }
 }
 
 const COLS: &str =
@@ -386,6 +446,12 @@ mod tests {
             assert_eq!(RotationState::parse(s.as_str()), Some(*s));
         }
         for s in DelegateState::ALL {
+            assert_eq!(serde_json::to_value(s).unwrap(), serde_json::Value::String(s.to_string()));
+            let shown = ShownDelegateState::from(*s);
+            assert_eq!(shown.as_str(), s.as_str(), "the shown words include the stored ones");
+            assert_eq!(serde_json::from_value::<ShownDelegateState>(s.to_string().into()).unwrap(), shown);
+        }
+        for s in ShownDelegateState::ALL {
             assert_eq!(serde_json::to_value(s).unwrap(), serde_json::Value::String(s.to_string()));
         }
         for s in AckOutcome::ALL {
