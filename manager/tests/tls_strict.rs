@@ -12,9 +12,7 @@ use tether_tests::harness::{Manager, Options};
 const BIN: &str = env!("CARGO_BIN_EXE_tether-manager");
 
 async fn start() -> Manager {
-    let mut options = Options::default();
-    options.tls_sans = vec!["manager".into()];
-    options.bin = Some(BIN.into());
+    let options = Options { tls_sans: vec!["manager".into()], bin: Some(BIN.into()), ..Options::default() };
     Manager::start_with(options).await.expect("the manager starts")
 }
 
