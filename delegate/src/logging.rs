@@ -74,6 +74,9 @@ pub fn install_panic_hook() {
         let location = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
         let message = info.payload().downcast_ref::<&'static str>().copied().unwrap_or("<withheld>");
         tracing::error!(%location, message, "internal error: a task panicked");
+        if !tracing::dispatcher::has_been_set() {
+            eprintln!("tether-delegate: internal error at {location}: {message}");
+        }
     }));
 }
 

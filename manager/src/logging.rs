@@ -17,6 +17,12 @@ pub fn init(format: LogFormat) {
     };
 }
 
+/// What a panic's log line may say of its message: a literal of the code (`&'static str`)
+/// as it is; anything formatted (a `String`, which may quote input or a secret) withheld.
+pub fn shown_panic_message(payload: &(dyn std::any::Any + Send)) -> &'static str {
+    payload.downcast_ref::<&'static str>().copied().unwrap_or("<formatted message withheld>")
+}
+
 /// Panics counted since start (a panic ends one connection's task, never the process).
 pub static PANICS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
@@ -28,9 +34,26 @@ pub fn install_panic_hook() {
     std::panic::set_hook(Box::new(|info| {
         PANICS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let location = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
-        let message =
-            info.payload().downcast_ref::<&'static str>().copied().unwrap_or("<formatted message withheld>");
+        let message = shown_panic_message(info.payload());
         let thread = std::thread::current().name().unwrap_or("unnamed").to_owned();
         tracing::error!(%location, %thread, message, "internal error: a task panicked and was stopped; the manager keeps running");
+        // Also when no subscriber is installed (the CLI commands), so a panic is never silent.
+        if !tracing::dispatcher::has_been_set() {
+            eprintln!("tether-manager: internal error at {location}: {message}");
+        }
     }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_formatted_panic_message_is_withheld() {
+        let secret = "tdt_AAAAsecretBBBB";
+        let formatted = std::panic::catch_unwind(|| panic!("token {secret} rejected")).unwrap_err();
+        assert_eq!(shown_panic_message(formatted.as_ref()), "<formatted message withheld>");
+        let literal = std::panic::catch_unwind(|| panic!("a literal")).unwrap_err();
+        assert_eq!(shown_panic_message(literal.as_ref()), "a literal");
+    }
 }
