@@ -836,6 +836,18 @@ async fn rejected_admin_requests_do_not_move_last_used() {
     assert_eq!(status(&m, Method::GET, path, Some(&brief), None).await.0, StatusCode::UNAUTHORIZED);
     assert_eq!(last_used("brief").await, Value::Null, "a request with an expired token");
 
+    // A request outside the token's endpoint restriction is refused and not recorded either.
+    let _: Value = m
+        .post("/api/v1/restrictions", json!({"name": "delegates-only", "allow": ["GET /api/v1/delegates"]}))
+        .await;
+    let (narrow, _) =
+        created_admin(&m, json!({"name": "narrow", "scopes": ["admin"], "restriction": "delegates-only"}))
+            .await;
+    assert_eq!(status(&m, Method::GET, path, Some(&narrow), None).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(last_used("narrow").await, Value::Null, "a request outside the restriction");
+    assert_eq!(status(&m, Method::GET, "/api/v1/delegates", Some(&narrow), None).await.0, StatusCode::OK);
+    assert!(last_used("narrow").await.is_u64(), "a request the restriction allows");
+
     // A success does record it.
     let (ok, _) = created_admin(&m, json!({"name": "ok", "scopes": ["admin"]})).await;
     assert_eq!(status(&m, Method::GET, path, Some(&ok), None).await.0, StatusCode::OK);

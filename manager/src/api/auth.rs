@@ -140,12 +140,14 @@ enum Lookup {
     Valid(Box<AdminTokenRow>, Option<Option<RestrictionRow>>),
 }
 
-/// Looks the token up and, only when it is valid from `ip` at `now`, records its use.
+/// Looks the token up and, only when it is valid from `ip` at `now` and its restriction allows
+/// `request`, records its use (a refused request never moves `last_used_at`).
 fn lookup(
     conn: &rusqlite::Connection,
     hash: &str,
     ip: Option<IpAddr>,
     now: u64,
+    request: &RequestLine,
 ) -> Result<Lookup, crate::store::StoreError> {
     let Some(row) = admin::by_hash(conn, hash)? else { return Ok(Lookup::Unknown) };
     if row.revoked_at.is_some() {
@@ -162,7 +164,9 @@ fn lookup(
         return Ok(Lookup::NotFromHere);
     }
     let restriction = row.restriction_id.map(|id| restrictions::get(conn, id)).transpose()?;
-    admin::touch(conn, row.id, now)?;
+    if check_restriction(&restriction, request).is_ok() {
+        admin::touch(conn, row.id, now)?;
+    }
     Ok(Lookup::Valid(Box::new(row), restriction))
 }
 
@@ -200,19 +204,35 @@ fn bearer_credentials(header: &str) -> Option<&str> {
     scheme.eq_ignore_ascii_case("Bearer").then(|| credentials.trim())
 }
 
+/// The method and path of a request, as a restriction sees them.
+struct RequestLine {
+    method: axum::http::Method,
+    path: String,
+}
+
+impl RequestLine {
+    fn of(parts: &Parts) -> Self {
+        let path = parts.extensions.get::<OriginalUri>().map_or_else(|| parts.uri.path(), |u| u.0.path());
+        Self { method: parts.method.clone(), path: path.to_owned() }
+    }
+}
+
 /// Refuses a request that `restriction` does not allow.
-fn check_restriction(restriction: Option<Option<RestrictionRow>>, parts: &Parts) -> Result<(), AppError> {
+fn check_restriction(
+    restriction: &Option<Option<RestrictionRow>>,
+    request: &RequestLine,
+) -> Result<(), AppError> {
     let Some(restriction) = restriction else { return Ok(()) };
     let Some(r) = restriction else {
         return Err(AppError::Forbidden(
             "this admin token's endpoint restriction no longer exists, so it may not be used".into(),
         ));
     };
-    let path = parts.extensions.get::<OriginalUri>().map_or_else(|| parts.uri.path(), |u| u.0.path());
+    let (method, path) = (&request.method, request.path.as_str());
     let mut allowed = false;
     for (i, text) in r.rules.iter().enumerate() {
         // A stored rule that no longer parses allows nothing (fail closed).
-        if Rule::parse(text, i + 1).is_ok_and(|rule| rule.allows(&parts.method, path)) {
+        if Rule::parse(text, i + 1).is_ok_and(|rule| rule.allows(method, path)) {
             allowed = true;
             break;
         }
@@ -223,7 +243,7 @@ fn check_restriction(restriction: Option<Option<RestrictionRow>>, parts: &Parts)
     let shown = tether_protocol::text::bounded(path, 200);
     Err(AppError::Forbidden(format!(
         "this admin token's endpoint restriction `{}` does not allow {} {shown}",
-        r.name, parts.method
+        r.name, method
     )))
 }
 
@@ -266,7 +286,9 @@ impl FromRequestParts<AppState> for Caller {
             return Err(AppError::Unauthorized("malformed admin token"));
         };
         let hash = admin_token_hash(value);
-        let found = state.store.call(move |c| lookup(c, &hash, ip, now)).await?;
+        let request = Arc::new(RequestLine::of(parts));
+        let line = request.clone();
+        let found = state.store.call(move |c| lookup(c, &hash, ip, now, &line)).await?;
         let (row, restriction) = match found {
             Lookup::Valid(row, restriction) => (row, restriction),
             Lookup::Unknown => {
@@ -287,7 +309,7 @@ impl FromRequestParts<AppState> for Caller {
             }
         };
         drop(attempt); // authenticated: the slot is free again, nothing counted
-        check_restriction(restriction, parts)?;
+        check_restriction(&restriction, &request)?;
         let row = *row;
         Ok(Self {
             id: row.id,
