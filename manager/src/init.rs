@@ -225,21 +225,8 @@ pub fn offline_admin_token(
     }
     let store = Store::open(&data_dir.join(DB_FILE)).map_err(DataDirError::from)?;
     let actor = Actor::system("local");
-    let value = crate::keys::new_admin_token();
-    let row = AdminTokenRow {
-        id: uuid::Uuid::new_v4(),
-        name: req.name.clone(),
-        hash: crate::keys::admin_token_hash(&value),
-        scopes,
-        created_at: now,
-        created_by: actor.who.clone(),
-        expires_at,
-        allowed_cidrs,
-        revoked_at: None,
-        last_used_at: None,
-        account_id: None,
-        restriction_id: None,
-    };
+    let (row, value) =
+        crate::tokens::new_admin_row(&req.name, scopes, expires_at, allowed_cidrs, &actor, now);
     store
         .call_blocking(|conn| {
             // IMMEDIATE: take the write lock first (waiting within the busy timeout while a

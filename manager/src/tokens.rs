@@ -98,16 +98,16 @@ pub fn create_token(
     Ok((row, token))
 }
 
-/// Creates an admin token; the value is returned once and only its hash is kept.
-pub fn create_admin_token(
-    conn: &mut Connection,
+/// A new admin token bound to no account and with no restriction: its row (only the hash of
+/// the value) and the value, to be shown once.
+pub fn new_admin_row(
     name: &str,
     scopes: Vec<String>,
     expires_at: Option<u64>,
     allowed_cidrs: Vec<IpNet>,
     actor: &Actor,
     now: u64,
-) -> Result<(AdminTokenRow, Zeroizing<String>), StoreError> {
+) -> (AdminTokenRow, Zeroizing<String>) {
     let value = keys::new_admin_token();
     let row = AdminTokenRow {
         id: Uuid::new_v4(),
@@ -123,6 +123,20 @@ pub fn create_admin_token(
         account_id: None,
         restriction_id: None,
     };
+    (row, value)
+}
+
+/// Creates an admin token; the value is returned once and only its hash is kept.
+pub fn create_admin_token(
+    conn: &mut Connection,
+    name: &str,
+    scopes: Vec<String>,
+    expires_at: Option<u64>,
+    allowed_cidrs: Vec<IpNet>,
+    actor: &Actor,
+    now: u64,
+) -> Result<(AdminTokenRow, Zeroizing<String>), StoreError> {
+    let (row, value) = new_admin_row(name, scopes, expires_at, allowed_cidrs, actor, now);
     let tx = conn.transaction()?;
     admin::insert(&tx, &row)?;
     actor.record(
