@@ -207,6 +207,13 @@ pub async fn run(state: &AppState, mut socket: WebSocket, ip: IpAddr) -> Option<
     let Accepted { session, welcome, guard, commands, expires_at } = match accepted {
         Ok(accepted) => accepted,
         Err(refusal) => {
+            // Count the failure and end the attempt before the peer hears the answer: a client
+            // that retries once it has read the reject must not find this attempt still in
+            // flight beside its counted failure (that counted it twice).
+            if refusal.failure {
+                state.limiter.record_failure(ip, now_unix());
+            }
+            drop(attempt);
             refuse(state, &mut socket, ip, refusal, write_timeout).await;
             return None;
         }
@@ -348,7 +355,8 @@ fn late_refusal_of(state: Option<TokenState>) -> Option<(RejectCode, &'static st
     }
 }
 
-/// Answers a refusal: limiter, metric, log, then the reject and the close, each write bounded.
+/// Answers a refusal (already counted in the limiter): metric, log, then the reject and the
+/// close, each write bounded.
 async fn refuse(
     state: &AppState,
     socket: &mut WebSocket,
@@ -356,10 +364,7 @@ async fn refuse(
     refusal: Refusal,
     write_timeout: Duration,
 ) {
-    let Refusal { reject, close, failure, outcome, log } = refusal;
-    if failure {
-        state.limiter.record_failure(ip, now_unix());
-    }
+    let Refusal { reject, close, failure: _, outcome, log } = refusal;
     if let Some(outcome) = outcome {
         state.metrics.handshake(outcome.as_str());
     }
