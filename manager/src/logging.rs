@@ -23,16 +23,12 @@ pub fn shown_panic_message(payload: &(dyn std::any::Any + Send)) -> &'static str
     payload.downcast_ref::<&'static str>().copied().unwrap_or("<formatted message withheld>")
 }
 
-/// Panics counted since start (a panic ends one connection's task, never the process).
-pub static PANICS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
 /// Logs a panic as one error record with its location, and its message only when that is a
 /// literal of the code (`&'static str`): a formatted message may quote input, or a secret.
 /// The release profile unwinds, so tokio ends only the panicking task (one connection or
 /// session); this hook makes that visible without leaking what the task was handling.
 pub fn install_panic_hook() {
     std::panic::set_hook(Box::new(|info| {
-        PANICS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let location = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
         let message = shown_panic_message(info.payload());
         let thread = std::thread::current().name().unwrap_or("unnamed").to_owned();
