@@ -9,7 +9,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# On CI every build is a cold one: incremental state only costs disk (several GB).
+if [ "${CI:-}" = true ]; then export CARGO_INCREMENTAL=0; fi
+disk() { echo "-- disk: $(df -h --output=avail . | tail -1 | tr -d ' ') free, target $(du -sh target 2>/dev/null | cut -f1)"; }
+
 echo "== prerequisites"
+disk
 command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
 # The crash and fault tests inspect and lock the manager's database with the sqlite3 shell.
 if ! command -v sqlite3 >/dev/null; then
@@ -33,9 +38,11 @@ if [ "$fuzz_seconds" != 0 ]; then
   bash fuzz/run.sh "$fuzz_seconds"
 fi
 
+disk
 echo "== build binaries (the end-to-end tests run them)"
 cargo build --workspace --bins --locked
 
+disk
 echo "== tests"
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 cargo nextest run --workspace --locked --profile ci "$@"
