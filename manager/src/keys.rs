@@ -18,6 +18,7 @@ use zeroize::Zeroizing;
 /// Prefix of admin tokens.
 pub const ADMIN_PREFIX: &str = "tat_";
 const SEAL_AAD: &[u8] = b"tether/manager/v1/k_token/";
+const SUCCESSOR_AAD: &[u8] = b"tether/manager/v1/rotation-successor/";
 
 /// Errors handling the master key or sealed keys. Never carries key material.
 #[derive(Debug, thiserror::Error)]
@@ -107,32 +108,59 @@ impl MasterKey {
 
     /// Seals `K_token` of `token_id`: `nonce[12] || ciphertext`, bound to the token id.
     pub fn seal(&self, token_id: Uuid, key: &TokenKey) -> Vec<u8> {
-        let mut nonce = [0u8; 12];
-        OsRng.fill_bytes(&mut nonce);
-        let aad = aad(token_id);
+        self.seal_bytes(&aad(SEAL_AAD, token_id), key.expose_bytes())
+    }
+
+    /// Opens a sealed `K_token`.
+    pub fn open(&self, token_id: Uuid, sealed: &[u8]) -> Result<TokenKey, KeyError> {
+        let plain = self.open_bytes(&aad(SEAL_AAD, token_id), sealed, 32)?;
+        let bytes: [u8; 32] = plain.as_slice().try_into().map_err(|_| KeyError::Open)?;
+        Ok(TokenKey::from_bytes(bytes))
+    }
+
+    /// Seals a rotation's successor token (its id and secret) for the store, bound to the
+    /// rotation id under its own associated data: a sealed `K_token` never opens as a
+    /// successor, nor one rotation's successor as another's. The store keeps it only while the
+    /// rotation runs, so a restarted manager can still hand it to late delegates.
+    pub fn seal_successor(&self, rotation_id: Uuid, token: &Token) -> Vec<u8> {
+        let mut plain = Zeroizing::new(Vec::with_capacity(16 + 32));
+        plain.extend_from_slice(token.id().as_bytes());
+        plain.extend_from_slice(token.secret().expose_bytes());
+        self.seal_bytes(&aad(SUCCESSOR_AAD, rotation_id), &plain)
+    }
+
+    /// Opens a successor sealed by [`MasterKey::seal_successor`].
+    pub fn open_successor(&self, rotation_id: Uuid, sealed: &[u8]) -> Result<Token, KeyError> {
+        let plain = self.open_bytes(&aad(SUCCESSOR_AAD, rotation_id), sealed, 16 + 32)?;
+        let (id, secret) = plain.split_first_chunk::<16>().ok_or(KeyError::Open)?;
+        let mut secret: [u8; 32] = secret.try_into().map_err(|_| KeyError::Open)?;
+        let token = Token::from_parts(Uuid::from_bytes(*id), secret);
+        zeroize::Zeroize::zeroize(&mut secret);
+        Ok(token)
+    }
+
+    fn seal_bytes(&self, aad: &[u8], msg: &[u8]) -> Vec<u8> {
+        let nonce = random12();
         let ct = self
             .cipher()
-            .encrypt(Nonce::from_slice(&nonce), Payload { msg: key.expose_bytes(), aad: &aad })
-            .expect("ChaCha20-Poly1305 encrypts any 32-byte message");
+            .encrypt(Nonce::from_slice(&nonce), Payload { msg, aad })
+            .expect("ChaCha20-Poly1305 encrypts any message of a few dozen bytes");
         let mut out = nonce.to_vec();
         out.extend_from_slice(&ct);
         out
     }
 
-    /// Opens a sealed `K_token`.
-    pub fn open(&self, token_id: Uuid, sealed: &[u8]) -> Result<TokenKey, KeyError> {
-        if sealed.len() != 12 + 32 + 16 {
+    /// Opens `nonce[12] || ciphertext` whose plaintext is `len` bytes.
+    fn open_bytes(&self, aad: &[u8], sealed: &[u8], len: usize) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+        if sealed.len() != 12 + len + 16 {
             return Err(KeyError::Open);
         }
         let (nonce, ct) = sealed.split_at(12);
-        let aad = aad(token_id);
-        let plain = Zeroizing::new(
+        Ok(Zeroizing::new(
             self.cipher()
-                .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: &aad })
+                .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad })
                 .map_err(|_| KeyError::Open)?,
-        );
-        let bytes: [u8; 32] = plain.as_slice().try_into().map_err(|_| KeyError::Open)?;
-        Ok(TokenKey::from_bytes(bytes))
+        ))
     }
 
     /// Burns the same time as [`MasterKey::open`] on a key that does not exist, so an unknown
@@ -142,9 +170,9 @@ impl MasterKey {
     }
 }
 
-fn aad(token_id: Uuid) -> Vec<u8> {
-    let mut aad = SEAL_AAD.to_vec();
-    aad.extend_from_slice(token_id.as_bytes());
+fn aad(label: &[u8], id: Uuid) -> Vec<u8> {
+    let mut aad = label.to_vec();
+    aad.extend_from_slice(id.as_bytes());
     aad
 }
 
@@ -202,6 +230,35 @@ mod tests {
         assert!(k2.open(Uuid::new_v4(), &sealed).is_err(), "bound to the token id");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         assert!(matches!(MasterKey::load_or_create(&path), Err(KeyError::Permissions { .. })));
+    }
+
+    #[test]
+    fn a_sealed_successor_opens_only_for_its_rotation_and_only_as_a_successor() {
+        let key = MasterKey::from_bytes(random32());
+        let token = new_delegate_token();
+        let rotation = Uuid::new_v4();
+        let sealed = key.seal_successor(rotation, &token);
+        let opened = key.open_successor(rotation, &sealed).unwrap();
+        assert!(opened.same_as(&token));
+        assert!(key.open_successor(Uuid::new_v4(), &sealed).is_err(), "bound to the rotation id");
+        assert!(
+            MasterKey::from_bytes(random32()).open_successor(rotation, &sealed).is_err(),
+            "another master key"
+        );
+        // A sealed K_token under the same id does not open as a successor, nor the reverse.
+        let sealed_key = key.seal(rotation, &token.key());
+        assert!(key.open_successor(rotation, &sealed_key).is_err());
+        assert!(key.open(rotation, &sealed).is_err());
+        for bit in [0, 8 * 12, sealed.len() * 8 - 1] {
+            let mut bad = sealed.clone();
+            bad[bit / 8] ^= 1 << (bit % 8);
+            assert!(key.open_successor(rotation, &bad).is_err(), "bit {bit} flipped");
+        }
+        assert!(key.open_successor(rotation, &sealed[..sealed.len() - 1]).is_err());
+        assert!(key.open_successor(rotation, &[]).is_err());
+        // The sealed bytes hold neither the token string nor its secret.
+        let secret = token.secret().expose_bytes();
+        assert!(!sealed.windows(secret.len()).any(|w| w == secret));
     }
 
     #[test]

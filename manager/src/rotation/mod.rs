@@ -2,8 +2,12 @@
 //! token, track each delegate (pending → acked → reconnected), and revoke the old token when
 //! every delegate has moved or when the grace window ends, whichever comes first.
 //!
-//! The successor's value is held in memory only while its rotation runs, to seal it for
-//! delegates that connect with the old token during the grace window; it never touches disk.
+//! The successor's value is held in memory while its rotation runs, to seal it for delegates
+//! that connect with the old token during the grace window, and in the store sealed under the
+//! master key (ChaCha20-Poly1305, bound to the rotation id), so that a manager restarted
+//! mid-rotation resumes with it; the sealed copy is wiped when the rotation finishes. Which
+//! session was sent `rotate` is recorded with each delegate's progress, so no session is sent
+//! the same rotation twice.
 //!
 //! [`Rotations`] is the rotation service. It owns the handles it needs (the store, the session
 //! registry, the master key, its metrics) and the driver task of each running rotation;
@@ -155,7 +159,7 @@ impl Rotations {
     }
 
     /// The running rotation whose old token is `token_id`: its id and whether the successor's
-    /// value is still held (not after a restart).
+    /// value is held (not for a rotation resumed without its stored successor).
     fn by_old(&self, token_id: Uuid) -> Option<(Uuid, bool)> {
         self.lock().iter().find(|(_, a)| a.old_token == token_id).map(|(id, a)| (*id, a.successor.is_some()))
     }
@@ -165,8 +169,27 @@ impl Rotations {
         self.lock().iter().find(|(_, a)| a.new_token == token_id).map(|(id, _)| *id)
     }
 
-    /// Sends `rotate` to `session` unless it already got it. Returns whether it was sent.
-    fn push(&self, rotation_id: Uuid, session: Uuid) -> bool {
+    /// Tracks the delegate of `info` in the rotation and sends it `rotate` unless its session
+    /// already got it (recorded in the store, so this holds across restarts, and in memory, so
+    /// it holds when the store fails). Returns whether it was sent.
+    async fn track_and_push(&self, rotation_id: Uuid, info: &SessionInfo, now: u64) -> bool {
+        let d = pending(info, now);
+        let session = info.session_id;
+        let claimed = match self
+            .0
+            .store
+            .call(move |c| rotations::track_and_claim_push(c, rotation_id, &d))
+            .await
+        {
+            Ok(claimed) => claimed,
+            Err(e) => {
+                tracing::warn!(%rotation_id, %session, error = %e, "cannot record a delegate's rotation progress; sending anyway");
+                true
+            }
+        };
+        if !claimed {
+            return false;
+        }
         let mut map = self.lock();
         let Some(active) = map.get_mut(&rotation_id) else { return false };
         let Some(token) = active.successor.clone() else { return false };
@@ -254,6 +277,11 @@ impl Rotations {
                     outcome: None,
                 };
                 rotations::insert(&tx, &row)?;
+                rotations::set_sealed_successor(
+                    &tx,
+                    rotation_id,
+                    &master.seal_successor(rotation_id, &token),
+                )?;
                 actor.record(
                     &tx,
                     now,
@@ -272,11 +300,7 @@ impl Rotations {
         // register from here on are handled by `on_authenticated`, which sees the rotation.
         let mut told = 0;
         for s in self.0.registry.on_token(row.old_token_id) {
-            let d = pending(&s, now);
-            if let Err(e) = self.0.store.call(move |c| rotations::add_delegate(c, rotation_id, &d)).await {
-                tracing::warn!(%rotation_id, error = %e, "cannot track a delegate");
-            }
-            if self.push(rotation_id, s.session_id) {
+            if self.track_and_push(rotation_id, &s, now).await {
                 told += 1;
             }
         }
@@ -284,12 +308,29 @@ impl Rotations {
         Ok(Started { rotation: row, token: value, delegates: told })
     }
 
-    /// Resumes the drivers of unfinished rotations after a restart (the successor's value is
-    /// gone, so late delegates on the old token cannot be sent `rotate` any more).
+    /// Resumes the drivers of unfinished rotations after a restart, each with its successor
+    /// opened from the store, so delegates that reconnect on the old token still receive it. A
+    /// rotation whose successor cannot be opened (started by a manager before successors were
+    /// stored, or a different master key) runs on to its deadline without one, and says so.
     pub async fn resume(&self) -> Result<usize, StoreError> {
         let open = self.0.store.call(|c| rotations::list_unfinished(c, RESUME_LIMIT)).await?;
         for row in &open {
-            self.run(row, None);
+            let id = row.id;
+            let successor = match self.0.store.call(move |c| rotations::sealed_successor(c, id)).await? {
+                Some(sealed) => match self.0.master.open_successor(id, &sealed) {
+                    Ok(token) if token.id() == row.new_token_id => Some(Arc::new(token)),
+                    Ok(_) | Err(_) => {
+                        tracing::error!(rotation_id = %id, "the stored successor does not open under this master key; late delegates cannot be sent it");
+                        None
+                    }
+                },
+                None => {
+                    tracing::warn!(rotation_id = %id, "no stored successor (rotation started by an older manager); late delegates cannot be sent it");
+                    None
+                }
+            };
+            tracing::info!(rotation_id = %id, successor = successor.is_some(), deadline = row.deadline, "rotation resumed");
+            self.run(row, successor);
         }
         Ok(open.len())
     }
@@ -321,16 +362,16 @@ impl Rotations {
             self.notify(rotation_id);
         }
         if let Some((rotation_id, has_successor)) = self.by_old(info.token_id) {
-            let d = pending(info, now_unix());
-            if let Err(e) = self.0.store.call(move |c| rotations::add_delegate(c, rotation_id, &d)).await {
-                tracing::warn!(%rotation_id, error = %e, "cannot track a late delegate");
-            }
-            match has_successor {
-                true => {
-                    self.push(rotation_id, info.session_id);
+            if has_successor {
+                self.track_and_push(rotation_id, info, now_unix()).await;
+            } else {
+                let d = pending(info, now_unix());
+                if let Err(e) = self.0.store.call(move |c| rotations::add_delegate(c, rotation_id, &d)).await
+                {
+                    tracing::warn!(%rotation_id, error = %e, "cannot track a late delegate");
                 }
-                false => tracing::warn!(%rotation_id, session_id = %info.session_id,
-                    "delegate connected with a rotating token after a manager restart; it cannot be sent the successor and will be cut off at the end of the grace window"),
+                tracing::warn!(%rotation_id, session_id = %info.session_id,
+                    "delegate connected with a rotating token whose successor this manager does not hold; it will be cut off at the end of the grace window");
             }
         }
     }

@@ -304,12 +304,55 @@ fn select_newest(conn: &Connection, filter: &str, limit: u32) -> Result<Vec<Rota
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// Marks a rotation finished.
+/// Marks a rotation finished and wipes its sealed successor.
 pub fn finish(conn: &Connection, id: Uuid, now: u64, outcome: RotationOutcome) -> Result<bool, StoreError> {
     let n = conn.execute(
-        "UPDATE rotations SET finished_at = ?2, outcome = ?3 WHERE id = ?1 AND finished_at IS NULL",
+        "UPDATE rotations SET finished_at = ?2, outcome = ?3, sealed_successor = NULL
+         WHERE id = ?1 AND finished_at IS NULL",
         params![id.to_string(), i64_of(now), outcome],
     )?;
+    Ok(n == 1)
+}
+
+/// Keeps the successor of a running rotation, sealed under the master key
+/// ([`crate::keys::MasterKey::seal_successor`]), so a restarted manager can still hand it out.
+pub fn set_sealed_successor(conn: &Connection, id: Uuid, sealed: &[u8]) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE rotations SET sealed_successor = ?2 WHERE id = ?1 AND finished_at IS NULL",
+        params![id.to_string(), sealed],
+    )?;
+    Ok(())
+}
+
+/// The sealed successor of a running rotation (none once it has finished).
+pub fn sealed_successor(conn: &Connection, id: Uuid) -> Result<Option<Vec<u8>>, StoreError> {
+    Ok(conn
+        .query_row(
+            "SELECT sealed_successor FROM rotations WHERE id = ?1 AND finished_at IS NULL",
+            [id.to_string()],
+            |r| r.get::<_, Option<Vec<u8>>>(0),
+        )
+        .optional()?
+        .flatten())
+}
+
+/// Tracks `d` (as [`add_delegate`]) and claims the sending of `rotate` to its session: true
+/// when that session has not been sent this rotation yet (it is recorded as sent), false when
+/// it has. One transaction, so a claim is never recorded for an untracked delegate.
+pub fn track_and_claim_push(
+    conn: &mut Connection,
+    rotation: Uuid,
+    d: &RotationDelegate,
+) -> Result<bool, StoreError> {
+    let tx = conn.transaction()?;
+    add_delegate(&tx, rotation, d)?;
+    let session = d.session_id.to_string();
+    let n = tx.execute(
+        "UPDATE rotation_delegates SET rotate_sent_session = ?3
+         WHERE rotation_id = ?1 AND instance = ?2 AND (rotate_sent_session IS NULL OR rotate_sent_session != ?3)",
+        params![rotation.to_string(), d.instance.to_string(), session],
+    )?;
+    tx.commit()?;
     Ok(n == 1)
 }
 
@@ -510,6 +553,59 @@ mod tests {
                 assert!(ack(c, Uuid::from_u128(1), d.instance, AckOutcome::Failed, "late", 13)?);
                 let got = &delegates(c, Uuid::from_u128(1))?[0];
                 assert_eq!((got.state, got.outcome), (DelegateState::Reconnected, Some(AckOutcome::Failed)));
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn the_sealed_successor_is_kept_while_running_and_wiped_when_finished() {
+        let (_dir, store) = store();
+        store
+            .call_blocking(|c| {
+                insert(c, &rotation(1, 10))?;
+                assert_eq!(sealed_successor(c, Uuid::from_u128(1))?, None);
+                set_sealed_successor(c, Uuid::from_u128(1), b"sealed")?;
+                assert_eq!(sealed_successor(c, Uuid::from_u128(1))?.as_deref(), Some(&b"sealed"[..]));
+                assert!(finish(c, Uuid::from_u128(1), 30, RotationOutcome::Completed)?);
+                assert_eq!(sealed_successor(c, Uuid::from_u128(1))?, None);
+                let left: Option<Vec<u8>> = c.query_row(
+                    "SELECT sealed_successor FROM rotations WHERE id = ?1",
+                    [Uuid::from_u128(1).to_string()],
+                    |r| r.get(0),
+                )?;
+                assert_eq!(left, None, "wiped from the row, not only hidden");
+                set_sealed_successor(c, Uuid::from_u128(1), b"again")?;
+                assert_eq!(sealed_successor(c, Uuid::from_u128(1))?, None, "a finished rotation keeps none");
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn each_session_is_sent_a_rotation_once() {
+        let (_dir, store) = store();
+        let d = |instance: u128, session: u128| RotationDelegate {
+            instance: Uuid::from_u128(instance),
+            name: format!("d{instance}"),
+            session_id: Uuid::from_u128(session),
+            state: DelegateState::Pending,
+            outcome: None,
+            detail: None,
+            updated_at: 10,
+        };
+        store
+            .call_blocking(move |c| {
+                insert(c, &rotation(1, 10))?;
+                let r = Uuid::from_u128(1);
+                assert!(track_and_claim_push(c, r, &d(7, 70))?, "first session of an instance");
+                assert!(!track_and_claim_push(c, r, &d(7, 70))?, "the same session again");
+                assert!(track_and_claim_push(c, r, &d(8, 80))?, "another instance");
+                // The instance reconnected on a new session (after a manager restart): sent again;
+                // the delegate acks a rotation it already applied without applying it twice.
+                assert!(track_and_claim_push(c, r, &d(7, 71))?);
+                assert!(!track_and_claim_push(c, r, &d(7, 71))?);
+                assert_eq!(delegates(c, r)?.len(), 2);
                 Ok(())
             })
             .unwrap();

@@ -88,6 +88,14 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE admin_tokens ADD COLUMN account_id TEXT REFERENCES accounts(id);
     ALTER TABLE admin_tokens ADD COLUMN restriction_id TEXT;
     "#,
+    // 3: rotations survive a restart. `sealed_successor` holds the successor token sealed
+    // under the master key (never in clear) while the rotation runs, and is wiped when it
+    // finishes; `rotate_sent_session` is the session a delegate was last sent `rotate` on, so
+    // no session is sent the same rotation twice.
+    r#"
+    ALTER TABLE rotations ADD COLUMN sealed_successor BLOB;
+    ALTER TABLE rotation_delegates ADD COLUMN rotate_sent_session TEXT;
+    "#,
 ];
 
 /// Brings the database to the newest schema in one transaction per step.

@@ -12,6 +12,7 @@
 //! - [`delegate`]: the delegate process.
 //! - [`docker`]: a Docker test run (unique names, drop-guard cleanup, the delegate image).
 //! - [`poll`]: bounded polling, the one way to wait for state.
+//! - [`probe`]: an honest client's view during an attack (a metric, `/healthz`, a handshake).
 //! - [`cli`]: the admin CLI's `--json` output, read with the field names the manager emits.
 //! - [`clock`]: unix seconds.
 pub mod api;
@@ -21,6 +22,7 @@ pub mod delegate;
 pub mod docker;
 pub mod manager;
 pub mod poll;
+pub mod probe;
 pub mod process;
 
 pub use api::api_call;

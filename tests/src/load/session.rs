@@ -80,14 +80,26 @@ async fn next_binary(ws: &mut Ws, within: Duration) -> Result<Vec<u8>> {
     }
 }
 
-/// Connects from `source` and completes the v1 handshake within `within`.
+/// Connects from `source` and completes the v1 handshake within `within`, as a new delegate
+/// instance.
 pub async fn open(
     target: &Target,
     source: Option<IpAddr>,
     who: &Identity,
     within: Duration,
 ) -> Result<Opened> {
-    tokio::time::timeout(within, open_inner(target, source, who, within))
+    open_as(target, source, who, Uuid::new_v4(), within).await
+}
+
+/// [`open`] as delegate instance `instance`: the same delegate process reconnecting.
+pub async fn open_as(
+    target: &Target,
+    source: Option<IpAddr>,
+    who: &Identity,
+    instance: Uuid,
+    within: Duration,
+) -> Result<Opened> {
+    tokio::time::timeout(within, open_inner(target, source, who, instance, within))
         .await
         .map_err(|_| anyhow!("handshake took longer than {within:?}"))?
 }
@@ -96,12 +108,13 @@ async fn open_inner(
     target: &Target,
     source: Option<IpAddr>,
     who: &Identity,
+    instance: Uuid,
     within: Duration,
 ) -> Result<Opened> {
     let mut ws = transport::connect(target, source).await?;
     let delegate = DelegateInfo {
         name: who.name.clone(),
-        instance: Uuid::new_v4(),
+        instance,
         version: env!("CARGO_PKG_VERSION").into(),
         host: "tether-load".into(),
     };
