@@ -394,6 +394,51 @@ pub fn delegates(conn: &Connection, rotation: Uuid) -> Result<Vec<RotationDelega
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// Running rotations at one moment, for the metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Rotations not finished.
+    pub running: u64,
+    /// Of those, how many are more than half through their grace window.
+    pub past_half_grace: u64,
+    /// Their delegates by the progress the API shows (`manual` once acknowledged so).
+    pub delegates: Vec<(ShownDelegateState, u64)>,
+}
+
+/// Reads the running rotations' [`Progress`] at `now`.
+pub fn progress(conn: &Connection, now: u64) -> Result<Progress, StoreError> {
+    let mut p = Progress::default();
+    let mut stmt = conn.prepare("SELECT started_at, deadline FROM rotations WHERE finished_at IS NULL")?;
+    let rows = stmt.query_map([], |r| Ok((u64_col(r.get(0)?), u64_col(r.get(1)?))))?;
+    for row in rows {
+        let (started, deadline) = row?;
+        p.running += 1;
+        let half = started.saturating_add(deadline.saturating_sub(started) / 2);
+        if now > half {
+            p.past_half_grace += 1;
+        }
+    }
+    let mut stmt = conn.prepare(
+        "SELECT d.state, d.outcome, COUNT(*) FROM rotation_delegates d JOIN rotations r ON r.id = d.rotation_id
+         WHERE r.finished_at IS NULL GROUP BY d.state, d.outcome",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((r.get::<_, DelegateState>(0)?, r.get::<_, Option<AckOutcome>>(1)?, u64_col(r.get(2)?)))
+    })?;
+    for row in rows {
+        let (state, outcome, n) = row?;
+        let shown = match outcome {
+            Some(AckOutcome::Manual) => ShownDelegateState::Manual,
+            _ => state.into(),
+        };
+        match p.delegates.iter_mut().find(|(s, _)| *s == shown) {
+            Some((_, total)) => *total += n,
+            None => p.delegates.push((shown, n)),
+        }
+    }
+    Ok(p)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
