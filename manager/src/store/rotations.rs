@@ -534,6 +534,46 @@ mod tests {
     }
 
     #[test]
+    fn progress_counts_running_rotations_past_half_grace_and_their_delegates_as_shown() {
+        let (_dir, store) = store();
+        let p = store
+            .call_blocking(|c| {
+                insert(c, &rotation(1, 10))?; // grace 10..70: past half after 40
+                insert(c, &rotation(2, 50))?; // 50..110: past half after 80
+                insert(c, &rotation(3, 0))?;
+                let delegate = |n: u128| RotationDelegate {
+                    instance: Uuid::from_u128(n),
+                    name: format!("d{n}"),
+                    session_id: Uuid::from_u128(1000 + n),
+                    state: DelegateState::Pending,
+                    outcome: None,
+                    detail: None,
+                    updated_at: 10,
+                };
+                for n in [1, 2, 3] {
+                    add_delegate(c, Uuid::from_u128(1), &delegate(n))?;
+                }
+                ack(c, Uuid::from_u128(1), Uuid::from_u128(2), AckOutcome::Manual, "", 11)?;
+                ack(c, Uuid::from_u128(1), Uuid::from_u128(3), AckOutcome::Applied, "", 11)?;
+                add_delegate(c, Uuid::from_u128(3), &delegate(4))?;
+                finish(c, Uuid::from_u128(3), 20, RotationOutcome::Completed)?;
+                progress(c, 45)
+            })
+            .unwrap();
+        assert_eq!((p.running, p.past_half_grace), (2, 1));
+        let mut delegates = p.delegates.clone();
+        delegates.sort_by_key(|(s, _)| s.as_str());
+        assert_eq!(
+            delegates,
+            vec![
+                (ShownDelegateState::Acked, 1),
+                (ShownDelegateState::Manual, 1),
+                (ShownDelegateState::Pending, 1)
+            ]
+        );
+    }
+
+    #[test]
     fn acks_and_reconnections_move_a_delegate_and_a_reconnection_stays() {
         let (_dir, store) = store();
         store
