@@ -20,6 +20,13 @@ command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
 if ! command -v sqlite3 >/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends sqlite3
 fi
+# The metrics test validates /metrics with the parsers of PyPI's prometheus-client (both
+# exposition formats; Debian's promtool would pull in ~100 MB): pip, else Debian's package.
+if ! python3 -c 'import prometheus_client' 2>/dev/null; then
+  python3 -m pip install --quiet prometheus-client 2>/dev/null || {
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-prometheus-client
+  }
+fi
 
 echo "== images (docker/build-images.sh: static musl binaries, FROM scratch images)"
 bash docker/build-images.sh

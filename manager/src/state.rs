@@ -59,15 +59,16 @@ impl AppState {
         let metrics = Metrics::new();
         let connections = ConnectionLimits::from_config(&config, &metrics);
         let registry = Registry::default();
+        let store = data.store.with_timing(metrics.store_timing());
         let rotations = Rotations::new(
-            data.store.clone(),
+            store.clone(),
             registry.clone(),
             data.master.clone(),
             RotationMetrics::of(&metrics),
         );
         Self(Arc::new(Inner {
             config,
-            store: data.store.clone(),
+            store,
             master: data.master.clone(),
             registry,
             metrics,

@@ -179,7 +179,9 @@ pub async fn revoke(
     if newly {
         metrics.revocations.inc();
     }
+    let fanout = std::time::Instant::now();
     let kicked = registry.kick(row.id, RevokedReason::Revoked);
+    metrics.revoke_fanout.observe(fanout.elapsed().as_secs_f64());
     tracing::info!(token_id = %row.id, account = %row.account_id, sessions = kicked, "token revoked");
     Ok((row, kicked))
 }

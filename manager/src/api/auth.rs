@@ -290,7 +290,13 @@ impl FromRequestParts<AppState> for Caller {
         let line = request.clone();
         let found = state.store.call(move |c| lookup(c, &hash, ip, now, &line)).await?;
         let (row, restriction) = match found {
-            Lookup::Valid(row, restriction) => (row, restriction),
+            Lookup::Valid(row, restriction) => {
+                // The access log names the caller (the token's name, never its value).
+                if let Some(caller) = parts.extensions.get::<super::telemetry::CallerName>() {
+                    caller.set(&row.name);
+                }
+                (row, restriction)
+            }
             Lookup::Unknown => {
                 failed(state, &lockout, attempt, ip, now, "unknown");
                 return Err(AppError::Unauthorized("unknown admin token"));

@@ -1,8 +1,9 @@
 //! `/healthz`, `/readyz` and `/metrics` (no authentication; no secrets).
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 
+use crate::metrics::Format;
 use crate::state::AppState;
 
 /// Liveness: 200 while the process serves.
@@ -22,11 +23,15 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     }
 }
 
-/// Prometheus text exposition.
+/// Prometheus metrics: the 0.0.4 text format, or OpenMetrics when the `Accept` header asks
+/// for it. The rotation gauges are read from the store first.
 #[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, description = "Prometheus metrics")))]
-pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-        state.metrics.encode(),
-    )
+pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> impl IntoResponse {
+    let format = Format::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+    let now = crate::clock::now_unix();
+    match state.store.call(move |c| crate::store::rotations::progress(c, now)).await {
+        Ok(progress) => state.metrics.set_rotations(&progress),
+        Err(e) => tracing::warn!(error = %e, "cannot read rotation progress for the metrics"),
+    }
+    ([(header::CONTENT_TYPE, format.content_type())], state.metrics.encode(format))
 }

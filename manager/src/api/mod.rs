@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
+use axum::middleware;
 use axum::routing::{delete, get, post};
 use axum::{Extension, Router};
 
@@ -22,6 +23,7 @@ pub mod lockout;
 pub mod openapi;
 pub mod restrictions;
 pub mod rotations;
+pub mod telemetry;
 pub mod tokens;
 
 /// Largest request body accepted.
@@ -93,5 +95,6 @@ pub fn app(state: AppState) -> Router {
         .nest("/api/v1", api)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(Extension(lockout))
+        .layer(middleware::from_fn_with_state(state.clone(), telemetry::observe))
         .with_state(state)
 }

@@ -10,7 +10,7 @@
 //! [`SessionGuard`], so a refusal, a failed welcome or a panic after that point leaves no
 //! entry behind.
 use std::net::IpAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::{Message, WebSocket};
 use futures_util::SinkExt;
@@ -196,6 +196,7 @@ impl Refusal {
 /// Runs the handshake; `None` when it failed (the socket is closed with the right code).
 pub async fn run(state: &AppState, mut socket: WebSocket, ip: IpAddr) -> Option<Authenticated<'_>> {
     let write_timeout = Duration::from_secs(state.config.session_write_timeout_secs);
+    let started = Instant::now();
     // A slot for this address is reserved before the challenge and held until this function
     // returns: attempts in flight count against the limit with the failures, so concurrent
     // attempts cannot overshoot it; a success releases the slot uncounted.
@@ -214,6 +215,7 @@ pub async fn run(state: &AppState, mut socket: WebSocket, ip: IpAddr) -> Option<
                 state.limiter.record_failure(ip, now_unix());
             }
             drop(attempt);
+            state.metrics.handshake_latency(false, started.elapsed());
             refuse(state, &mut socket, ip, refusal, write_timeout).await;
             return None;
         }
@@ -221,6 +223,7 @@ pub async fn run(state: &AppState, mut socket: WebSocket, ip: IpAddr) -> Option<
     // A welcome that cannot be written drops the guard: the registry forgets the session.
     write(&mut socket, welcome, write_timeout).await.ok()?;
     state.metrics.handshake("ok");
+    state.metrics.handshake_latency(true, started.elapsed());
     let info = &guard.info;
     tracing::info!(session_id = %info.session_id, token_id = %info.token_id, account = %info.account_id,
         delegate = %info.name, %ip, "delegate connected");

@@ -103,7 +103,9 @@ impl Rotations {
                     .finished
                     .get_or_create(&OutcomeLabel { outcome: outcome.as_str().to_owned() })
                     .inc();
+                let fanout = std::time::Instant::now();
                 let kicked = self.0.registry.kick(old_token, RevokedReason::Revoked);
+                self.0.metrics.revoke_fanout.observe(fanout.elapsed().as_secs_f64());
                 tracing::info!(%rotation_id, %old_token, outcome = outcome.as_str(), sessions_closed = kicked, "rotation finished; old token revoked");
             }
             Err(e) => {

@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
 use tether_protocol::message::RotateOutcome;
 use tether_protocol::SecretString;
 use tether_protocol::Token;
@@ -74,12 +75,17 @@ pub enum RotationError {
 pub struct RotationMetrics {
     revocations: Counter,
     finished: Family<OutcomeLabel, Counter>,
+    revoke_fanout: Histogram,
 }
 
 impl RotationMetrics {
     /// The rotation metrics of `metrics`.
     pub fn of(metrics: &Metrics) -> Self {
-        Self { revocations: metrics.revocations.clone(), finished: metrics.rotations.clone() }
+        Self {
+            revocations: metrics.revocations.clone(),
+            finished: metrics.rotations.clone(),
+            revoke_fanout: metrics.revoke_fanout.clone(),
+        }
     }
 }
 

@@ -3,7 +3,9 @@
 //! A function that returns `Ok` has committed: the change survives `kill -9`.
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
+use prometheus_client::metrics::histogram::Histogram;
 use rusqlite::Connection;
 
 pub mod access;
@@ -68,10 +70,21 @@ fn private_files(db: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Where [`Store::call`] records its latency: the wait for the blocking pool and the
+/// connection, and the run.
+#[derive(Debug, Clone)]
+pub struct Timing {
+    /// Queued until the closure starts.
+    pub wait: Histogram,
+    /// The closure.
+    pub run: Histogram,
+}
+
 /// A handle to the store; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
+    timing: Option<Arc<Timing>>,
 }
 
 impl Store {
@@ -88,7 +101,12 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         schema::migrate(&mut conn)?;
-        Ok(Self { conn: Arc::new(Mutex::new(conn)) })
+        Ok(Self { conn: Arc::new(Mutex::new(conn)), timing: None })
+    }
+
+    /// This store, recording the latency of every [`Store::call`] in `timing`.
+    pub fn with_timing(&self, timing: Timing) -> Self {
+        Self { conn: self.conn.clone(), timing: Some(Arc::new(timing)) }
     }
 
     /// Runs `f` with the connection on the blocking pool.
@@ -97,10 +115,17 @@ impl Store {
         R: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<R, StoreError> + Send + 'static,
     {
-        let conn = self.conn.clone();
+        let (conn, timing) = (self.conn.clone(), self.timing.clone());
+        let queued = Instant::now();
         tokio::task::spawn_blocking(move || {
             let mut guard = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            f(&mut guard)
+            let started = Instant::now();
+            let result = f(&mut guard);
+            if let Some(t) = timing {
+                t.wait.observe(started.duration_since(queued).as_secs_f64());
+                t.run.observe(started.elapsed().as_secs_f64());
+            }
+            result
         })
         .await
         .map_err(|_| StoreError::Task)?

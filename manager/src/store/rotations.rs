@@ -437,6 +437,51 @@ pub fn delegates(conn: &Connection, rotation: Uuid) -> Result<Vec<RotationDelega
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// Running rotations at one moment, for the metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Rotations not finished.
+    pub running: u64,
+    /// Of those, how many are more than half through their grace window.
+    pub past_half_grace: u64,
+    /// Their delegates by the progress the API shows (`manual` once acknowledged so).
+    pub delegates: Vec<(ShownDelegateState, u64)>,
+}
+
+/// Reads the running rotations' [`Progress`] at `now`.
+pub fn progress(conn: &Connection, now: u64) -> Result<Progress, StoreError> {
+    let mut p = Progress::default();
+    let mut stmt = conn.prepare("SELECT started_at, deadline FROM rotations WHERE finished_at IS NULL")?;
+    let rows = stmt.query_map([], |r| Ok((u64_col(r.get(0)?), u64_col(r.get(1)?))))?;
+    for row in rows {
+        let (started, deadline) = row?;
+        p.running += 1;
+        let half = started.saturating_add(deadline.saturating_sub(started) / 2);
+        if now > half {
+            p.past_half_grace += 1;
+        }
+    }
+    let mut stmt = conn.prepare(
+        "SELECT d.state, d.outcome, COUNT(*) FROM rotation_delegates d JOIN rotations r ON r.id = d.rotation_id
+         WHERE r.finished_at IS NULL GROUP BY d.state, d.outcome",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((r.get::<_, DelegateState>(0)?, r.get::<_, Option<AckOutcome>>(1)?, u64_col(r.get(2)?)))
+    })?;
+    for row in rows {
+        let (state, outcome, n) = row?;
+        let shown = match outcome {
+            Some(AckOutcome::Manual) => ShownDelegateState::Manual,
+            _ => state.into(),
+        };
+        match p.delegates.iter_mut().find(|(s, _)| *s == shown) {
+            Some((_, total)) => *total += n,
+            None => p.delegates.push((shown, n)),
+        }
+    }
+    Ok(p)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -529,6 +574,46 @@ mod tests {
                 Ok(())
             })
             .unwrap();
+    }
+
+    #[test]
+    fn progress_counts_running_rotations_past_half_grace_and_their_delegates_as_shown() {
+        let (_dir, store) = store();
+        let p = store
+            .call_blocking(|c| {
+                insert(c, &rotation(1, 10))?; // grace 10..70: past half after 40
+                insert(c, &rotation(2, 50))?; // 50..110: past half after 80
+                insert(c, &rotation(3, 0))?;
+                let delegate = |n: u128| RotationDelegate {
+                    instance: Uuid::from_u128(n),
+                    name: format!("d{n}"),
+                    session_id: Uuid::from_u128(1000 + n),
+                    state: DelegateState::Pending,
+                    outcome: None,
+                    detail: None,
+                    updated_at: 10,
+                };
+                for n in [1, 2, 3] {
+                    add_delegate(c, Uuid::from_u128(1), &delegate(n))?;
+                }
+                ack(c, Uuid::from_u128(1), Uuid::from_u128(2), AckOutcome::Manual, "", 11)?;
+                ack(c, Uuid::from_u128(1), Uuid::from_u128(3), AckOutcome::Applied, "", 11)?;
+                add_delegate(c, Uuid::from_u128(3), &delegate(4))?;
+                finish(c, Uuid::from_u128(3), 20, RotationOutcome::Completed)?;
+                progress(c, 45)
+            })
+            .unwrap();
+        assert_eq!((p.running, p.past_half_grace), (2, 1));
+        let mut delegates = p.delegates.clone();
+        delegates.sort_by_key(|(s, _)| s.as_str());
+        assert_eq!(
+            delegates,
+            vec![
+                (ShownDelegateState::Acked, 1),
+                (ShownDelegateState::Manual, 1),
+                (ShownDelegateState::Pending, 1)
+            ]
+        );
     }
 
     #[test]
