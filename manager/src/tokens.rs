@@ -180,7 +180,14 @@ pub async fn revoke(
         metrics.revocations.inc();
     }
     let kicked = registry.kick(row.id, RevokedReason::Revoked);
-    tracing::info!(token_id = %row.id, account = %row.account_id, sessions = kicked, "token revoked");
+    // A revocation is logged once: revoking a revoked token again only closes stragglers.
+    match newly {
+        true => {
+            tracing::info!(token_id = %row.id, account = %row.account_id, sessions = kicked, "token revoked")
+        }
+        false => tracing::debug!(token_id = %row.id, account = %row.account_id, sessions = kicked,
+            "token already revoked; nothing changed"),
+    }
     Ok((row, kicked))
 }
 
@@ -226,4 +233,5 @@ pub async fn delete(
             Ok(Ok(row))
         })
         .await?
+        .inspect(|row| tracing::info!(token_id = %row.id, account = %row.account_id, "token deleted"))
 }
