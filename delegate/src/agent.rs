@@ -197,7 +197,7 @@ impl Agent<'_> {
             self.state.clear_fatal();
             let session_started = Instant::now();
             tracing::info!(session_id = %conn.session.session_id(), token_id = %conn.token_id,
-                heartbeat_secs = conn.welcome.heartbeat_secs, token_expires_at = ?conn.welcome.token_expires_at, "session authenticated");
+                heartbeat_secs = conn.welcome.heartbeat_secs, token_expires_at = conn.welcome.token_expires_at, "session authenticated");
             let ctx = SessionContext { rotator: self.rotator, state: self.state, started, shutdown, done };
             let delay = match session::run(conn, ctx).await {
                 SessionEnd::Ended(Ended::Shutdown) => {

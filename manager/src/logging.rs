@@ -1,20 +1,85 @@
 //! Structured logs with tracing: text or JSON lines on stderr, filtered by `RUST_LOG`
-//! (default `info`). Log fields carry token ids, never token values or secrets.
+//! (default `info`). Log fields carry token ids, never token values or secrets. Text logs are
+//! coloured only when stderr is a terminal.
+//!
+//! Repeated identical warnings are limited ([`repeats`]): of a WARN or ERROR record that
+//! repeats with the same target, message and fields, the first in a window of
+//! [`REPEAT_WINDOW`] is written and the rest are counted, then summarised in one line ("N
+//! similar log lines suppressed") by [`summarise_repeats`], which `serve` calls every window
+//! and once at the end. (rustls logs one "Illegal SNI extension" warning per connection; a
+//! scanner makes hundreds.)
 //!
 //! [`install_panic_hook`] replaces the default panic message (which quotes whatever the
 //! panicking code formatted, input included) with a log record that names only the place.
-use tracing_subscriber::EnvFilter;
+use std::io::IsTerminal;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{fmt, EnvFilter};
 
 use crate::config::LogFormat;
+
+pub mod repeats;
+
+use repeats::{RepeatLayer, RepeatLimiter};
+
+/// How long identical warnings after the first are counted instead of written.
+pub const REPEAT_WINDOW: Duration = Duration::from_secs(60);
+
+/// The target of this module's own records (the summaries), which are never limited.
+pub const TARGET: &str = "tether_manager::logging";
+
+/// The limiter of the installed subscriber, for [`summarise_repeats`].
+static LIMITER: OnceLock<Arc<Mutex<RepeatLimiter>>> = OnceLock::new();
 
 /// Installs the global subscriber (once; later calls do nothing).
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let limiter = LIMITER.get_or_init(|| Arc::new(Mutex::new(RepeatLimiter::new(REPEAT_WINDOW)))).clone();
+    let registry = tracing_subscriber::registry().with(filter).with(RepeatLayer::new(limiter));
+    let ansi = std::io::stderr().is_terminal();
     let _ = match format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => registry
+            .with(
+                fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(false)
+                    .with_ansi(false)
+                    .with_writer(std::io::stderr),
+            )
+            .try_init(),
+        LogFormat::Text => {
+            registry.with(fmt::layer().with_ansi(ansi).with_writer(std::io::stderr)).try_init()
+        }
     };
+}
+
+/// Writes one summary line for each repeated warning whose window is over (every window
+/// still open too when `all`, at the end), with how many were not written.
+pub fn summarise_repeats(all: bool) {
+    let Some(limiter) = LIMITER.get() else { return };
+    // Taken out under the lock, logged after it: the limiter sees these records too.
+    let summaries = match limiter.lock() {
+        Ok(mut l) => l.drain(Instant::now(), all),
+        Err(_) => return,
+    };
+    for s in summaries {
+        tracing::warn!(target: TARGET, suppressed = s.suppressed, of_target = %s.target, of_message = %s.message,
+            window_secs = REPEAT_WINDOW.as_secs(), "{} similar log lines suppressed", s.suppressed);
+    }
+}
+
+/// Calls [`summarise_repeats`] every [`REPEAT_WINDOW`] until dropped or aborted.
+pub async fn summarise_repeats_periodically() {
+    let mut every = tokio::time::interval(REPEAT_WINDOW);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        summarise_repeats(false);
+    }
 }
 
 /// What a panic's log line may say of its message: a literal of the code (`&'static str`)

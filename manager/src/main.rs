@@ -10,13 +10,9 @@ fn main() -> ExitCode {
     let cli = match tether_manager::cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
-            let _ = e.print();
-            return match e.kind() {
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
-                    ExitCode::SUCCESS
-                }
-                _ => ExitCode::from(tether_manager::cli::EXIT_USAGE),
-            };
+            // `--json` anywhere before a `--`: the error is printed as JSON too.
+            let json = std::env::args_os().take_while(|a| a != "--").any(|a| a == "--json");
+            return tether_manager::cli::parse_failed(e, json);
         }
     };
     tether_manager::cli::run(cli)

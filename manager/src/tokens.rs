@@ -182,7 +182,14 @@ pub async fn revoke(
     let fanout = std::time::Instant::now();
     let kicked = registry.kick(row.id, RevokedReason::Revoked);
     metrics.revoke_fanout.observe(fanout.elapsed().as_secs_f64());
-    tracing::info!(token_id = %row.id, account = %row.account_id, sessions = kicked, "token revoked");
+    // A revocation is logged once: revoking a revoked token again only closes stragglers.
+    match newly {
+        true => {
+            tracing::info!(token_id = %row.id, account = %row.account_id, sessions = kicked, "token revoked")
+        }
+        false => tracing::debug!(token_id = %row.id, account = %row.account_id, sessions = kicked,
+            "token already revoked; nothing changed"),
+    }
     Ok((row, kicked))
 }
 
@@ -228,4 +235,5 @@ pub async fn delete(
             Ok(Ok(row))
         })
         .await?
+        .inspect(|row| tracing::info!(token_id = %row.id, account = %row.account_id, "token deleted"))
 }

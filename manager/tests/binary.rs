@@ -222,9 +222,9 @@ async fn every_cli_subcommand_works_against_a_running_manager() {
         "{audit}"
     );
 
-    // A refused call exits 1 with the API's message.
+    // A refused call (409) exits 65 with the API's message.
     let out = cli_output(&m, &["token", "delete", "ci2", "--account", "acme"]).await;
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(65));
     assert!(String::from_utf8_lossy(&out.stderr).contains("revoke it first"));
 
     let logs = m.log_lines();
@@ -519,4 +519,262 @@ async fn serve_refuses_a_data_dir_that_is_not_initialised() {
     assert_eq!(before, std::fs::read(empty.join("ca.pem")).unwrap());
     proc.terminate().unwrap();
     proc.wait_exit(Duration::from_secs(15)).await.unwrap();
+}
+
+/// Runs the CLI with `--json` expecting `exit`; returns the one JSON error object it printed
+/// on stderr (stdout stays empty).
+async fn cli_json_error(m: &Manager, args: &[&str], exit: i32) -> Value {
+    let mut all = args.to_vec();
+    all.push("--json");
+    let out = cli_output(m, &all).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(exit), "{args:?}: {err}");
+    assert!(out.stdout.is_empty(), "{args:?}: nothing on stdout");
+    let v: Value =
+        serde_json::from_str(err.trim()).unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {err}"));
+    assert_eq!(v["error"]["exit_code"], exit, "{v}");
+    assert!(v["error"]["code"].is_string() && v["error"]["message"].is_string(), "{v}");
+    v
+}
+
+/// Issue 17, finding 9: the documented exit codes (64 usage, 65 refused input, 69
+/// unreachable or untrusted, 77 not authorised), errors as JSON under `--json`, and the TLS
+/// trust failure naming `--ca-cert` and where the CA is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_errors_have_documented_exit_codes_and_json() {
+    let m = start(&[]).await;
+
+    // 64: usage, before any call (clap's refusal too).
+    let v = cli_json_error(&m, &["token", "list", "--admin-token", ""], 64).await;
+    assert_eq!(v["error"]["code"], "usage");
+    let v = cli_json_error(&m, &["token", "create"], 64).await;
+    assert!(v["error"]["message"].as_str().unwrap().contains("<NAME>"), "{v}");
+    let out = cli_output(&m, &["token", "create"]).await;
+    assert_eq!(out.status.code(), Some(64));
+    assert!(!String::from_utf8_lossy(&out.stderr).trim_start().starts_with('{'), "text without --json");
+
+    // 65: the server refused the input (400 validation, 404, 409).
+    let v = cli_json_error(&m, &["token", "create", "bad name!", "--account", "acme"], 65).await;
+    assert_eq!(v["error"]["status"], 400, "{v}");
+    let v = cli_json_error(&m, &["token", "show", "nope", "--account", "acme"], 65).await;
+    assert_eq!((v["error"]["status"].clone(), v["error"]["code"].clone()), (json!(404), json!("not_found")));
+    let v = cli_json_error(&m, &["account", "create", "acme"], 65).await;
+    assert_eq!(v["error"]["status"], 409, "{v}");
+    let out = cli_output(&m, &["account", "create", "acme"]).await;
+    assert_eq!(out.status.code(), Some(65));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).starts_with("tether-manager: "),
+        "a sentence without --json"
+    );
+
+    // 77: not authorised (403 for a token without the scope, 401 for an unknown one).
+    let reader = cli_json(&m, &["admin-token", "create", "reader", "--scope", "tokens:read"]).await;
+    let reader = reader["value"].as_str().unwrap().to_owned();
+    let v = cli_json_error(&m, &["account", "create", "zeta", "--admin-token", &reader], 77).await;
+    assert_eq!(v["error"]["status"], 403, "{v}");
+    let unknown = "tat_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    let v = cli_json_error(&m, &["token", "list", "--account", "acme", "--admin-token", unknown], 77).await;
+    assert_eq!(v["error"]["status"], 401, "{v}");
+
+    // 69: nothing listens there.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nowhere = format!("https://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let v = cli_json_error(&m, &["token", "list", "--manager", &nowhere], 69).await;
+    assert_eq!(v["error"]["code"], "unreachable");
+
+    // 69: another manager's CA — the message says to pass --ca-cert and where the CA is.
+    let other = tempfile::tempdir().unwrap();
+    assert!(init(other.path(), &["--json"]).status.success());
+    let other_ca = other.path().join("ca.pem");
+    let other_ca = other_ca.to_str().unwrap();
+    let v = cli_json_error(&m, &["token", "list", "--ca-cert", other_ca], 69).await;
+    assert_eq!(v["error"]["code"], "tls_untrusted");
+    let out = cli_output(&m, &["token", "list", "--ca-cert", other_ca]).await;
+    assert_eq!(out.status.code(), Some(69));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--ca-cert") && err.contains("ca.pem") && err.contains(other_ca), "{err}");
+
+    assert_no_secrets(&m.log_lines(), &[&m.init.admin_token, &reader]);
+}
+
+/// Issue 17, finding 9: durations as `90s`, `1h`, `30d` wherever seconds are taken (plain
+/// seconds still work); a bad one is a usage error naming the forms, multi-byte and overflow
+/// input included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_durations_take_units() {
+    let m = start(&[]).await;
+    let lifetime = |v: &Value| v["expires_at"].as_u64().unwrap() - v["created_at"].as_u64().unwrap();
+    let t = cli_json(&m, &["token", "create", "h1", "--account", "acme", "--expires-in", "1h"]).await;
+    assert_eq!(lifetime(&t["token"]), 3600, "{t}");
+    let t = cli_json(&m, &["token", "create", "s90", "--account", "acme", "--expires-in", "90"]).await;
+    assert_eq!(lifetime(&t["token"]), 90, "plain seconds");
+    let a =
+        cli_json(&m, &["admin-token", "create", "month", "--scope", "tokens:read", "--expires-in", "30d"])
+            .await;
+    assert_eq!(lifetime(&a["admin_token"]), 30 * 86_400, "{a}");
+    let r =
+        cli_json(&m, &["token", "rotate", "h1", "--account", "acme", "--grace", "90s", "--expires-in", "2h"])
+            .await;
+    let shown = cli_json(&m, &["rotation", "show", r["rotation_id"].as_str().unwrap()]).await;
+    assert_eq!(shown["deadline"].as_u64().unwrap() - shown["started_at"].as_u64().unwrap(), 90, "{shown}");
+
+    for bad in ["1é", "１h", "💥", "1.5h", "99999999999999999999", "18446744073709551615m"] {
+        let out = cli_output(&m, &["token", "create", "x", "--account", "acme", "--expires-in", bad]).await;
+        assert_eq!(out.status.code(), Some(64), "{bad}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("duration") && err.contains("--expires-in"), "{bad}: {err}");
+    }
+    let v = cli_json_error(&m, &["token", "rotate", "s90", "--account", "acme", "--grace-secs", "1w2d"], 64)
+        .await;
+    assert!(v["error"]["message"].as_str().unwrap().contains("not a duration"), "{v}");
+}
+
+/// Issue 17, finding 9: completions and the man page come from the clap definitions.
+#[test]
+fn completions_and_man_page_are_generated() {
+    for (shell, marker) in
+        [("bash", "complete -F"), ("zsh", "#compdef tether-manager"), ("fish", "complete -c tether-manager")]
+    {
+        let out = command().args(["completions", shell]).output().unwrap();
+        assert!(out.status.success(), "{shell}: {}", String::from_utf8_lossy(&out.stderr));
+        let script = String::from_utf8(out.stdout).unwrap();
+        assert!(script.contains(marker), "{shell}: {script}");
+        for word in ["admin-token", "rotate", "ca-cert", "completions"] {
+            assert!(script.contains(word), "{shell} lacks {word}");
+        }
+    }
+    assert_eq!(command().args(["completions", "tcsh"]).output().unwrap().status.code(), Some(64));
+    let out = command().arg("man").output().unwrap();
+    assert!(out.status.success());
+    let page = String::from_utf8(out.stdout).unwrap();
+    assert!(page.contains(".TH tether-manager"), "{page}");
+    for word in ["init", "serve", "admin\\-token", "completions", "rotation"] {
+        assert!(page.contains(word), "the man page lacks {word}");
+    }
+}
+
+/// The JSON log lines whose message is `message`.
+fn logged(lines: &[String], message: &str) -> Vec<Value> {
+    lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["message"] == message)
+        .collect()
+}
+
+/// Issue 17, finding 6: admin-token, account, token and restriction changes are logged, a
+/// revocation once however often it is repeated; a delegate's disconnect line says which
+/// delegate, which account and why; JSON carries no `"None"`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_are_logged_once_and_a_disconnect_says_who_and_why() {
+    install_provider();
+    let m = start(&[]).await;
+    cli_json(&m, &["account", "create", "beta"]).await;
+    let ops = cli_json(&m, &["admin-token", "create", "ops", "--scope", "tokens:read"]).await;
+    for _ in 0..2 {
+        cli_json(&m, &["admin-token", "revoke", "ops"]).await;
+    }
+    cli_json(&m, &["token", "create", "t1", "--account", "acme"]).await;
+    for _ in 0..2 {
+        cli_json(&m, &["token", "revoke", "t1", "--account", "acme"]).await;
+    }
+    cli_json(&m, &["token", "delete", "t1", "--account", "acme"]).await;
+    cli_json(&m, &["restriction", "create", "r1", "--allow", "GET /api/v1/accounts"]).await;
+    cli_json(&m, &["restriction", "delete", "r1"]).await;
+
+    let target = Target { url: m.url(), ca: m.init.ca_cert.clone() };
+    let d = target.connect("acme", &m.init.default_token, "logged-one").await;
+    let sid = d.welcome.session_id.to_string();
+    let serving = d.serve_tasks();
+    cli(&m, &["delegate", "disconnect", &sid]).await;
+    assert_eq!(tokio::time::timeout(WAIT, serving).await.unwrap().unwrap(), Some(1000));
+    let gone = tether_tests::harness::poll::until("the disconnect line", WAIT, || {
+        let found = logged(&m.log_lines(), "delegate disconnected").into_iter().next();
+        async move { Ok(found) }
+    })
+    .await
+    .unwrap();
+    assert_eq!(gone["session_id"], sid.as_str(), "{gone}");
+    assert_eq!(gone["delegate"], "logged-one", "{gone}");
+    assert_eq!(gone["account"], "acme", "{gone}");
+    assert_eq!(gone["reason"], "disconnected by an operator", "{gone}");
+    assert_eq!(gone["close_code"], 1000, "{gone}");
+
+    let lines = m.log_lines();
+    let ops_id = ops["admin_token"]["id"].as_str().unwrap();
+    let created = logged(&lines, "admin token created");
+    assert!(created.iter().any(|l| l["admin_token_id"] == ops_id), "{created:?}");
+    let revoked = logged(&lines, "admin token revoked");
+    assert_eq!(revoked.len(), 1, "logged once, not at the idempotent repeat: {revoked:?}");
+    assert_eq!(revoked[0]["admin_token_id"], ops_id);
+    assert_eq!(logged(&lines, "token revoked").len(), 1, "logged once, not at the idempotent repeat");
+    for change in
+        ["account created", "token created", "token deleted", "restriction created", "restriction deleted"]
+    {
+        assert_eq!(logged(&lines, change).len(), 1, "{change}");
+    }
+    let none: Vec<&String> = lines.iter().filter(|l| l.contains("\"None\"") || l.contains("Some(")).collect();
+    assert!(none.is_empty(), "an Option printed with Debug: {none:?}");
+}
+
+/// A TLS ClientHello whose SNI is an IP address, which rustls logs as a WARN each time it
+/// sees one ("Illegal SNI extension: ignoring IP address presented as hostname").
+fn client_hello_with_ip_sni() -> Vec<u8> {
+    let be16 = |n: usize| u16::try_from(n).unwrap().to_be_bytes();
+    let name = b"127.0.0.1";
+    let entry = [&[0u8][..], &be16(name.len()), name].concat();
+    let list = [&be16(entry.len())[..], &entry].concat();
+    let sni = [&[0u8, 0][..], &be16(list.len()), &list].concat();
+    let body = [
+        &[3u8, 3][..],       // legacy version
+        &[7u8; 32],          // random
+        &[0],                // no session id
+        &[0, 2, 0x13, 0x01], // TLS_AES_128_GCM_SHA256
+        &[1, 0],             // null compression
+        &be16(sni.len()),
+        &sni,
+    ]
+    .concat();
+    let len = u32::try_from(body.len()).unwrap().to_be_bytes();
+    let handshake = [&[1u8, len[1], len[2], len[3]][..], &body].concat();
+    [&[0x16u8, 3, 1][..], &be16(handshake.len()), &handshake].concat()
+}
+
+/// Issue 17, finding 6: a warning repeated once per connection (rustls's "Illegal SNI
+/// extension", as a TLS scanner provokes) is written once, then summarised as "N similar log
+/// lines suppressed"; text logs carry no colour codes when stderr is not a terminal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_warnings_are_summarised_and_text_logs_have_no_colours() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    install_provider();
+    let mut options = Options::with_env(&[("TETHER_LOG_FORMAT", "text")]);
+    options.account = Some("acme".into());
+    options.bin = Some(BIN.into());
+    let mut m = Manager::start_with(options).await.expect("the manager starts");
+    const SCANS: usize = 20;
+    for _ in 0..SCANS {
+        let mut tcp = tokio::net::TcpStream::connect(m.addr).await.unwrap();
+        tcp.write_all(&client_hello_with_ip_sni()).await.unwrap();
+        // The manager answers with an alert and closes: by then it has read the hello.
+        let mut answer = Vec::new();
+        let read =
+            tokio::time::timeout(WAIT, tcp.read_to_end(&mut answer)).await.expect("the manager closes");
+        assert!(read.is_ok() || answer.is_empty());
+    }
+    m.terminate().unwrap();
+    let (status, _) = m.wait_exit(WAIT).await.unwrap();
+    assert!(status.success(), "{status:?}");
+    let lines = m.log_lines();
+    let sni: Vec<&String> =
+        lines.iter().filter(|l| l.contains("Illegal SNI") && !l.contains("suppressed")).collect();
+    assert_eq!(sni.len(), 1, "one line of {SCANS} identical warnings: {sni:#?}");
+    let summary = format!("{} similar log lines suppressed", SCANS - 1);
+    assert!(
+        lines.iter().any(|l| l.contains(&summary) && l.contains("rustls")),
+        "no `{summary}`:\n{}",
+        m.logs()
+    );
+    let coloured: Vec<&String> = lines.iter().filter(|l| l.contains('\u{1b}')).collect();
+    assert!(coloured.is_empty(), "ANSI escapes in logs written to a pipe: {coloured:?}");
 }

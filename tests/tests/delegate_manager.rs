@@ -125,3 +125,23 @@ async fn file_mode_rotation_rewrites_the_file_and_continues_on_the_new_token() -
     assert!(!log.contains(&token[4..]) && !log.contains(&rotation.token[4..]), "a token leaked into the log");
     Ok(())
 }
+
+/// Issue 17, finding 6: the delegate's JSON log carries no `"None"`: a token without an expiry
+/// leaves `token_expires_at` out of the `session authenticated` line instead of writing the
+/// Debug text of an absent value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_leave_out_absent_values() -> Result<()> {
+    let manager = Manager::start(&[]).await?;
+    let state = tempfile::tempdir()?;
+    let mut env = env_for(&manager, "json-1", &manager.init.default_token, state.path());
+    env.push(("TETHER_LOG_FORMAT".into(), "json".into()));
+    let delegate = Delegate::start(&env, &[])?;
+    let line = poll::until("the session authenticated line", LIMIT, || async {
+        Ok(delegate.log().lines().find(|l| l.contains("session authenticated")).map(str::to_owned))
+    })
+    .await?;
+    let v: serde_json::Value = serde_json::from_str(&line).with_context(|| line.clone())?;
+    assert!(v.get("token_expires_at").is_none(), "an absent expiry is left out: {line}");
+    assert!(!delegate.log().contains("\"None\""), "{}", delegate.log());
+    Ok(())
+}

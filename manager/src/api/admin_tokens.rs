@@ -202,7 +202,7 @@ pub async fn revoke(
     let key = admin_token.clone();
     let row = state
         .store
-        .call(move |c| -> Result<Result<Option<AdminTokenDto>, AppError>, StoreError> {
+        .call(move |c| -> Result<Result<Option<(AdminTokenDto, bool)>, AppError>, StoreError> {
             let tx = c.transaction()?;
             let visible = |r: &AdminTokenRow| caller.account.is_none() || r.account_id == caller.account;
             let Some(row) = admin::find(&tx, &key)?.filter(visible) else { return Ok(Ok(None)) };
@@ -219,7 +219,8 @@ pub async fn revoke(
                     row.name
                 ))));
             }
-            if admin::revoke(&tx, row.id, now)? {
+            let newly = admin::revoke(&tx, row.id, now)?;
+            if newly {
                 actor.record(
                     &tx,
                     now,
@@ -233,8 +234,15 @@ pub async fn revoke(
                 Some(id) => restrictions::get(c, id)?.map(|r| r.name),
                 None => None,
             };
-            Ok(Ok(admin::find(c, &row.id.to_string())?.map(|r| AdminTokenDto::from_row(r, name))))
+            Ok(Ok(admin::find(c, &row.id.to_string())?.map(|r| (AdminTokenDto::from_row(r, name), newly))))
         })
         .await??;
-    row.map(Json).ok_or_else(|| AppError::NotFound(format!("admin token `{admin_token}`")))
+    let Some((row, newly)) = row else {
+        return Err(AppError::NotFound(format!("admin token `{admin_token}`")));
+    };
+    // Logged once: revoking a revoked admin token again changes nothing.
+    if newly {
+        tracing::info!(admin_token_id = %row.id, account = row.account_id.as_deref().unwrap_or("*"), "admin token revoked");
+    }
+    Ok(Json(row))
 }

@@ -86,7 +86,7 @@ pub async fn delete(
     caller.require_unbound("managing endpoint restrictions")?;
     let (actor, now) = (caller.actor(), now_unix());
     let key = restriction.clone();
-    state
+    let name = state
         .store
         .call(move |c| {
             let tx = c.transaction()?;
@@ -102,8 +102,9 @@ pub async fn delete(
             rows::delete(&tx, row.id)?;
             actor.record(&tx, now, "restriction.delete", &format!("restriction:{}", row.id), &row.name)?;
             tx.commit()?;
-            Ok(Ok(()))
+            Ok(Ok(row.name))
         })
         .await??;
+    tracing::info!(restriction = %name, "restriction deleted");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,7 +1,8 @@
 //! A small HTTPS client of the manager's API (reqwest, rustls with ring, the CA as the only
 //! root). Errors carry the API's message, never the admin token, which is held as a
-//! [`SecretString`] (redacted in `Debug`).
-use std::path::Path;
+//! [`SecretString`] (redacted in `Debug`). [`ClientError::exit_code`] maps each error to the
+//! documented exit code.
+use std::path::{Path, PathBuf};
 
 use reqwest::Method;
 use serde::de::DeserializeOwned;
@@ -24,6 +25,21 @@ pub enum ClientError {
         /// Why.
         reason: String,
     },
+    /// The manager answered TLS with a certificate the CA in use does not vouch for.
+    #[error(
+        "the manager at {url} is not trusted: its TLS certificate is not signed by the CA in {ca} ({reason}). \
+         Pass --ca-cert (or set TETHER_CA_CERT) with the manager's CA certificate: it is `ca.pem` in the \
+         manager's data dir (`tether-manager init` prints its path as ca_cert; by default the CLI reads \
+         <--data-dir>/ca.pem)"
+    )]
+    Untrusted {
+        /// URL.
+        url: String,
+        /// The CA file that was used.
+        ca: String,
+        /// Why, as the TLS stack said it.
+        reason: String,
+    },
     /// The API answered with an error.
     #[error("{message} (HTTP {status}, {code})")]
     Api {
@@ -39,12 +55,49 @@ pub enum ClientError {
     Decode(String),
 }
 
+impl ClientError {
+    /// The process exit code for this error (OPERATIONS.md, "Exit codes").
+    pub fn exit_code(&self) -> u8 {
+        use super::{EXIT_NOT_AUTHORISED, EXIT_REFUSED, EXIT_UNAVAILABLE, EXIT_USAGE};
+        match self {
+            Self::Usage(_) => EXIT_USAGE,
+            Self::Connect { .. } | Self::Untrusted { .. } => EXIT_UNAVAILABLE,
+            Self::Api { status: 401 | 403, .. } => EXIT_NOT_AUTHORISED,
+            Self::Api { status: 429, code, .. } if code == "locked_out" => EXIT_NOT_AUTHORISED,
+            Self::Api { status: 429, .. } => 1,
+            Self::Api { status: 400..=499, .. } => EXIT_REFUSED,
+            Self::Api { .. } | Self::Decode(_) => 1,
+        }
+    }
+
+    /// A short machine-readable name: the API's error code for an API error.
+    pub fn code(&self) -> &str {
+        match self {
+            Self::Usage(_) => "usage",
+            Self::Connect { .. } => "unreachable",
+            Self::Untrusted { .. } => "tls_untrusted",
+            Self::Api { code, .. } => code,
+            Self::Decode(_) => "unexpected_answer",
+        }
+    }
+
+    /// The HTTP status, for an API error.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
 /// The API client.
 #[derive(Debug, Clone)]
 pub struct ApiClient {
     http: reqwest::Client,
     base: String,
     token: SecretString,
+    /// The CA file trusted, named when the manager's certificate is not trusted.
+    ca: PathBuf,
 }
 
 impl ApiClient {
@@ -61,7 +114,7 @@ impl ApiClient {
         if !base.starts_with("https://") {
             return Err(ClientError::Usage("--manager must be an https:// URL".into()));
         }
-        Ok(Self { http, base, token: SecretString::from(admin_token) })
+        Ok(Self { http, base, token: SecretString::from(admin_token), ca: ca_pem.to_owned() })
     }
 
     /// Sends a request and decodes the JSON answer as `T` (raw JSON value on `T = Value`).
@@ -76,10 +129,17 @@ impl ApiClient {
         if let Some(body) = body {
             req = req.json(body);
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| ClientError::Connect { url: self.base.clone(), reason: error_chain(&e) })?;
+        let resp = req.send().await.map_err(|e| {
+            let reason = error_chain(&e);
+            match is_untrusted(&reason) {
+                true => ClientError::Untrusted {
+                    url: self.base.clone(),
+                    ca: self.ca.display().to_string(),
+                    reason,
+                },
+                false => ClientError::Connect { url: self.base.clone(), reason },
+            }
+        })?;
         let status = resp.status();
         let bytes = resp.bytes().await.map_err(|e| ClientError::Decode(e.to_string()))?;
         if !status.is_success() {
@@ -97,6 +157,12 @@ impl ApiClient {
         let body: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
         serde_json::from_slice(body).map_err(|e| ClientError::Decode(e.to_string()))
     }
+}
+
+/// Whether a connection failed because the peer's certificate was not trusted (rustls says
+/// `invalid peer certificate: UnknownIssuer`, `BadSignature`, …).
+fn is_untrusted(chain: &str) -> bool {
+    chain.contains("invalid peer certificate")
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -117,6 +183,34 @@ mod tests {
     use clap::Parser;
 
     use super::*;
+
+    fn api(status: u16, code: &str) -> ClientError {
+        ClientError::Api { status, code: code.into(), message: "m".into() }
+    }
+
+    #[test]
+    fn every_error_has_its_documented_exit_code() {
+        assert_eq!(ClientError::Usage("x".into()).exit_code(), 64);
+        for status in [400, 404, 409, 413, 422] {
+            assert_eq!(api(status, "bad_request").exit_code(), 65, "{status}");
+        }
+        assert_eq!(ClientError::Connect { url: "u".into(), reason: "r".into() }.exit_code(), 69);
+        let untrusted =
+            ClientError::Untrusted { url: "u".into(), ca: "/d/ca.pem".into(), reason: "r".into() };
+        assert_eq!(untrusted.exit_code(), 69);
+        assert!(untrusted.to_string().contains("--ca-cert") && untrusted.to_string().contains("ca.pem"));
+        assert_eq!(api(401, "unauthorized").exit_code(), 77);
+        assert_eq!(api(403, "forbidden").exit_code(), 77);
+        assert_eq!(api(429, "locked_out").exit_code(), 77);
+        assert_eq!(api(429, "busy").exit_code(), 1);
+        assert_eq!(api(500, "internal").exit_code(), 1);
+        assert_eq!(api(504, "timeout").exit_code(), 1);
+        assert_eq!(ClientError::Decode("d".into()).exit_code(), 1);
+        assert!(is_untrusted(
+            "error sending request: client error (Connect): invalid peer certificate: UnknownIssuer"
+        ));
+        assert!(!is_untrusted("error sending request: tcp connect error: Connection refused"));
+    }
 
     const VALUE: &str = "tat_THIS-IS-THE-ADMIN-SECRET-0123456789abcdef";
 

@@ -1,6 +1,7 @@
 //! Running `init` and the client subcommands: each subcommand is one API call (or two for
 //! none), answered as a [`Reply`] that [`super::render`] turns into a table for people or the
-//! JSON answer with `--json`. Nothing here formats output.
+//! JSON answer with `--json`. Nothing here formats output. A failure is printed by [`fail`]:
+//! a sentence on stderr, or with `--json` one JSON object there, and its exit code.
 use std::process::ExitCode;
 
 use reqwest::Method;
@@ -71,8 +72,34 @@ impl Reply {
     }
 }
 
+/// Prints a failure on stderr — with `--json` as one object
+/// `{"error": {"code", "message", "status"?, "exit_code"}}` — and returns `exit`.
+pub(super) fn fail(json: bool, code: &str, message: &str, status: Option<u16>, exit: u8) -> ExitCode {
+    if json {
+        let mut error = json!({ "code": code, "message": message, "exit_code": exit });
+        if let Some(status) = status {
+            error["status"] = status.into();
+        }
+        eprintln!("{}", json!({ "error": error }));
+    } else {
+        eprintln!("tether-manager: {message}");
+    }
+    ExitCode::from(exit)
+}
+
+/// [`fail`] for a client error, with its documented exit code.
+fn fail_client(json: bool, e: &ClientError) -> ExitCode {
+    let message = match e {
+        // The API's own words; the status and code are fields of their own in JSON.
+        ClientError::Api { message, .. } if json => message.clone(),
+        _ => e.to_string(),
+    };
+    fail(json, e.code(), &message, e.status(), e.exit_code())
+}
+
 pub(super) fn init(args: InitArgs) -> ExitCode {
     let format = args.format();
+    let json = format == InitFormat::Json;
     let opts = InitOptions {
         data_dir: args.data_dir,
         account: args.account,
@@ -84,14 +111,8 @@ pub(super) fn init(args: InitArgs) -> ExitCode {
             print!("{}", render::init(&out, &opts.data_dir, format));
             ExitCode::SUCCESS
         }
-        Err(InitError::Invalid(e)) => {
-            eprintln!("tether-manager init: {e}");
-            ExitCode::from(EXIT_USAGE)
-        }
-        Err(e) => {
-            eprintln!("tether-manager init: {e}");
-            ExitCode::FAILURE
-        }
+        Err(InitError::Invalid(e)) => fail(json, "usage", &format!("init: {e}"), None, EXIT_USAGE),
+        Err(e) => fail(json, "error", &format!("init: {e}"), None, 1),
     }
 }
 
@@ -109,14 +130,16 @@ pub(super) fn client_command(cmd: Command) -> ExitCode {
         | Command::Restriction { client, .. }
         | Command::Rotation { client, .. }
         | Command::Audit { client, .. } => client.clone(),
-        Command::Init(_) | Command::Serve(_) | Command::Tls { .. } => unreachable!("handled by cli::run"),
+        Command::Init(_)
+        | Command::Serve(_)
+        | Command::Tls { .. }
+        | Command::Completions { .. }
+        | Command::Man => unreachable!("handled by cli::run"),
     };
+    let json = client_args.format() == OutputFormat::Json;
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("tether-manager: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return fail(json, "error", &format!("cannot start the runtime: {e}"), None, 1),
     };
     let result = runtime.block_on(async {
         let client = connect(&client_args)?;
@@ -128,14 +151,7 @@ pub(super) fn client_command(cmd: Command) -> ExitCode {
             print!("{out}");
             ExitCode::SUCCESS
         }
-        Err(ClientError::Usage(msg)) => {
-            eprintln!("tether-manager: {msg}");
-            ExitCode::from(EXIT_USAGE)
-        }
-        Err(e) => {
-            eprintln!("tether-manager: {e}");
-            ExitCode::FAILURE
-        }
+        Err(e) => fail_client(json, &e),
     }
 }
 
@@ -151,18 +167,13 @@ fn offline_admin_token(client: &ClientArgs, cmd: AdminTokenCmd, format: OutputFo
         expires_in_secs: expires_in,
         allowed_cidrs: allow_cidrs,
     };
+    let json = format == OutputFormat::Json;
     let (row, value) = match crate::init::offline_admin_token(&client.data_dir, &req) {
         Ok(created) => created,
         Err(
             e @ (crate::init::OfflineError::Invalid(_) | crate::init::OfflineError::NotInitialised { .. }),
-        ) => {
-            eprintln!("tether-manager: {e}");
-            return ExitCode::from(EXIT_USAGE);
-        }
-        Err(e) => {
-            eprintln!("tether-manager: {e}");
-            return ExitCode::FAILURE;
-        }
+        ) => return fail(json, "usage", &e.to_string(), None, EXIT_USAGE),
+        Err(e) => return fail(json, "error", &e.to_string(), None, 1),
     };
     let created = CreatedAdminToken {
         admin_token: AdminTokenDto::from_row(row, None),
@@ -176,10 +187,7 @@ fn offline_admin_token(client: &ClientArgs, cmd: AdminTokenCmd, format: OutputFo
             print!("{out}");
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            eprintln!("tether-manager: {e}");
-            ExitCode::FAILURE
-        }
+        Err(e) => fail_client(json, &e),
     }
 }
 
@@ -245,7 +253,11 @@ async fn execute(c: &ApiClient, cmd: Command) -> Result<Reply, ClientError> {
         Command::Restriction { cmd, .. } => restriction(c, cmd).await,
         Command::Rotation { cmd, .. } => rotation(c, cmd).await,
         Command::Audit { limit, .. } => get(c, &format!("/api/v1/audit?limit={limit}"), Kind::Audit).await,
-        Command::Init(_) | Command::Serve(_) | Command::Tls { .. } => unreachable!("handled by cli::run"),
+        Command::Init(_)
+        | Command::Serve(_)
+        | Command::Tls { .. }
+        | Command::Completions { .. }
+        | Command::Man => unreachable!("handled by cli::run"),
     }
 }
 

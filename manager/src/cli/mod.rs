@@ -1,7 +1,11 @@
 //! The command line: `init`, `serve`, and the client subcommands that call a running
 //! manager's API (`token`, `delegate`, `account`, `admin-token`, `restriction`, `rotation`,
-//! `audit`).
-//! Exit codes: 0 ok, 64 bad configuration or usage, 1 other errors.
+//! `audit`), and `completions` / `man`, generated from these clap definitions.
+//! Exit codes (OPERATIONS.md, "Exit codes"): 0 ok, [`EXIT_USAGE`] 64 bad configuration or
+//! usage, [`EXIT_REFUSED`] 65 input the server refused (4xx), [`EXIT_UNAVAILABLE`] 69 the
+//! manager cannot be reached (or its certificate is not trusted), [`EXIT_NOT_AUTHORISED`] 77
+//! not authorised (401, 403, locked out), 1 anything else. Durations are parsed by
+//! [`duration::parse_secs`] (`3600`, `90s`, `1h`, `30d`).
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -12,6 +16,8 @@ use crate::config::DEFAULT_DATA_DIR;
 
 mod client;
 mod commands;
+pub mod duration;
+mod generated;
 mod render;
 mod serve;
 mod table;
@@ -20,8 +26,14 @@ mod tls_show;
 pub use client::{ApiClient, ClientError};
 pub use tls_show::{TlsCmd, TlsShowArgs};
 
-/// Exit code for bad configuration or usage.
+/// Exit code for bad configuration or usage (`EX_USAGE`).
 pub const EXIT_USAGE: u8 = 64;
+/// Exit code for input the server refused: validation, not found, conflict (`EX_DATAERR`).
+pub const EXIT_REFUSED: u8 = 65;
+/// Exit code when the manager cannot be reached or not trusted (`EX_UNAVAILABLE`).
+pub const EXIT_UNAVAILABLE: u8 = 69;
+/// Exit code when the admin token is refused: 401, 403, locked out (`EX_NOPERM`).
+pub const EXIT_NOT_AUTHORISED: u8 = 77;
 
 /// `tether-manager`.
 #[derive(Debug, Parser)]
@@ -98,6 +110,15 @@ pub enum Command {
         #[command(subcommand)]
         cmd: TlsCmd,
     },
+    /// Print a shell completion script to stdout, e.g. `tether-manager completions bash >
+    /// /etc/bash_completion.d/tether-manager`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to stdout, e.g. `tether-manager man > tether-manager.1`.
+    Man,
 }
 
 /// `init` options.
@@ -217,8 +238,8 @@ pub enum TokenCmd {
         /// Account.
         #[arg(long, default_value = "default")]
         account: String,
-        /// Expire after this many seconds.
-        #[arg(long)]
+        /// Expire after this long: seconds (3600) or a number with a unit: 90s, 15m, 1h, 30d, 2w.
+        #[arg(long, value_parser = duration::parse_secs, value_name = "DURATION")]
         expires_in: Option<u64>,
         /// Allowed source CIDR (repeatable).
         #[arg(long = "allow-cidr")]
@@ -253,11 +274,12 @@ pub enum TokenCmd {
         /// Account.
         #[arg(long, default_value = "default")]
         account: String,
-        /// Grace window in seconds.
-        #[arg(long)]
+        /// Grace window: seconds (3600) or a number with a unit: 90s, 15m, 1h, 30d, 2w.
+        #[arg(long, visible_alias = "grace", value_parser = duration::parse_secs, value_name = "DURATION")]
         grace_secs: Option<u64>,
-        /// The successor's lifetime in seconds (default: the old token's lifetime, from now).
-        #[arg(long)]
+        /// The successor's lifetime (default: the old token's lifetime, from now): seconds
+        /// (3600) or a number with a unit: 90s, 15m, 1h, 30d, 2w.
+        #[arg(long, value_parser = duration::parse_secs, value_name = "DURATION")]
         expires_in: Option<u64>,
     },
     /// Delete a revoked token.
@@ -343,8 +365,8 @@ pub enum AdminTokenCmd {
         /// account, no restriction.
         #[arg(long, conflicts_with_all = ["account", "restriction"])]
         offline: bool,
-        /// Expire after this many seconds.
-        #[arg(long)]
+        /// Expire after this long: seconds (3600) or a number with a unit: 90s, 15m, 1h, 30d, 2w.
+        #[arg(long, value_parser = duration::parse_secs, value_name = "DURATION")]
         expires_in: Option<u64>,
         /// Allowed source CIDR (repeatable).
         #[arg(long = "allow-cidr")]
@@ -396,12 +418,31 @@ pub enum RotationCmd {
     },
 }
 
+/// The exit of a command line clap refused: help and version print and exit 0; anything else
+/// is a usage error (64), printed as one JSON object on stderr when the line has `--json`.
+pub fn parse_failed(e: clap::Error, json: bool) -> ExitCode {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = e.print();
+            ExitCode::SUCCESS
+        }
+        _ if json => commands::fail(true, "usage", e.render().to_string().trim_end(), None, EXIT_USAGE),
+        _ => {
+            let _ = e.print();
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
 /// Runs a parsed command line and returns the process exit code.
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Init(args) => commands::init(args),
         Command::Serve(args) => serve::serve(args),
         Command::Tls { cmd } => tls_show::run(cmd),
+        Command::Completions { shell } => generated::completions(shell),
+        Command::Man => generated::man(),
         other => commands::client_command(other),
     }
 }

@@ -1,5 +1,5 @@
 //! The `serve` subcommand: configuration (exit 64 when bad), logging, runtime, signals,
-//! systemd notification.
+//! systemd notification, and the summaries of repeated warnings (every window and at the end).
 use std::process::ExitCode;
 
 use super::{ServeArgs, EXIT_USAGE};
@@ -43,6 +43,8 @@ pub(super) fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
+        // Stopped with the runtime; the last summaries are written below.
+        let _summaries = tokio::spawn(crate::logging::summarise_repeats_periodically());
         let listener = std::net::TcpListener::bind(config.listen).map_err(|e| {
             crate::server::ServeError::Io(std::io::Error::new(
                 e.kind(),
@@ -56,6 +58,7 @@ pub(super) fn serve(args: ServeArgs) -> ExitCode {
     });
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    crate::logging::summarise_repeats(true);
     match result {
         Ok(()) => {
             tracing::info!("stopped");

@@ -74,6 +74,17 @@ enum End {
     Stalled,
 }
 
+impl End {
+    /// Why the session ended, for its last log line, and the close code sent, if one is.
+    fn why(&self) -> (&'static str, Option<u16>) {
+        match self {
+            End::Close(code, reason) => (reason, Some(*code)),
+            End::Gone => ("the delegate closed the connection, or it dropped", None),
+            End::Stalled => ("write timeout: the delegate stopped reading", None),
+        }
+    }
+}
+
 /// Runs the session until it ends, then forgets it.
 pub async fn run(state: &AppState, auth: Authenticated<'_>) {
     let Authenticated { mut socket, session, guard, mut commands, expires_at } = auth;
@@ -107,6 +118,8 @@ pub async fn run(state: &AppState, auth: Authenticated<'_>) {
         }
     };
     let (session_id, token_id) = (info.session_id, info.token_id);
+    let (account, delegate) = (info.account_id.clone(), info.name.clone());
+    let (reason, close_code) = end.why();
     // Forgotten before the close handshake, so a revoke or a listing never waits for it.
     drop(guard);
     match end {
@@ -118,7 +131,8 @@ pub async fn run(state: &AppState, auth: Authenticated<'_>) {
                 "dropping a session that could not be written to in time (the delegate stopped reading)");
         }
     }
-    tracing::info!(%session_id, %token_id, "delegate disconnected");
+    // `close_code` is left out (not `None`) when the socket was not closed with one.
+    tracing::info!(%session_id, %token_id, %account, %delegate, reason, close_code, "delegate disconnected");
 }
 
 /// Performs one action; `Some` when the session ends with it.
