@@ -22,10 +22,10 @@ pub const DEFAULT_LIMIT: u32 = 100;
 #[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     /// How many (1–1000, default 100).
-    #[serde(default, deserialize_with = "super::extract::opt_integer")]
+    #[serde(default, deserialize_with = "super::extract::opt_query_integer")]
     pub limit: Option<u32>,
     /// Only entries with a smaller id (the next page).
-    #[serde(default, deserialize_with = "super::extract::opt_integer")]
+    #[serde(default, deserialize_with = "super::extract::opt_query_integer")]
     pub before: Option<i64>,
 }
 

@@ -86,21 +86,31 @@ where
     }
 }
 
-/// Deserializes an optional integer field of a body or a query string (use with
-/// `#[serde(default, deserialize_with = "…")]`): an integer, or a number with a zero fraction
-/// (`60.0`; JSON Schema counts it an integer), or in a query string the text of either; `null`
-/// is absent. Anything else, or a value outside `T`, is an error naming what was given.
+/// Deserializes an optional integer field of a JSON body (use with `#[serde(default,
+/// deserialize_with = "…")]`): an integer, or a number with a zero fraction (`60.0`; JSON
+/// Schema counts it an integer); `null` is absent. Anything else (a string too), or a value
+/// outside `T`, is an error naming what was given.
 pub fn opt_integer<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
 where
     D: Deserializer<'de>,
     T: TryFrom<i128>,
 {
-    deserializer.deserialize_option(Integer(std::marker::PhantomData))
+    deserializer.deserialize_option(Integer::<T, false>(std::marker::PhantomData))
 }
 
-struct Integer<T>(std::marker::PhantomData<T>);
+/// [`opt_integer`] for a query string parameter, whose value is always text: `60` or `60.0`.
+pub fn opt_query_integer<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: TryFrom<i128>,
+{
+    deserializer.deserialize_option(Integer::<T, true>(std::marker::PhantomData))
+}
 
-impl<T: TryFrom<i128>> Integer<T> {
+/// The visitor of [`opt_integer`] (`TEXT`: also the text of a number, for query strings).
+struct Integer<T, const TEXT: bool>(std::marker::PhantomData<T>);
+
+impl<T: TryFrom<i128>, const TEXT: bool> Integer<T, TEXT> {
     fn fit<E: de::Error>(&self, v: i128, shown: Unexpected<'_>) -> Result<Option<T>, E> {
         T::try_from(v).map(Some).map_err(|_| E::invalid_value(shown, self))
     }
@@ -116,7 +126,7 @@ impl<T: TryFrom<i128>> Integer<T> {
     }
 }
 
-impl<'de, T: TryFrom<i128>> Visitor<'de> for Integer<T> {
+impl<'de, T: TryFrom<i128>, const TEXT: bool> Visitor<'de> for Integer<T, TEXT> {
     type Value = Option<T>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -148,6 +158,9 @@ impl<'de, T: TryFrom<i128>> Visitor<'de> for Integer<T> {
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        if !TEXT {
+            return Err(E::invalid_type(Unexpected::Str(v), &self));
+        }
         if let Ok(i) = v.parse::<i128>() {
             return self.fit(i, Unexpected::Str(v));
         }
@@ -170,7 +183,7 @@ mod tests {
 
     #[derive(Debug, Deserialize)]
     struct Before {
-        #[serde(default, deserialize_with = "super::opt_integer")]
+        #[serde(default, deserialize_with = "super::opt_query_integer")]
         before: Option<i64>,
     }
 
