@@ -28,6 +28,15 @@ if ! python3 -c 'import prometheus_client' 2>/dev/null; then
   }
 fi
 
+# The OpenAPI tests (tests/tests/openapi_tools.rs) run two PyPI tools, pinned.
+openapi_tools=(schemathesis==4.32.5 openapi-spec-validator==0.9.0)
+export PATH="$PATH:$(python3 -m site --user-base)/bin"
+if ! python3 -c 'import importlib.metadata as m, sys
+sys.exit(any(m.version(n) != v for n, v in (a.split("==") for a in sys.argv[1:])))' "${openapi_tools[@]}" 2>/dev/null \
+  || ! command -v schemathesis >/dev/null || ! command -v openapi-spec-validator >/dev/null; then
+  python3 -m pip install --quiet --disable-pip-version-check "${openapi_tools[@]}"
+fi
+
 echo "== images (docker/build-images.sh: static musl binaries, FROM scratch images)"
 bash docker/build-images.sh
 

@@ -3,6 +3,10 @@ use ipnet::IpNet;
 
 /// Longest name (account id, token name, admin token name) accepted.
 pub const MAX_NAME_LEN: usize = 64;
+/// What [`name`] accepts, as a regular expression (ECMA-262, for the OpenAPI document).
+pub const NAME_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$";
+/// Longest CIDR entry, in bytes (before it is parsed).
+pub const MAX_CIDR_LEN: usize = 64;
 /// Most CIDRs one token may carry.
 pub const MAX_CIDRS: usize = 32;
 
@@ -49,7 +53,7 @@ pub fn cidrs(field: &'static str, values: &[String]) -> Result<Vec<IpNet>, Inval
         .iter()
         .map(|v| {
             let v = v.trim();
-            if v.len() > 64 {
+            if v.len() > MAX_CIDR_LEN {
                 return Err(InvalidInput::new(field, "entry too long"));
             }
             v.parse::<IpNet>()
@@ -93,6 +97,8 @@ mod tests {
         assert!(name("n", "a/b").is_err());
         assert!(name("n", &"a".repeat(65)).is_err());
         assert!(name("n", "é").is_err());
+        // The documented pattern says the same: its repeat bound is the length bound less one.
+        assert!(NAME_PATTERN.ends_with(&format!("{{0,{}}}$", MAX_NAME_LEN - 1)));
     }
 
     #[test]

@@ -56,10 +56,42 @@ pub fn find_needles(label: &str, haystack: &str, needles: &[String]) -> Vec<Stri
         .collect()
 }
 
+/// `text` with every token string in it (`tdt_…`, `tat_…`: the prefix and the run of
+/// letters, digits, `_` and `-` after it) and every needle of 16 characters or more replaced by
+/// `[redacted]`: for printing a tool's output that may quote tokens it was given or created.
+pub fn redact(text: &str, needles: &[String]) -> String {
+    let mut out = text.to_owned();
+    for needle in needles.iter().filter(|n| n.len() >= 16) {
+        out = out.replace(needle.as_str(), "[redacted]");
+    }
+    let mut redacted = String::with_capacity(out.len());
+    let mut rest = out.as_str();
+    while let Some(at) = rest.find("tdt_").into_iter().chain(rest.find("tat_")).min() {
+        // `at` starts an ASCII prefix found by `find`: both cuts are on character boundaries.
+        let (before, prefix) = (rest.get(..at).unwrap_or_default(), rest.get(at..at + 4).unwrap_or_default());
+        let after = rest.get(at + 4..).unwrap_or_default();
+        redacted.push_str(before);
+        redacted.push_str(prefix);
+        redacted.push_str("[redacted]");
+        let end =
+            after.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-')).unwrap_or(after.len());
+        rest = after.get(end..).unwrap_or_default();
+    }
+    redacted.push_str(rest);
+    redacted
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use uuid::Uuid;
+
+    #[test]
+    fn redact_hides_token_strings_and_needles() {
+        let text = "a tat_abcDEF123-_xyz b \"tdt_Q9\" c SECRETSECRETSECRET1 d tat_";
+        let out = redact(text, &["SECRETSECRETSECRET1".to_owned()]);
+        assert_eq!(out, "a tat_[redacted] b \"tdt_[redacted]\" c [redacted] d tat_[redacted]");
+    }
 
     #[test]
     fn base64_matches_known_vectors() {

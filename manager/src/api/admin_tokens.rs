@@ -2,7 +2,7 @@
 //! scope. An account-bound admin token lists and revokes only tokens bound to its account (any
 //! other is 404) and creates only tokens with no more power than its own
 //! ([`super::access::grant`]).
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use tether_protocol::SecretString;
@@ -10,9 +10,9 @@ use uuid::Uuid;
 
 use super::access::{self, Escalation, Power};
 use super::auth::{Caller, Scope, SCOPES};
-use super::body::Body;
 use super::dto::{AdminTokenDto, CreateAdminToken, CreatedAdminToken};
 use super::error::{AppError, ErrorBody};
+use super::extract::{Body, Path};
 use crate::clock::now_unix;
 use crate::keys;
 use crate::state::AppState;
@@ -50,7 +50,7 @@ pub fn scopes(requested: &[String]) -> Result<Vec<String>, InvalidInput> {
 }
 
 /// List admin tokens (never their values); a bound caller sees those bound to its account.
-#[utoipa::path(get, path = "/api/v1/admin-tokens", tag = "admin-tokens",
+#[utoipa::path(get, path = "/api/v1/admin-tokens", operation_id = "list_admin_tokens", tag = "admin-tokens",
     responses((status = 200, body = [AdminTokenDto]), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn list(
@@ -73,7 +73,7 @@ pub async fn list(
 
 /// Create an admin token. Fields left out are inherited from the caller (account binding,
 /// restriction, expiry, allowed CIDRs); more power than the caller's own is refused (403).
-#[utoipa::path(post, path = "/api/v1/admin-tokens", tag = "admin-tokens", request_body = CreateAdminToken,
+#[utoipa::path(post, path = "/api/v1/admin-tokens", operation_id = "create_admin_token", tag = "admin-tokens", request_body = CreateAdminToken,
     responses((status = 201, body = CreatedAdminToken), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody, description = "Lacks `admin`, or more power than the caller's own"),
         (status = 404, body = ErrorBody, description = "No such account or restriction"), (status = 409, body = ErrorBody)),
@@ -185,7 +185,7 @@ pub async fn create(
 /// Revoke an admin token (by id or name); a bound caller only one bound to its account. The
 /// last active unbound, unrestricted token with the `admin` scope is not revoked (409), so the
 /// API can never lock every operator out.
-#[utoipa::path(post, path = "/api/v1/admin-tokens/{admin_token}/revoke", tag = "admin-tokens",
+#[utoipa::path(post, path = "/api/v1/admin-tokens/{admin_token}/revoke", operation_id = "revoke_admin_token", tag = "admin-tokens",
     params(("admin_token" = String, Path, description = "Admin token id or name")),
     responses((status = 200, body = AdminTokenDto), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody),

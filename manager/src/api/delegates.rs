@@ -2,7 +2,7 @@
 //! account-bound admin token lists only its account's sessions and gets 404 for any other's.
 use std::time::{Duration, Instant};
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
@@ -10,28 +10,30 @@ use utoipa::IntoParams;
 use uuid::Uuid;
 
 use super::auth::{Caller, Scope};
-use super::body::Body;
 use super::dto::{DelegateDto, PingRequest, PingResponse};
 use super::error::{AppError, ErrorBody};
+use super::extract::{Body, Path, Query};
 use crate::clock::now_unix;
 use crate::registry::{SessionCommand, SessionInfo};
 use crate::state::AppState;
 use crate::store::audit::Actor;
+use crate::validate;
 
-/// Longest echo payload.
-const MAX_PING_PAYLOAD: usize = 1024;
+/// Longest echo payload, in characters.
+pub const MAX_PING_PAYLOAD: usize = 1024;
 /// How long a ping waits for the delegate.
 const PING_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Filter of the list.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Only this account's delegates.
     pub account: Option<String>,
 }
 
 /// List live delegate sessions (only the caller's account's when it is bound).
-#[utoipa::path(get, path = "/api/v1/delegates", tag = "delegates", params(ListQuery),
+#[utoipa::path(get, path = "/api/v1/delegates", operation_id = "list_delegates", tag = "delegates", params(ListQuery),
     responses((status = 200, body = [DelegateDto]), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn list(
@@ -40,6 +42,9 @@ pub async fn list(
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Vec<DelegateDto>>, AppError> {
     caller.require(Scope::DelegatesRead)?;
+    if let Some(account) = &q.account {
+        validate::name("account", account)?;
+    }
     // A bound token asking for another account gets what that filter and its binding have in
     // common: nothing.
     let account = q.account.as_deref().or(caller.account.as_deref());
@@ -61,7 +66,7 @@ fn visible_session(state: &AppState, caller: &Caller, id: Uuid) -> Result<Sessio
 }
 
 /// Disconnect a delegate session (`goodbye`, then close); the delegate reconnects.
-#[utoipa::path(delete, path = "/api/v1/delegates/{session_id}", tag = "delegates",
+#[utoipa::path(delete, path = "/api/v1/delegates/{session_id}", operation_id = "disconnect_delegate", tag = "delegates",
     params(("session_id" = String, Path, description = "Session id")),
     responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
@@ -85,7 +90,7 @@ pub async fn disconnect(
 }
 
 /// Ping a delegate with an `echo` task and report the round trip.
-#[utoipa::path(post, path = "/api/v1/delegates/{session_id}/ping", tag = "delegates", request_body = PingRequest,
+#[utoipa::path(post, path = "/api/v1/delegates/{session_id}/ping", operation_id = "ping_delegate", tag = "delegates", request_body = PingRequest,
     params(("session_id" = String, Path, description = "Session id")),
     responses((status = 200, body = PingResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 504, body = ErrorBody)),
@@ -100,8 +105,10 @@ pub async fn ping(
     let id = parse_session(&session_id)?;
     visible_session(&state, &caller, id)?;
     let payload = req.payload.unwrap_or_else(|| "ping".into());
-    if payload.len() > MAX_PING_PAYLOAD {
-        return Err(AppError::BadRequest(format!("invalid `payload`: at most {MAX_PING_PAYLOAD} bytes")));
+    if payload.chars().count() > MAX_PING_PAYLOAD {
+        return Err(AppError::BadRequest(format!(
+            "invalid `payload`: at most {MAX_PING_PAYLOAD} characters"
+        )));
     }
     let (tx, rx) = tokio::sync::oneshot::channel();
     let started = Instant::now();

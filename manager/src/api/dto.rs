@@ -108,7 +108,7 @@ pub struct CreateToken {
     /// Name, unique in the account.
     pub name: String,
     /// Expire this many seconds from now.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::extract::opt_integer")]
     pub expires_in_secs: Option<u64>,
     /// Allowed source CIDRs (IPv4 or IPv6); empty or absent allows any.
     #[serde(default)]
@@ -129,11 +129,11 @@ pub struct CreatedToken {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct RotateToken {
     /// Grace window in seconds (default from the configuration).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::extract::opt_integer")]
     pub grace_secs: Option<u64>,
     /// The successor's lifetime in seconds from now. Default: the old token's lifetime
     /// (expiry minus creation) from now, or no expiry when the old token had none.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::extract::opt_integer")]
     pub expires_in_secs: Option<u64>,
 }
 
@@ -370,7 +370,7 @@ pub struct CreateAdminToken {
     /// Scopes: tokens:read, tokens:write, delegates:read, delegates:write, admin.
     pub scopes: Vec<String>,
     /// Expire this many seconds from now.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::extract::opt_integer")]
     pub expires_in_secs: Option<u64>,
     /// Allowed source CIDRs.
     #[serde(default)]

@@ -32,6 +32,15 @@ pub enum AppError {
     /// The body is too large.
     #[error("{0}")]
     TooLarge(String),
+    /// The body is not declared as JSON (`Content-Type` missing or another media type).
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// The path exists, the method does not (sent with the `Allow` header of the route).
+    #[error("method not allowed on this path")]
+    MethodNotAllowed,
+    /// The manager cannot serve this now (shutting down).
+    #[error("{0}")]
+    Unavailable(String),
     /// Too many failed admin authentications from this source address: locked out for
     /// `retry_after_secs` more seconds (sent as `Retry-After`).
     #[error(
@@ -63,8 +72,9 @@ pub struct ErrorBody {
 /// Code and message.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ErrorDetail {
-    /// Machine-readable: unauthorized, forbidden, not_found, conflict, bad_request, too_large,
-    /// locked_out, busy, timeout, internal.
+    /// Machine-readable: unauthorized, forbidden, not_found, method_not_allowed, conflict,
+    /// bad_request, too_large, unsupported_media_type, locked_out, busy, timeout, unavailable,
+    /// internal.
     pub code: String,
     /// Human-readable.
     pub message: String,
@@ -79,6 +89,9 @@ impl AppError {
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             Self::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            Self::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Self::LockedOut { .. } => (StatusCode::TOO_MANY_REQUESTS, "locked_out"),
             Self::Busy => (StatusCode::TOO_MANY_REQUESTS, "busy"),
             Self::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
@@ -109,6 +122,18 @@ impl IntoResponse for AppError {
         }
         resp
     }
+}
+
+/// The router's fallback: no route has this path (404, `not_found`).
+pub async fn no_route(uri: axum::http::Uri) -> AppError {
+    let path = tether_protocol::text::bounded(uri.path(), 200);
+    AppError::NotFound(format!("route `{}`", tether_protocol::text::escape_control(path)))
+}
+
+/// The routes' fallback for a method they do not have (405, `method_not_allowed`; axum adds
+/// the route's `Allow` header).
+pub async fn method_not_allowed() -> AppError {
+    AppError::MethodNotAllowed
 }
 
 impl From<StoreError> for AppError {

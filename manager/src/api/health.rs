@@ -7,14 +7,15 @@ use crate::metrics::Format;
 use crate::state::AppState;
 
 /// Liveness: 200 while the process serves.
-#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "alive")))]
+#[utoipa::path(get, path = "/healthz", operation_id = "healthz", tag = "health", responses((status = 200, description = "alive", body = String, content_type = "text/plain")))]
 pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
 /// Readiness: 200 once ready, 503 before and while draining.
-#[utoipa::path(get, path = "/readyz", tag = "health",
-    responses((status = 200, description = "ready"), (status = 503, description = "not ready or draining")))]
+#[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "health",
+    responses((status = 200, description = "ready", body = String, content_type = "text/plain"),
+        (status = 503, description = "not ready or draining", body = String, content_type = "text/plain")))]
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     if state.is_ready() {
         (StatusCode::OK, "ready\n")
@@ -25,7 +26,7 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 
 /// Prometheus metrics: the 0.0.4 text format, or OpenMetrics when the `Accept` header asks
 /// for it. The rotation gauges are read from the store first.
-#[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, description = "Prometheus metrics")))]
+#[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "health", responses((status = 200, description = "Prometheus metrics: text format 0.0.4, or OpenMetrics 1.0.0 when `Accept` asks for it", content((String = "text/plain"), (String = "application/openmetrics-text")))))]
 pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> impl IntoResponse {
     let format = Format::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
     let now = crate::clock::now_unix();

@@ -14,10 +14,10 @@ pub mod accounts;
 pub mod admin_tokens;
 pub mod audit;
 pub mod auth;
-pub mod body;
 pub mod delegates;
 pub mod dto;
 pub mod error;
+pub mod extract;
 pub mod health;
 pub mod lockout;
 pub mod openapi;
@@ -87,12 +87,16 @@ pub fn app(state: AppState) -> Router {
         .route("/admin-tokens/{admin_token}/revoke", post(admin_tokens::revoke))
         .route("/restrictions", get(restrictions::list).post(restrictions::create))
         .route("/restrictions/{restriction}", delete(restrictions::delete))
-        .route("/audit", get(audit::list));
+        .route("/audit", get(audit::list))
+        .method_not_allowed_fallback(error::method_not_allowed);
+    // Every error is the JSON shape of `error.rs`, also for a path or method no route has.
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .nest("/api/v1", api)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .fallback(error::no_route)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(Extension(lockout))
         .layer(middleware::from_fn_with_state(state.clone(), telemetry::observe))

@@ -2,16 +2,16 @@
 //! of allowed `METHOD /api/v1/…` patterns attached to admin tokens at creation). Restrictions
 //! are shared by every account, so managing them takes the `admin` scope and a token bound to
 //! no account.
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use uuid::Uuid;
 
 use super::access;
 use super::auth::{Caller, Scope};
-use super::body::Body;
 use super::dto::{CreateRestriction, RestrictionDto};
 use super::error::{AppError, ErrorBody};
+use super::extract::{Body, Path};
 use crate::clock::now_unix;
 use crate::state::AppState;
 use crate::store::access::{self as rows, RestrictionRow};
@@ -19,7 +19,7 @@ use crate::store::{admin, StoreError};
 use crate::validate;
 
 /// List endpoint restrictions.
-#[utoipa::path(get, path = "/api/v1/restrictions", tag = "restrictions",
+#[utoipa::path(get, path = "/api/v1/restrictions", operation_id = "list_restrictions", tag = "restrictions",
     responses((status = 200, body = [RestrictionDto]), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn list(
@@ -33,7 +33,7 @@ pub async fn list(
 }
 
 /// Create an endpoint restriction. Each rule is `METHOD /api/v1/path` and must match a route.
-#[utoipa::path(post, path = "/api/v1/restrictions", tag = "restrictions", request_body = CreateRestriction,
+#[utoipa::path(post, path = "/api/v1/restrictions", operation_id = "create_restriction", tag = "restrictions", request_body = CreateRestriction,
     responses((status = 201, body = RestrictionDto), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)),
     security(("bearer" = [])))]
@@ -72,7 +72,7 @@ pub async fn create(
 
 /// Delete an endpoint restriction (by id or name); refused (409) while an admin token that is
 /// not revoked uses it.
-#[utoipa::path(delete, path = "/api/v1/restrictions/{restriction}", tag = "restrictions",
+#[utoipa::path(delete, path = "/api/v1/restrictions/{restriction}", operation_id = "delete_restriction", tag = "restrictions",
     params(("restriction" = String, Path, description = "Restriction id or name")),
     responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "Still in use")),

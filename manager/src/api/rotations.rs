@@ -1,12 +1,13 @@
 //! `/api/v1/rotations`: watch rotations and each delegate's progress. An account-bound admin
 //! token sees its own account's rotations only; another account's is 404.
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::Json;
 use uuid::Uuid;
 
 use super::auth::{Caller, Scope};
 use super::dto::RotationDto;
 use super::error::{AppError, ErrorBody};
+use super::extract::Path;
 use crate::state::AppState;
 use crate::store::rotations;
 
@@ -14,7 +15,7 @@ use crate::store::rotations;
 const LIST_LIMIT: u32 = 100;
 
 /// Recent rotations, newest first (only the caller's account's when it is bound).
-#[utoipa::path(get, path = "/api/v1/rotations", tag = "rotations",
+#[utoipa::path(get, path = "/api/v1/rotations", operation_id = "list_rotations", tag = "rotations",
     responses((status = 200, body = [RotationDto]), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Vec<RotationDto>>, AppError> {
@@ -39,7 +40,7 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<
 }
 
 /// One rotation with per-delegate progress.
-#[utoipa::path(get, path = "/api/v1/rotations/{rotation_id}", tag = "rotations",
+#[utoipa::path(get, path = "/api/v1/rotations/{rotation_id}", operation_id = "show_rotation", tag = "rotations",
     params(("rotation_id" = String, Path, description = "Rotation id")),
     responses((status = 200, body = RotationDto), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody)),

@@ -1,14 +1,14 @@
 //! `/api/v1/accounts/{account}/tokens`: create, list, show, revoke, rotate, delete. An
 //! account-bound admin token gets 404 for every other account, as if it did not exist.
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use tether_protocol::SecretString;
 
 use super::auth::{Caller, Scope};
-use super::body::Body;
 use super::dto::{CreateToken, CreatedToken, RevokeResponse, RotateResponse, RotateToken, TokenDto};
 use super::error::{AppError, ErrorBody};
+use super::extract::{Body, Path};
 use crate::clock::now_unix;
 use crate::state::AppState;
 use crate::store::{accounts, tokens as rows};
@@ -16,10 +16,10 @@ use crate::tokens::TokenSpec;
 use crate::validate;
 
 /// Longest expiry a token may be created with: 10 years.
-const MAX_EXPIRY_SECS: u64 = 10 * 365 * 86_400;
+pub const MAX_EXPIRY_SECS: u64 = 10 * 365 * 86_400;
 
 /// List an account's tokens (never their values).
-#[utoipa::path(get, path = "/api/v1/accounts/{account}/tokens", tag = "tokens",
+#[utoipa::path(get, path = "/api/v1/accounts/{account}/tokens", operation_id = "list_tokens", tag = "tokens",
     params(("account" = String, Path, description = "Account id")),
     responses((status = 200, body = [TokenDto]), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody)),
@@ -53,7 +53,7 @@ pub async fn list(
 }
 
 /// Create a token; its value is in the answer, once.
-#[utoipa::path(post, path = "/api/v1/accounts/{account}/tokens", tag = "tokens", request_body = CreateToken,
+#[utoipa::path(post, path = "/api/v1/accounts/{account}/tokens", operation_id = "create_token", tag = "tokens", request_body = CreateToken,
     params(("account" = String, Path, description = "Account id")),
     responses((status = 201, body = CreatedToken), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
@@ -85,7 +85,7 @@ pub async fn create(
 }
 
 /// Show a token (by id or name).
-#[utoipa::path(get, path = "/api/v1/accounts/{account}/tokens/{token}", tag = "tokens",
+#[utoipa::path(get, path = "/api/v1/accounts/{account}/tokens/{token}", operation_id = "show_token", tag = "tokens",
     params(("account" = String, Path, description = "Account id"), ("token" = String, Path, description = "Token id or name")),
     responses((status = 200, body = TokenDto), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
@@ -107,7 +107,7 @@ pub async fn show(
 }
 
 /// Revoke a token: committed before this answers; live sessions get `revoked` and close.
-#[utoipa::path(post, path = "/api/v1/accounts/{account}/tokens/{token}/revoke", tag = "tokens",
+#[utoipa::path(post, path = "/api/v1/accounts/{account}/tokens/{token}/revoke", operation_id = "revoke_token", tag = "tokens",
     params(("account" = String, Path, description = "Account id"), ("token" = String, Path, description = "Token id or name")),
     responses((status = 200, body = RevokeResponse), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody)),
@@ -132,7 +132,7 @@ pub async fn revoke(
 }
 
 /// Rotate a token: the successor's value is in the answer, once.
-#[utoipa::path(post, path = "/api/v1/accounts/{account}/tokens/{token}/rotate", tag = "tokens", request_body = RotateToken,
+#[utoipa::path(post, path = "/api/v1/accounts/{account}/tokens/{token}/rotate", operation_id = "rotate_token", tag = "tokens", request_body = RotateToken,
     params(("account" = String, Path, description = "Account id"), ("token" = String, Path, description = "Token id or name")),
     responses((status = 201, body = RotateResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
@@ -166,7 +166,7 @@ pub async fn rotate(
 }
 
 /// Delete a revoked token.
-#[utoipa::path(delete, path = "/api/v1/accounts/{account}/tokens/{token}", tag = "tokens",
+#[utoipa::path(delete, path = "/api/v1/accounts/{account}/tokens/{token}", operation_id = "delete_token", tag = "tokens",
     params(("account" = String, Path, description = "Account id"), ("token" = String, Path, description = "Token id or name")),
     responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "Not revoked")),

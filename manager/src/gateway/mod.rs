@@ -5,11 +5,14 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
-use axum::http::StatusCode;
+use axum::http::header::SEC_WEBSOCKET_KEY;
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 
+use crate::api::error::AppError;
 use crate::state::AppState;
 
 pub mod connections;
@@ -28,14 +31,27 @@ const WRITE_BUFFER: usize = 8 * 1024;
 /// How long [`close_within`] waits for the peer's close frame.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
-/// Upgrades to a WebSocket and runs one delegate connection.
+/// Upgrades to a WebSocket and runs one delegate connection. A request that is not a
+/// WebSocket upgrade is answered 400, and any request while draining 503, both in the API's
+/// JSON error shape.
 pub async fn connect(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    ws: WebSocketUpgrade,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     if state.is_draining() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "manager is shutting down").into_response();
+        return AppError::Unavailable("manager is shutting down".into()).into_response();
+    }
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(e) => return not_an_upgrade(&e).into_response(),
+    };
+    if !headers.get(SEC_WEBSOCKET_KEY).is_some_and(|k| is_websocket_key(k.as_bytes())) {
+        return AppError::BadRequest(
+            "`Sec-WebSocket-Key` must be 16 bytes in base64 (RFC 6455, section 4.1)".into(),
+        )
+        .into_response();
     }
     let max = state.config.max_frame;
     ws.read_buffer_size(READ_BUFFER)
@@ -53,6 +69,38 @@ pub async fn connect(
                 session::run(&state, session).await;
             }
         })
+}
+
+/// Whether `key` is what RFC 6455 asks of a `Sec-WebSocket-Key`: 16 bytes in base64, i.e. 22
+/// base64 characters (the last of them holding 2 bits: `A`, `Q`, `g` or `w`) and `==`.
+fn is_websocket_key(key: &[u8]) -> bool {
+    let base64 = |c: &u8| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/');
+    match key {
+        [head @ .., last, b'=', b'='] if key.len() == 24 => {
+            head.iter().all(base64) && matches!(last, b'A' | b'Q' | b'g' | b'w')
+        }
+        _ => false,
+    }
+}
+
+/// Why a request to the delegate endpoint is not a WebSocket upgrade it can take.
+fn not_an_upgrade(rejection: &WebSocketUpgradeRejection) -> AppError {
+    let why = match rejection {
+        WebSocketUpgradeRejection::MethodNotGet(_) => "the request is not a GET",
+        WebSocketUpgradeRejection::MethodNotConnect(_) => "the request is not an extended CONNECT",
+        WebSocketUpgradeRejection::InvalidConnectionHeader(_) => "`Connection: upgrade` is missing",
+        WebSocketUpgradeRejection::InvalidUpgradeHeader(_) => "`Upgrade: websocket` is missing",
+        WebSocketUpgradeRejection::InvalidProtocolPseudoheader(_) => "the `:protocol` is not `websocket`",
+        WebSocketUpgradeRejection::InvalidWebSocketVersionHeader(_) => {
+            "`Sec-WebSocket-Version: 13` is missing"
+        }
+        WebSocketUpgradeRejection::WebSocketKeyHeaderMissing(_) => "`Sec-WebSocket-Key` is missing",
+        WebSocketUpgradeRejection::ConnectionNotUpgradable(_) => "this connection cannot be upgraded",
+        _ => "the request is not a valid upgrade",
+    };
+    AppError::BadRequest(format!(
+        "this is the delegates' WebSocket endpoint (Tether protocol v1), not a REST resource: {why}"
+    ))
 }
 
 /// Sends a close frame and waits (bounded) for the peer's close, so the code reaches it. The
@@ -88,8 +136,37 @@ pub(crate) fn is_too_big(err: &axum::Error) -> bool {
 }
 
 /// The delegate WebSocket endpoint (documentation stub for the OpenAPI document).
-#[utoipa::path(get, path = "/api/v1/delegates/connect", tag = "delegates",
+#[utoipa::path(get, path = "/api/v1/delegates/connect", operation_id = "connect_delegate", tag = "delegates",
     description = "WebSocket upgrade for delegates: Tether wire protocol v1 (binary frames, HMAC-tagged). Authentication is the protocol's handshake, not a bearer token.",
-    responses((status = 101, description = "Switching protocols"), (status = 503, description = "Shutting down")))]
+    params(
+        ("Connection" = String, Header, description = "`Upgrade`"),
+        ("Upgrade" = String, Header, description = "`websocket`"),
+        ("Sec-WebSocket-Version" = String, Header, description = "`13`"),
+        ("Sec-WebSocket-Key" = String, Header, description = "16 random bytes in base64 (RFC 6455)"),
+    ),
+    responses((status = 101, description = "Switching protocols"),
+        (status = 400, description = "Not a WebSocket upgrade", body = crate::api::error::ErrorBody),
+        (status = 503, description = "Shutting down", body = crate::api::error::ErrorBody)))]
 #[allow(dead_code)]
 pub(crate) async fn connect_doc() {}
+
+#[cfg(test)]
+mod tests {
+    use super::is_websocket_key;
+
+    #[test]
+    fn websocket_keys_are_16_bytes_in_base64() {
+        assert!(is_websocket_key(b"dGhlIHNhbXBsZSBub25jZQ=="));
+        assert!(is_websocket_key(b"AAAAAAAAAAAAAAAAAAAAAA=="));
+        for bad in [
+            &b""[..],
+            b"dGhlIHNhbXBsZSBub25jZQ=",
+            b"dGhlIHNhbXBsZSBub25jZR==",
+            b"dGhlIHNhbXBsZSBub25j*Q==",
+            b"==",
+            b"x",
+        ] {
+            assert!(!is_websocket_key(bad), "{bad:?}");
+        }
+    }
+}
