@@ -1,11 +1,18 @@
 //! Test harness: a real manager (real TLS on a loopback port 0, the real SQLite file in a
-//! tempdir) and a small delegate client built on tether-protocol and tokio-tungstenite.
-#![allow(dead_code, unreachable_pub)]
+//! tempdir) and a small delegate client built on tether-protocol and tokio-tungstenite;
+//! [`rest`] calls the REST API, [`binary`] runs the real binary and its CLI.
+#![allow(dead_code, unreachable_pub, unused_imports)]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+
+pub mod binary;
+pub mod rest;
+
+pub use binary::*;
+pub use rest::*;
 
 use futures_util::{SinkExt, StreamExt};
 use reqwest::Method;
