@@ -19,8 +19,8 @@ use tether_tests::kube_sim::{delegate_deployment, delegate_role, store, PodView,
 const SECRET: &str = "tether-delegate-account-token";
 const DEPLOYMENT: &str = "tether-delegate";
 const LIMIT: Duration = Duration::from_secs(60);
-/// A rollout of two pods: two new pods up and ready (with minReadySeconds 1), two old ones
-/// stopped, on a loaded 2-core machine.
+/// A rollout of two pods, one after the other: a new pod up and available (ready for
+/// minReadySeconds, 1 s), an old one stopped, twice; generous for a loaded 2-core machine.
 const ROLLOUT: Duration = Duration::from_secs(120);
 
 /// The manager, the simulator, and two pods on the manager's default token.
@@ -63,7 +63,8 @@ impl Cluster {
             let settled = pods.len() == 2
                 && pods.iter().all(|p| {
                     p.running
-                        && p.ready
+                        // Available: ready for the Deployment's minReadySeconds (1 s).
+                        && p.ready_for >= Duration::from_millis(1_500)
                         && !p.terminating
                         && p.delegate_token.as_deref().and_then(|t| Token::parse(t).ok()).map(|t| t.id())
                             == Some(token_id)
@@ -143,7 +144,7 @@ impl Cluster {
         };
         let ((polls, gaps, errors), rotation) = tokio::join!(watch, flow);
         let rotation = rotation?;
-        assert!(polls >= 20, "the session list was polled only {polls} times");
+        assert!(polls >= 10, "the session list was polled only {polls} times");
         assert!(errors <= polls / 10, "{errors} of {polls} polls of the session list failed");
         assert!(gaps.is_empty(), "no live delegate session at polls {gaps:?} of {polls}\n{}", self.logs());
         Ok(rotation)
@@ -174,6 +175,8 @@ impl Cluster {
             annotations["tether.dev/restarted-at"].as_str().is_some_and(|t| t.ends_with('Z')),
             "{annotations}"
         );
+        // Two pods applied the rotation; the Deployment was restarted once.
+        assert_eq!(deployment["metadata"]["generation"], 2, "{deployment}");
         poll::until("the old token to be revoked", LIMIT, || async {
             Ok((self.token_state(self.token.id()).await? == "revoked").then_some(()))
         })
@@ -202,8 +205,8 @@ fn summary(pods: &[PodView]) -> Vec<String> {
             let token =
                 p.delegate_token.as_deref().and_then(|t| Token::parse(t).ok()).map(|t| t.id().to_string());
             format!(
-                "{} running={} ready={} terminating={} exits={:?} token={token:?} error={:?}",
-                p.name, p.running, p.ready, p.terminating, p.exits, p.config_error
+                "{} running={} ready_for={:?} terminating={} exits={:?} token={token:?} error={:?}",
+                p.name, p.running, p.ready_for, p.terminating, p.exits, p.config_error
             )
         })
         .collect()
@@ -234,6 +237,12 @@ async fn pods_created_again_after_a_rotation_read_the_new_token_from_the_secret(
     let rolled: Vec<String> = cluster.sim.live_pods().into_iter().map(|p| p.name).collect();
     // A re-apply: every pod deleted, the ReplicaSet creates them again from the Secret.
     cluster.sim.delete_pods();
+    poll::until("the deleted pods to be gone", LIMIT, || async {
+        let live = cluster.sim.live_pods();
+        Ok(live.iter().all(|p| !rolled.contains(&p.name)).then_some(()))
+    })
+    .await
+    .with_context(|| cluster.logs())?;
     let pods = cluster.wait_for_pods(rotation.token_id, ROLLOUT).await?;
     assert!(pods.iter().all(|p| !rolled.contains(&p.name)), "the pods were not created again");
     assert_eq!(cluster.token_state(cluster.token.id()).await?, "revoked");

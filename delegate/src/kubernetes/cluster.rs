@@ -59,10 +59,10 @@ pub enum KubeError {
         /// What went wrong (redacted, bounded).
         detail: String,
     },
-    /// The Secret kept changing under the precondition.
+    /// The Secret (or the workload) kept changing under the precondition.
     #[error("cannot patch {object}: its resourceVersion changed {attempts} times in a row (409 Conflict each time)")]
     Conflict {
-        /// `secrets/name`.
+        /// `secrets/name` or the workload.
         object: String,
         /// Attempts made.
         attempts: usize,
@@ -196,39 +196,70 @@ impl Cluster {
     pub async fn apply(&self, rotation_id: Uuid, token: &Token) -> Result<Applied, KubeError> {
         let workload = self.find_workload().await?;
         let workloads = self.workloads(workload.kind);
-        let restart = plan::restart_patch(rotation_id, &plan::rfc3339(crate::state::unix_now()));
-        let current = workloads
-            .get(&workload.name)
-            .await
-            .map_err(|err| api_error("get", format!("{} in {}", workload, self.namespace), err))?;
-        let already = plan::template_annotation(&current.data, plan::ANNOTATION_ROTATION_ID)
-            == Some(rotation_id.to_string().as_str());
+        let object = format!("{} in {}", workload, self.namespace);
+        let current =
+            workloads.get(&workload.name).await.map_err(|err| api_error("get", object.clone(), err))?;
+        let already = restarted_by(&current, rotation_id);
         if !already {
             // Refused restarts (RBAC) are found before the Secret is touched.
+            let restart = plan::restart_patch(rotation_id, &plan::rfc3339(crate::state::unix_now()), None);
             workloads
                 .patch(&workload.name, &PatchParams::default().dry_run(), &Patch::Strategic(&restart))
                 .await
-                .map_err(|err| {
-                    api_error("dry-run patch", format!("{} in {}", workload, self.namespace), err)
-                })?;
+                .map_err(|err| api_error("dry-run patch", object.clone(), err))?;
         }
         let written = self.write_secret(token).await?;
-        if !already {
-            let patched =
-                workloads.patch(&workload.name, &PatchParams::default(), &Patch::Strategic(&restart)).await;
-            if let Err(err) = patched {
-                let err = api_error("patch", format!("{} in {}", workload, self.namespace), err);
-                if let Some(written) = written {
-                    return Err(self.restore(written, err).await);
+        let restarted = match already {
+            true => false,
+            false => match self.restart(&workloads, &workload, rotation_id).await {
+                Ok(restarted) => restarted,
+                Err(err) => {
+                    return Err(match written {
+                        Some(written) => self.restore(written, err).await,
+                        None => err,
+                    })
                 }
-                return Err(err);
-            }
-        }
+            },
+        };
         let keys_written = match written {
             Some(w) => w.previous.iter().map(|(k, _)| *k).collect(),
             None => Vec::new(),
         };
-        Ok(Applied { workload, keys_written, restarted: !already })
+        Ok(Applied { workload, keys_written, restarted })
+    }
+
+    /// Sets the restart annotations under the workload's resourceVersion, re-reading after a
+    /// 409 (at most [`SECRET_ATTEMPTS`] times); `false` when it already carries this rotation
+    /// (the other replica restarted it): one rollout per rotation, however many pods apply it.
+    async fn restart(
+        &self,
+        workloads: &Api<DynamicObject>,
+        workload: &Workload,
+        rotation_id: Uuid,
+    ) -> Result<bool, KubeError> {
+        let object = format!("{} in {}", workload, self.namespace);
+        for _ in 0..SECRET_ATTEMPTS {
+            let current =
+                workloads.get(&workload.name).await.map_err(|err| api_error("get", object.clone(), err))?;
+            if restarted_by(&current, rotation_id) {
+                return Ok(false);
+            }
+            let version = current.metadata.resource_version.clone();
+            let restart = plan::restart_patch(
+                rotation_id,
+                &plan::rfc3339(crate::state::unix_now()),
+                version.as_deref(),
+            );
+            match workloads.patch(&workload.name, &PatchParams::default(), &Patch::Strategic(&restart)).await
+            {
+                Ok(_) => return Ok(true),
+                Err(kube::Error::Api(status)) if status.code == 409 => {
+                    tracing::info!(%workload, "the workload changed meanwhile (409 Conflict); reading it again");
+                }
+                Err(err) => return Err(api_error("patch", object, err)),
+            }
+        }
+        Err(KubeError::Conflict { object, attempts: SECRET_ATTEMPTS })
     }
 
     fn workloads(&self, kind: WorkloadKind) -> Api<DynamicObject> {
@@ -341,6 +372,12 @@ impl Cluster {
         tracing::warn!(secret = %self.secret_object(), %outcome, "the restart was refused after the Secret was written");
         KubeError::RestartRefused { cause: Box::new(cause), outcome }
     }
+}
+
+/// Whether `workload`'s pod template already carries rotation `rotation_id`.
+fn restarted_by(workload: &DynamicObject, rotation_id: Uuid) -> bool {
+    plan::template_annotation(&workload.data, plan::ANNOTATION_ROTATION_ID)
+        == Some(rotation_id.to_string().as_str())
 }
 
 /// The Secret as this rotation left it: its new resourceVersion and the values it replaced.

@@ -130,12 +130,17 @@ pub fn secret_patch(resource_version: &str, values: &[(&str, &[u8])]) -> Value {
 }
 
 /// The strategic merge patch of a rolling restart: the pod-template annotations
-/// [`ANNOTATION_RESTARTED_AT`] and [`ANNOTATION_ROTATION_ID`].
-pub fn restart_patch(rotation_id: Uuid, restarted_at: &str) -> Value {
-    json!({ "spec": { "template": { "metadata": { "annotations": {
+/// [`ANNOTATION_RESTARTED_AT`] and [`ANNOTATION_ROTATION_ID`], with the workload's
+/// `resource_version` as the precondition when given.
+pub fn restart_patch(rotation_id: Uuid, restarted_at: &str, resource_version: Option<&str>) -> Value {
+    let mut patch = json!({ "spec": { "template": { "metadata": { "annotations": {
         ANNOTATION_RESTARTED_AT: restarted_at,
         ANNOTATION_ROTATION_ID: rotation_id.to_string(),
-    } } } } })
+    } } } } });
+    if let (Some(version), Some(map)) = (resource_version, patch.as_object_mut()) {
+        map.insert("metadata".into(), json!({ "resourceVersion": version }));
+    }
+    patch
 }
 
 /// The pod-template annotation `key` of a workload object (as JSON).
@@ -262,9 +267,12 @@ mod tests {
     #[test]
     fn the_restart_patch_sets_both_template_annotations() {
         let id = Uuid::from_u128(7);
-        let patch = restart_patch(id, "2026-12-06T16:30:00Z");
+        let patch = restart_patch(id, "2026-12-06T16:30:00Z", None);
         assert_eq!(template_annotation(&patch, ANNOTATION_ROTATION_ID), Some(id.to_string().as_str()));
         assert_eq!(template_annotation(&patch, ANNOTATION_RESTARTED_AT), Some("2026-12-06T16:30:00Z"));
+        assert!(patch.get("metadata").is_none(), "the dry run has no precondition");
+        let patch = restart_patch(id, "2026-12-06T16:30:00Z", Some("77"));
+        assert_eq!(patch["metadata"]["resourceVersion"], "77");
         assert_eq!(template_annotation(&json!({"spec": 3}), ANNOTATION_ROTATION_ID), None);
     }
 

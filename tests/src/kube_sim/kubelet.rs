@@ -42,6 +42,8 @@ pub struct PodView {
     pub running: bool,
     /// Whether its readiness probe passes.
     pub ready: bool,
+    /// How long it has been ready (available once this reaches `minReadySeconds`).
+    pub ready_for: std::time::Duration,
     /// Whether it is being stopped.
     pub terminating: bool,
     /// Whether it was stopped and deleted.
@@ -105,6 +107,7 @@ impl Pod {
             replica_set: self.replica_set.clone(),
             running: matches!(self.phase, Phase::Running),
             ready: self.ready_since.is_some(),
+            ready_for: self.ready_since.map(|at| at.elapsed()).unwrap_or_default(),
             terminating: matches!(self.phase, Phase::Terminating(_)),
             deleted: false,
             exits: self.exits.clone(),
