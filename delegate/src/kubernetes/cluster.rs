@@ -192,7 +192,7 @@ impl Cluster {
 
     /// Applies rotation `rotation_id`: the Secret's `DELEGATE_TOKEN` (and `UPGRADER_TOKEN`
     /// when present) set to `token`, then the workload's rolling restart. On any error the
-    /// Secret is as it was (never written, or restored).
+    /// Secret is as it was: never written, or restored (a failed restore is in the error).
     pub async fn apply(&self, rotation_id: Uuid, token: &Token) -> Result<Applied, KubeError> {
         let workload = self.find_workload().await?;
         let workloads = self.workloads(workload.kind);
