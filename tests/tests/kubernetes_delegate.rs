@@ -226,6 +226,10 @@ async fn rotation_rolls_both_pods_onto_the_successor_with_no_moment_offline() ->
         assert!(requests.iter().any(|r| r.starts_with(expected)), "no {expected}: {requests:#?}");
     }
     assert!(requests.iter().all(|r| !r.ends_with("-> 403") && !r.ends_with("-> 401")), "{requests:#?}");
+    // Kubernetes mode was chosen by detecting the pod (the simulator leaves the mode `auto`).
+    for pod in cluster.sim.pods() {
+        assert!(pod.log.contains("mode=\"kubernetes\""), "pod {}:\n{}", pod.name, pod.log);
+    }
     cluster.assert_no_secret_in_logs(&[&cluster.token, &new]);
     Ok(())
 }

@@ -173,7 +173,8 @@ impl Simulator {
 }
 
 /// The delegate's Deployment as in `kubernetes/deployment.yaml`, for the simulator: `replicas`
-/// pods named `name`, env from Secret `secret` (Harness's names), kubernetes mode, the state
+/// pods named `name`, env from Secret `secret` (Harness's names), the apply mode left to
+/// `auto` (so kubernetes mode is chosen by detecting the pod, unlike the manifest), the state
 /// directory on an emptyDir, the manager's CA at `ca_path` on the host, exec probes.
 pub fn delegate_deployment(name: &str, secret: &str, replicas: u32, ca_path: &std::path::Path) -> Value {
     let from_secret =
@@ -201,7 +202,6 @@ pub fn delegate_deployment(name: &str, secret: &str, replicas: u32, ca_path: &st
                             from_secret("MANAGER_HOST_AND_PORT"),
                             { "name": "DELEGATE_NAME", "value": name },
                             { "name": "MANAGER_CA_CERT", "value": ca_path.display().to_string() },
-                            { "name": "TETHER_APPLY_MODE", "value": "kubernetes" },
                             { "name": "TETHER_K8S_SECRET", "value": secret },
                             { "name": "TETHER_K8S_POD_NAME", "valueFrom": { "fieldRef": { "fieldPath": "metadata.name" } } },
                             { "name": "TETHER_STATE_DIR", "value": "/run/tether" },
