@@ -167,6 +167,13 @@ impl Rotator {
             }
             ApplyMode::Kubernetes(cluster) => match cluster.apply(rotation_id, &token).await {
                 Ok(applied) => {
+                    // The Secret is where the pods read the token; a token file, if one is
+                    // configured, is kept current too (it is tried first at a restart).
+                    if let Some(path) = &self.inner.secret_file {
+                        if let Err(err) = write_file(path.clone(), &token).await {
+                            tracing::warn!(%rotation_id, error = %err, "cannot rewrite ACCOUNT_SECRET_FILE; the Secret holds the new token");
+                        }
+                    }
                     let detail = applied_detail(&applied);
                     tracing::info!(%rotation_id, workload = %applied.workload, restarted = applied.restarted,
                         keys = ?applied.keys_written, "Secret written and rollout requested; continuing on the new token until this pod is replaced");
