@@ -28,6 +28,8 @@ pub const TICK: Duration = Duration::from_millis(50);
 /// periods, to keep tests short).
 const PROBE_NOT_READY: Duration = Duration::from_millis(200);
 const PROBE_READY: Duration = Duration::from_millis(1000);
+/// The longest a simulator runs.
+pub const MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);
 /// The first CrashLoopBackOff delay (doubling up to 5 min, as the kubelet does).
 const CRASH_BACKOFF: Duration = Duration::from_secs(10);
 
@@ -164,9 +166,11 @@ impl Kubelet {
         Self { store, node, pods: BTreeMap::new(), views, requests, next_pod: 0, gone: Vec::new() }
     }
 
-    /// Runs until `stop`; every pod process is killed when it returns (and on drop).
+    /// Runs until `stop` (or [`MAX_LIFETIME`], should a test leak the simulator); every pod
+    /// process is stopped when it returns (and killed on drop).
     pub fn run(mut self, stop: &AtomicBool) {
-        while !stop.load(Ordering::Relaxed) {
+        let started = Instant::now();
+        while !stop.load(Ordering::Relaxed) && started.elapsed() < MAX_LIFETIME {
             self.tick();
             std::thread::sleep(TICK);
         }

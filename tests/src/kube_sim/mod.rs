@@ -140,6 +140,11 @@ impl Simulator {
         lock(&self.store).get(resource, name)
     }
 
+    /// Every object of `resource` (plural), as stored.
+    pub fn list(&self, resource: &str) -> Vec<Value> {
+        lock(&self.store).list(resource)
+    }
+
     /// Replaces the delegate's RBAC rules.
     pub fn set_rules(&self, rules: Vec<Rule>) {
         lock(&self.store).rules = rules;
