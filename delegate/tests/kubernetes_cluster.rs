@@ -154,6 +154,17 @@ async fn failures_name_the_reason_and_leave_the_secret_as_it_was() {
     let err = Cluster::connect(&settings).unwrap().apply(Uuid::new_v4(), &new).await.unwrap_err();
     assert!(err.to_string().contains("cannot get secrets tether/absent: 404 NotFound"), "{err}");
 
+    // A service-account token the API server does not accept.
+    let wrong = tempfile::tempdir().unwrap();
+    for file in ["namespace", "ca.crt"] {
+        std::fs::copy(sim.serviceaccount_dir().join(file), wrong.path().join(file)).unwrap();
+    }
+    std::fs::write(wrong.path().join("token"), "not-the-service-account-token").unwrap();
+    let mut unknown = settings_of(&sim, sim.addr.port());
+    unknown.serviceaccount_dir = wrong.path().to_path_buf();
+    let err = Cluster::connect(&unknown).unwrap().apply(Uuid::new_v4(), &new).await.unwrap_err();
+    assert!(err.to_string().contains("401 Unauthorized"), "{err}");
+
     // The API server unreachable.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let err =
