@@ -15,8 +15,6 @@ command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
 if ! command -v sqlite3 >/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends sqlite3
 fi
-# The manifest test validates kubernetes/ offline against the official schemas.
-command -v kubernetes-validate >/dev/null || python3 -m pip install --quiet kubernetes-validate==1.37.0
 
 echo "== images (docker/build-images.sh: static musl binaries, FROM scratch images)"
 bash docker/build-images.sh
@@ -40,4 +38,6 @@ cargo build --workspace --bins --locked
 
 echo "== tests"
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+# The manifest test validates kubernetes/ offline against the official schemas.
+command -v kubernetes-validate >/dev/null || python3 -m pip install --quiet kubernetes-validate==1.37.0
 cargo nextest run --workspace --locked --profile ci "$@"
