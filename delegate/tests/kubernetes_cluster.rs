@@ -97,6 +97,41 @@ async fn a_rotation_writes_the_secret_and_restarts_the_deployment_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_of_a_stateful_set_restarts_the_stateful_set() {
+    let (old, new) = (token(1), token(2));
+    let sim = cluster(&old).await;
+    let set = sim.put_object(
+        "statefulsets",
+        json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "delegate-sts"},
+               "spec": {"replicas": 1, "template": {"metadata": {}, "spec": {"containers": []}}}}),
+    );
+    sim.put_object(
+        "pods",
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "delegate-sts-0",
+               "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "delegate-sts",
+                                    "uid": set["metadata"]["uid"], "controller": true}]}}),
+    );
+    let mut rules = delegate_role(SECRET, DEPLOYMENT);
+    rules.push(Rule::new("apps", "statefulsets", &["get", "patch"], &["delegate-sts"]));
+    sim.set_rules(rules);
+    let mut settings = settings_of(&sim, sim.addr.port());
+    settings.pod_name = "delegate-sts-0".into();
+    let rotation = Uuid::new_v4();
+    let applied = Cluster::connect(&settings).unwrap().apply(rotation, &new).await.unwrap();
+    assert_eq!(applied.workload.to_string(), "statefulsets/delegate-sts");
+    let set = sim.object("statefulsets", "delegate-sts").unwrap();
+    assert_eq!(
+        set["spec"]["template"]["metadata"]["annotations"]["tether.dev/rotation-id"],
+        rotation.to_string()
+    );
+    assert_eq!(
+        sim.object("deployments", DEPLOYMENT).unwrap()["metadata"]["generation"],
+        1,
+        "the Deployment is not touched"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upgrader_token_is_rewritten_with_the_delegate_token() {
     let (old, new) = (token(1), token(2));
     let sim = cluster(&old).await;

@@ -1,7 +1,8 @@
 //! The simulator's HTTPS API server (axum over rustls, a CA generated per run, on
 //! 127.0.0.1 port 0): GET and PATCH of one named object under
 //! `/api/v1/namespaces/{ns}/{pods|secrets}/{name}` and
-//! `/apis/apps/v1/namespaces/{ns}/{deployments|replicasets}/{name}`, nothing else (404).
+//! `/apis/apps/v1/namespaces/{ns}/{deployments|replicasets|statefulsets|daemonsets}/{name}`,
+//! nothing else (404).
 //! Bearer service-account token (401 otherwise), RBAC per request, metadata-only answers for
 //! `Accept: …;as=PartialObjectMetadata`, merge and strategic-merge patch content types (415
 //! for others), `?dryRun=All`.
@@ -139,7 +140,7 @@ fn answer(shared: &Shared, store: &mut Store, call: &Call) -> Result<Value, ApiE
     }
     let known = match call.group {
         "" => ["pods", "secrets"].contains(&call.resource.as_str()),
-        _ => ["deployments", "replicasets"].contains(&call.resource.as_str()),
+        _ => ["deployments", "replicasets", "statefulsets", "daemonsets"].contains(&call.resource.as_str()),
     };
     if !known {
         return Err(status(404, "NotFound", "the server could not find the requested resource".into()));

@@ -104,7 +104,7 @@ pub struct Store {
     /// Concurrent writers to simulate: before each of the next N Secret patches, another
     /// client changes the Secret (an annotation), so a patch read before it is stale.
     pub concurrent_secret_writes: usize,
-    /// Fault: every non-dry-run patch of a Deployment fails with 500.
+    /// Fault: every non-dry-run patch of a workload fails with 500.
     pub refuse_workload_patches: bool,
     /// Every request: `VERB resource/name -> code`.
     pub requests: Vec<String>,
@@ -208,7 +208,7 @@ impl Store {
             changed["metadata"]["annotations"]["sim.tether.dev/concurrent-write"] = json!(n.to_string());
             current = self.put(resource, changed);
         }
-        if resource == "deployments" && !dry_run && self.refuse_workload_patches {
+        if resource != "secrets" && !dry_run && self.refuse_workload_patches {
             return Err(status(
                 500,
                 "InternalError",
