@@ -61,4 +61,6 @@ cargo build --workspace --bins --locked
 disk
 echo "== tests"
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+# The manifest test validates kubernetes/ offline against the official schemas.
+command -v kubernetes-validate >/dev/null || python3 -m pip install --quiet kubernetes-validate==1.37.0
 cargo nextest run --workspace --locked --profile ci "$@"

@@ -58,9 +58,32 @@ impl Exit {
     }
 }
 
-/// Resolves the apply mode: docker when the own container is found through the socket, then
-/// file when `ACCOUNT_SECRET_FILE` is set, else manual.
+/// Resolves the apply mode: kubernetes in a pod (or when required), then docker when the own
+/// container is found through the socket, then file when `ACCOUNT_SECRET_FILE` is set, else
+/// manual.
 pub async fn resolve_mode(config: &Config) -> ApplyMode {
+    let k8s = &config.kubernetes;
+    let want_k8s = match config.apply_mode {
+        ApplyModeSetting::Kubernetes => true,
+        ApplyModeSetting::Auto => k8s.in_pod(),
+        _ => false,
+    };
+    if want_k8s {
+        match crate::kubernetes::cluster::Cluster::connect(k8s) {
+            Ok(cluster) => {
+                tracing::info!(
+                    ?cluster,
+                    "kubernetes mode: a rotation writes the Secret and rolls the workload"
+                );
+                return ApplyMode::Kubernetes(cluster);
+            }
+            Err(err) if config.apply_mode == ApplyModeSetting::Kubernetes => {
+                tracing::error!(error = %err, "kubernetes mode was requested but is unavailable; rotations will fail");
+                return ApplyMode::Unavailable(err.to_string());
+            }
+            Err(err) => tracing::warn!(error = %err, "running in a pod, but kubernetes mode is unavailable"),
+        }
+    }
     let want_docker = matches!(config.apply_mode, ApplyModeSetting::Auto | ApplyModeSetting::Docker);
     if want_docker {
         let discovery =

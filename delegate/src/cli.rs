@@ -68,7 +68,7 @@ pub struct RunFlags {
     /// ACCOUNT_SECRET_FILE, else /run/tether).
     #[arg(long, env = "TETHER_STATE_DIR")]
     pub state_dir: Option<String>,
-    /// How to apply a rotated token: auto, docker, file or manual.
+    /// How to apply a rotated token: auto, kubernetes, docker, file or manual.
     #[arg(long, env = "TETHER_APPLY_MODE")]
     pub apply_mode: Option<String>,
     /// Docker engine socket used in docker mode.
@@ -77,6 +77,15 @@ pub struct RunFlags {
     /// This container's id, when it cannot be discovered from /proc.
     #[arg(long, env = "TETHER_CONTAINER_ID")]
     pub container_id: Option<String>,
+    /// Kubernetes mode: the Secret holding DELEGATE_TOKEN (default tether-delegate-account-token).
+    #[arg(long, env = "TETHER_K8S_SECRET")]
+    pub k8s_secret: Option<String>,
+    /// Kubernetes mode: the service-account directory (token, namespace, ca.crt).
+    #[arg(long, env = "TETHER_K8S_SERVICEACCOUNT_DIR")]
+    pub k8s_serviceaccount_dir: Option<String>,
+    /// Kubernetes mode: this pod's name (default: the host name, which is the pod name).
+    #[arg(long, env = "TETHER_K8S_POD_NAME")]
+    pub k8s_pod_name: Option<String>,
     /// Seconds the successor container has to authenticate before it is rolled back.
     #[arg(long, env = "TETHER_REPLACE_TIMEOUT_SECS")]
     pub replace_timeout_secs: Option<String>,

@@ -16,6 +16,10 @@ use crate::strings::Strings;
 pub const DEFAULT_STATE_DIR: &str = "/run/tether";
 /// Default Docker engine socket.
 pub const DEFAULT_DOCKER_SOCKET: &str = "/var/run/docker.sock";
+/// Default Secret of kubernetes mode (the name in `kubernetes/`).
+pub const DEFAULT_K8S_SECRET: &str = "tether-delegate-account-token";
+/// Default service-account directory of a pod.
+pub const DEFAULT_K8S_SERVICEACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 const DEFAULT_REPLACE_TIMEOUT_SECS: u64 = 60;
 const DEFAULT_FATAL_BACKOFF_SECS: u64 = 60;
 
@@ -85,8 +89,10 @@ impl Endpoint {
 /// How a rotated token is applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ApplyModeSetting {
-    /// Docker if possible, then file, then manual.
+    /// Kubernetes in a pod, else Docker if possible, then file, then manual.
     Auto,
+    /// Only kubernetes (fails the rotation if the in-cluster API is unavailable).
+    Kubernetes,
     /// Only docker (fails the rotation if Docker is unavailable).
     Docker,
     /// Only the token file.
@@ -120,10 +126,36 @@ pub struct Config {
     pub docker_socket: PathBuf,
     /// Explicit container id override.
     pub container_id: Option<String>,
+    /// Kubernetes mode's settings.
+    pub kubernetes: KubeSettings,
     /// How long a successor container has to authenticate.
     pub replace_timeout: Duration,
     /// Quiet period after a fatal exit.
     pub fatal_backoff: Duration,
+}
+
+/// Settings of kubernetes mode (whether it applies is decided at start, see
+/// [`KubeSettings::in_pod`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubeSettings {
+    /// `KUBERNETES_SERVICE_HOST`, set by the kubelet in every pod.
+    pub service_host: Option<String>,
+    /// `KUBERNETES_SERVICE_PORT` (default 443).
+    pub service_port: u16,
+    /// `TETHER_K8S_SERVICEACCOUNT_DIR`: `token`, `namespace` and `ca.crt`.
+    pub serviceaccount_dir: PathBuf,
+    /// `TETHER_K8S_SECRET`: the Secret holding `DELEGATE_TOKEN`.
+    pub secret: String,
+    /// `TETHER_K8S_POD_NAME`, else the host name.
+    pub pod_name: String,
+}
+
+impl KubeSettings {
+    /// Whether this process runs in a pod: `KUBERNETES_SERVICE_HOST` is set and the
+    /// service-account token is mounted.
+    pub fn in_pod(&self) -> bool {
+        self.service_host.is_some() && self.serviceaccount_dir.join("token").is_file()
+    }
 }
 
 /// A value from its flag, else from the environment; empty counts as unset.
@@ -256,6 +288,7 @@ impl Config {
         let apply_mode = apply_mode(flags, env, secret_file.is_some())?;
         let docker_socket = docker_socket(flags, env);
         let container_id = container_id(flags, env)?;
+        let kubernetes = kubernetes(flags, env, &host)?;
         let replace_timeout = parse_secs(
             &flags.replace_timeout_secs,
             env,
@@ -280,6 +313,7 @@ impl Config {
             apply_mode,
             docker_socket,
             container_id,
+            kubernetes,
             replace_timeout,
             fatal_backoff,
         })
@@ -401,7 +435,8 @@ pub fn state_dir(flag: &Option<String>, env: &dyn Strings, secret_file: Option<&
     }
 }
 
-/// `TETHER_APPLY_MODE`: auto (default), docker, file (needs the token file) or manual.
+/// `TETHER_APPLY_MODE`: auto (default), kubernetes, docker, file (needs the token file) or
+/// manual.
 fn apply_mode(
     flags: &RunFlags,
     env: &dyn Strings,
@@ -410,10 +445,13 @@ fn apply_mode(
     const VAR: &str = "TETHER_APPLY_MODE";
     let apply_mode = match pick(&flags.apply_mode, env, VAR).as_deref().map(str::trim) {
         None | Some("auto") => ApplyModeSetting::Auto,
+        Some("kubernetes") => ApplyModeSetting::Kubernetes,
         Some("docker") => ApplyModeSetting::Docker,
         Some("file") => ApplyModeSetting::File,
         Some("manual") => ApplyModeSetting::Manual,
-        Some(_) => return Err(ConfigError::new(VAR, "expected one of auto, docker, file, manual")),
+        Some(_) => {
+            return Err(ConfigError::new(VAR, "expected one of auto, kubernetes, docker, file, manual"))
+        }
     };
     if apply_mode == ApplyModeSetting::File && !has_secret_file {
         return Err(ConfigError::new(VAR, "file mode needs ACCOUNT_SECRET_FILE"));
@@ -440,6 +478,45 @@ fn container_id(flags: &RunFlags, env: &dyn Strings) -> Result<Option<String>, C
         }
     }
     Ok(container_id)
+}
+
+/// Whether `name` is a Kubernetes object name (a DNS subdomain: at most 253 characters of
+/// lower-case letters, digits, `-` and `.`, starting and ending alphanumeric).
+pub fn is_object_name(name: &str) -> bool {
+    let edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    name.len() <= 253
+        && edge(name.chars().next())
+        && edge(name.chars().last())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+}
+
+/// Kubernetes mode: `KUBERNETES_SERVICE_HOST`/`_PORT`, `TETHER_K8S_SERVICEACCOUNT_DIR`,
+/// `TETHER_K8S_SECRET`, `TETHER_K8S_POD_NAME` (else the host name).
+fn kubernetes(flags: &RunFlags, env: &dyn Strings, host: &str) -> Result<KubeSettings, ConfigError> {
+    let service_host =
+        env.get("KUBERNETES_SERVICE_HOST").map(|h| h.trim().to_owned()).filter(|h| !h.is_empty());
+    let service_port =
+        match env.get("KUBERNETES_SERVICE_PORT").map(|p| p.trim().to_owned()).filter(|p| !p.is_empty()) {
+            None => 443,
+            Some(port) => port.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| {
+                ConfigError::new("KUBERNETES_SERVICE_PORT", "the port is not a number in 1..=65535")
+            })?,
+        };
+    let serviceaccount_dir = pick(&flags.k8s_serviceaccount_dir, env, "TETHER_K8S_SERVICEACCOUNT_DIR")
+        .map(|d| PathBuf::from(d.trim()))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_K8S_SERVICEACCOUNT_DIR));
+    let secret = pick(&flags.k8s_secret, env, "TETHER_K8S_SECRET")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|| DEFAULT_K8S_SECRET.to_owned());
+    if !is_object_name(&secret) {
+        return Err(ConfigError::new("TETHER_K8S_SECRET", "expected a Kubernetes object name"));
+    }
+    let pod_name = match pick(&flags.k8s_pod_name, env, "TETHER_K8S_POD_NAME") {
+        Some(name) if is_object_name(name.trim()) => name.trim().to_owned(),
+        Some(_) => return Err(ConfigError::new("TETHER_K8S_POD_NAME", "expected a Kubernetes object name")),
+        None => host.to_owned(),
+    };
+    Ok(KubeSettings { service_host, service_port, serviceaccount_dir, secret, pod_name })
 }
 
 /// The state directory when none is configured: the token file's directory, else

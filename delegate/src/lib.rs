@@ -9,8 +9,9 @@
 //! - [`session`]: the socket loop of one session; [`session::driver`] holds its decisions
 //!   (heartbeats, pings, tasks, rotations, how it ends) without sockets or clocks.
 //! - [`agent`]: token choice at start, reconnects with backoff, fatal exit, shutdown.
-//! - [`rotation`]: prove and apply (docker, file, manual) a rotated token; its ledger
+//! - [`rotation`]: prove and apply (kubernetes, docker, file, manual) a rotated token; its ledger
 //!   remembers applied, running and pending rotations.
+//! - [`kubernetes`]: in a pod, write the token to the Secret and roll the workload.
 //! - [`docker`]: own container discovery and self-replacement through the engine.
 //! - [`backoff`]: exponential backoff with full jitter; goodbye jitter.
 //! - [`tls`]: the TLS client configuration (pinned CA or public roots), built at load.
@@ -29,6 +30,7 @@ pub mod config;
 pub mod connection;
 pub mod docker;
 pub mod health;
+pub mod kubernetes;
 pub mod logging;
 pub mod rotation;
 pub mod session;

@@ -7,7 +7,7 @@
 //! h2, tungstenite, rustls, …) and any library added later — is capped at `warn`, whatever
 //! `RUST_LOG` says: a separate filter layer drops their debug and trace records (including
 //! those bridged from the `log` crate) after the `RUST_LOG` filter, so no directive can turn
-//! them back on.
+//! them back on. The kube crates are held at `error` (see [`QUIET_TARGETS`]).
 use std::io::IsTerminal;
 
 use tracing::{Level, Metadata};
@@ -23,15 +23,28 @@ pub const OWN_TARGETS: &[&str] = &["tether_delegate", "tether_protocol"];
 /// The most verbose level any other target may log at.
 pub const OTHER_TARGETS_MAX: Level = Level::WARN;
 
+/// Targets held at `error`: kube-client logs at `warn` the whole body of an answer it cannot
+/// parse, and the answer to a Secret read carries the tokens (base64).
+pub const QUIET_TARGETS: &[&str] = &["kube", "kube_client", "kube_core"];
+
 /// Whether a record of `target` at `level` may be written (before `RUST_LOG` is applied).
 pub fn may_log(target: &str, level: &Level) -> bool {
-    *level <= OTHER_TARGETS_MAX || is_own(target)
+    if is_own(target) {
+        return true;
+    }
+    if QUIET_TARGETS.iter().any(|quiet| in_crate(target, quiet)) {
+        return *level <= Level::ERROR;
+    }
+    *level <= OTHER_TARGETS_MAX
+}
+
+/// Whether `target` is the crate `krate` or one of its modules.
+fn in_crate(target: &str, krate: &str) -> bool {
+    target.strip_prefix(krate).is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
 }
 
 fn is_own(target: &str) -> bool {
-    OWN_TARGETS
-        .iter()
-        .any(|own| target.strip_prefix(own).is_some_and(|rest| rest.is_empty() || rest.starts_with("::")))
+    OWN_TARGETS.iter().any(|own| in_crate(target, own))
 }
 
 /// Longest text from the peer that is logged as it came, in bytes.
@@ -113,6 +126,11 @@ mod tests {
             assert!(may_log(target, &Level::WARN), "{target} at warn");
             assert!(may_log(target, &Level::ERROR), "{target} at error");
         }
+        for target in ["kube_client::client", "kube_client", "kube", "kube_core::error"] {
+            assert!(!may_log(target, &Level::WARN), "{target} at warn: it logs unparsed Secret bodies");
+            assert!(may_log(target, &Level::ERROR), "{target} at error");
+        }
+        assert!(may_log("kubex", &Level::WARN), "only the kube crates are held at error");
         for target in ["tether_delegate", "tether_delegate::docker::engine", "tether_protocol::handshake"] {
             assert!(may_log(target, &Level::TRACE), "{target} at trace");
         }

@@ -1,5 +1,5 @@
 //! Token rotation: unseal the successor token, prove it with a second handshake, then apply
-//! it in the first mode that fits (docker, file, manual) and report the outcome for the
+//! it in the first mode that fits (kubernetes, docker, file, manual) and report the outcome for the
 //! `rotate_ack`. Rotation ids already applied are remembered, so a repeated `rotate` is acked
 //! again and not re-applied.
 use std::path::PathBuf;
@@ -14,6 +14,7 @@ use uuid::Uuid;
 use crate::connection::{Connection, Connector};
 use crate::docker::container_id::short_id;
 use crate::docker::engine::DockerHost;
+use crate::kubernetes::cluster::{Applied, Cluster};
 use crate::logging::shown;
 use crate::token_file;
 
@@ -27,9 +28,12 @@ pub enum ApplyMode {
     Docker(DockerHost),
     /// Rewrite `ACCOUNT_SECRET_FILE` (this path) and continue in place.
     File(PathBuf),
+    /// Write the token to the pod's Secret and roll its workload.
+    Kubernetes(Cluster),
     /// Keep running on the old token and warn.
     Manual,
-    /// Docker mode was required but is not available; rotations fail with this reason.
+    /// Kubernetes or docker mode was required but is not available; rotations fail with this
+    /// reason.
     Unavailable(String),
 }
 
@@ -37,6 +41,7 @@ impl ApplyMode {
     /// The name reported in heartbeats.
     pub fn name(&self) -> &'static str {
         match self {
+            Self::Kubernetes(_) => "kubernetes",
             Self::Docker(_) => "docker",
             Self::File(_) => "file",
             Self::Manual => "manual",
@@ -158,8 +163,33 @@ impl Rotator {
             }
             ApplyMode::Unavailable(reason) => {
                 proven.close_quietly().await;
-                fail(format!("docker mode is required but unavailable: {reason}"))
+                fail(format!("the apply mode is required but unavailable: {reason}"))
             }
+            ApplyMode::Kubernetes(cluster) => match cluster.apply(rotation_id, &token).await {
+                Ok(applied) => {
+                    // The Secret is where the pods read the token; a token file, if one is
+                    // configured, is kept current too (it is tried first at a restart).
+                    if let Some(path) = &self.inner.secret_file {
+                        if let Err(err) = write_file(path.clone(), &token).await {
+                            tracing::warn!(%rotation_id, error = %err, "cannot rewrite ACCOUNT_SECRET_FILE; the Secret holds the new token");
+                        }
+                    }
+                    let detail = applied_detail(&applied);
+                    tracing::info!(%rotation_id, workload = %applied.workload, restarted = applied.restarted,
+                        keys = ?applied.keys_written, "Secret written and rollout requested; continuing on the new token until this pod is replaced");
+                    RotationDone {
+                        rotation_id,
+                        outcome: RotateOutcome::Applied,
+                        detail,
+                        switch_to: Some((token, proven)),
+                    }
+                }
+                Err(err) => {
+                    proven.close_quietly().await;
+                    let note = if err.touched_secret() { "" } else { "; the Secret was not changed" };
+                    fail(format!("kubernetes: {err}{note}"))
+                }
+            },
             ApplyMode::Docker(host) => {
                 proven.close_quietly().await;
                 self.replace_container(host, rotation_id, token, fail).await
@@ -216,6 +246,20 @@ impl Rotator {
             self.inner.replace_timeout.as_secs()
         ))
     }
+}
+
+/// The ack detail of an applied kubernetes-mode rotation.
+fn applied_detail(applied: &Applied) -> String {
+    let secret = match applied.keys_written.as_slice() {
+        [] => "the Secret already held the new token".to_owned(),
+        keys => format!("{} written to the Secret", keys.join(" and ")),
+    };
+    let restart = if applied.restarted {
+        format!("{} rolling restart requested", applied.workload)
+    } else {
+        format!("{} already rolling for this rotation", applied.workload)
+    };
+    format!("kubernetes: {secret}; {restart}; continuing on the new token until replaced")
 }
 
 async fn write_file(path: PathBuf, token: &Token) -> std::io::Result<()> {

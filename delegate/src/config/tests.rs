@@ -236,3 +236,55 @@ fn the_tls_configuration_built_at_load_trusts_the_pinned_ca_only() {
     env.remove("MANAGER_CA_CERT");
     assert!(handshake(load(&env).unwrap().tls, server).is_err());
 }
+
+#[test]
+fn kubernetes_settings_have_defaults_and_are_validated() {
+    let mut env = base(&token(4));
+    env.insert("HOSTNAME".into(), "tether-delegate-7d9f-abcde".into());
+    let k8s = load(&env).unwrap().kubernetes;
+    assert_eq!(k8s.secret, DEFAULT_K8S_SECRET);
+    assert_eq!(k8s.serviceaccount_dir, PathBuf::from(DEFAULT_K8S_SERVICEACCOUNT_DIR));
+    assert_eq!(k8s.pod_name, "tether-delegate-7d9f-abcde", "the pod name defaults to the host name");
+    assert_eq!((k8s.service_host, k8s.service_port), (None, 443));
+    assert!(!load(&env).unwrap().kubernetes.in_pod(), "no KUBERNETES_SERVICE_HOST");
+
+    env.insert("TETHER_APPLY_MODE".into(), "kubernetes".into());
+    assert_eq!(load(&env).unwrap().apply_mode, ApplyModeSetting::Kubernetes);
+    for (var, bad) in [
+        ("TETHER_K8S_SECRET", "Not_A_Name"),
+        ("TETHER_K8S_SECRET", "-x"),
+        ("TETHER_K8S_POD_NAME", "pod/../x"),
+        ("KUBERNETES_SERVICE_PORT", "0"),
+        ("KUBERNETES_SERVICE_PORT", "https"),
+    ] {
+        let mut env = env.clone();
+        env.insert(var.into(), bad.into());
+        let err = load(&env).unwrap_err();
+        assert_eq!(err.var, var, "{bad}");
+        assert!(!err.to_string().contains(bad), "the value is echoed: {err}");
+    }
+
+    // In a pod: the service host is set and the service-account token is mounted.
+    let dir = tempfile::tempdir().unwrap();
+    env.insert("KUBERNETES_SERVICE_HOST".into(), "10.96.0.1".into());
+    env.insert("KUBERNETES_SERVICE_PORT".into(), "6443".into());
+    env.insert("TETHER_K8S_SERVICEACCOUNT_DIR".into(), dir.path().display().to_string());
+    env.insert("TETHER_K8S_SECRET".into(), "my-delegate-token".into());
+    let k8s = load(&env).unwrap().kubernetes;
+    assert!(!k8s.in_pod(), "no token mounted yet");
+    std::fs::write(dir.path().join("token"), "sa-token").unwrap();
+    let k8s = load(&env).unwrap().kubernetes;
+    assert!(k8s.in_pod());
+    assert_eq!((k8s.service_host.as_deref(), k8s.service_port), (Some("10.96.0.1"), 6443));
+    assert_eq!(k8s.secret, "my-delegate-token");
+}
+
+#[test]
+fn object_names_are_dns_subdomains() {
+    for good in ["a", "tether-delegate", "x.y-1", &"a".repeat(253)] {
+        assert!(is_object_name(good), "{good}");
+    }
+    for bad in ["", "A", "-a", "a-", "a_b", "a/b", "é", &"a".repeat(254)] {
+        assert!(!is_object_name(bad), "{bad}");
+    }
+}
