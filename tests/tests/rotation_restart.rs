@@ -94,6 +94,28 @@ async fn delegates_that_reconnect_on_the_old_token_after_a_kill_9_still_move() -
     drop(stop_tx);
     manager.serve().await?;
 
+    // A delegate that first arrives during the grace window (the real binary, token file mode)
+    // is sent the successor and moves; the rotation still waits for the two it tracked.
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("token");
+    let mut env = env_for(&manager, LATE, &old_value, dir.path());
+    env.retain(|(k, _)| k != "TETHER_APPLY_MODE");
+    env.push(("TETHER_APPLY_MODE".into(), "file".into()));
+    env.push(("ACCOUNT_SECRET_FILE".into(), file.display().to_string()));
+    let late = Delegate::start(&env, &[])?;
+    manager.wait_for_session(LATE, rotation.token_id, LIMIT).await.with_context(|| late.log())?;
+    poll::until("the late delegate's token file to hold the successor", LIMIT, || {
+        file_holds(&file, &rotation.token)
+    })
+    .await
+    .with_context(|| late.log())?;
+    manager.wait_for_outcome(rotation.rotation_id, "applied", LIMIT).await?;
+    assert_eq!(
+        manager.rotation(rotation.rotation_id).await?["state"],
+        "running",
+        "two delegates still to move"
+    );
+
     // The same delegates (same instances) reconnect on the old token; this time they follow
     // the rotation: unseal the successor, prove it, ack `applied`, move.
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -109,23 +131,9 @@ async fn delegates_that_reconnect_on_the_old_token_after_a_kill_9_still_move() -
         };
         followers.push(tokio::spawn(session::hold(opened, who, opts, stop_rx.clone())));
     }
-    // A delegate that first arrives during the grace window (the real binary, token file mode)
-    // is sent the successor too.
-    let dir = tempfile::tempdir()?;
-    let file = dir.path().join("token");
-    let mut env = env_for(&manager, LATE, &old_value, dir.path());
-    env.retain(|(k, _)| k != "TETHER_APPLY_MODE");
-    env.push(("TETHER_APPLY_MODE".into(), "file".into()));
-    env.push(("ACCOUNT_SECRET_FILE".into(), file.display().to_string()));
-    let late = Delegate::start(&env, &[])?;
-    for name in NAMES.iter().chain([&LATE]) {
-        manager.wait_for_session(name, rotation.token_id, LIMIT).await.with_context(|| late.log())?;
+    for name in NAMES {
+        manager.wait_for_session(name, rotation.token_id, LIMIT).await?;
     }
-    poll::until("the late delegate's token file to hold the successor", LIMIT, || {
-        file_holds(&file, &rotation.token)
-    })
-    .await
-    .with_context(|| late.log())?;
     let doc = poll::until("the rotation to complete", LIMIT, || async {
         let doc = manager.rotation(rotation.rotation_id).await?;
         Ok((doc["state"] == "completed").then_some(doc))
