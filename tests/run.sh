@@ -23,7 +23,7 @@ fi
 # The metrics test validates /metrics with the parsers of PyPI's prometheus-client (both
 # exposition formats; Debian's promtool would pull in ~100 MB): pip, else Debian's package.
 if ! python3 -c 'import prometheus_client' 2>/dev/null; then
-  python3 -m pip install --quiet prometheus-client 2>/dev/null || {
+  python3 -m pip install --quiet --disable-pip-version-check prometheus-client==0.26.0 2>/dev/null || {
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-prometheus-client
   }
 fi
