@@ -134,6 +134,9 @@ pub struct CapLabel {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    /// When the rotation gauges were last read from the store (see
+    /// [`Metrics::rotation_reading_due`]).
+    rotations_read_at: std::sync::Mutex<Option<std::time::Instant>>,
     /// Live authenticated sessions.
     pub sessions: Gauge,
     /// Handshakes by outcome.
@@ -191,6 +194,9 @@ impl Default for Metrics {
         Self::new()
     }
 }
+
+/// Shortest time between two readings of the rotation gauges from the store.
+pub const ROTATION_READING_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Metrics {
     /// Registers every metric and initialises every labelled family whose labels are known.
@@ -328,6 +334,7 @@ impl Metrics {
         );
         let metrics = Self {
             registry,
+            rotations_read_at: std::sync::Mutex::new(None),
             sessions,
             handshakes,
             handshake_duration,
@@ -413,6 +420,21 @@ impl Metrics {
     }
 
     /// Sets the rotation gauges from a reading of the store.
+    /// Whether the rotation gauges are due for a new reading from the store, marking it taken:
+    /// at most one reading per [`ROTATION_READING_EVERY`], so `/metrics` (served without
+    /// authentication) costs the store nothing more however often it is scraped.
+    pub fn rotation_reading_due(&self, now: std::time::Instant) -> bool {
+        let mut last = self.rotations_read_at.lock().unwrap_or_else(|p| p.into_inner());
+        match *last {
+            Some(at) if now.saturating_duration_since(at) < ROTATION_READING_EVERY => false,
+            _ => {
+                *last = Some(now);
+                true
+            }
+        }
+    }
+
+    /// Sets the rotation gauges from a reading of the store.
     pub fn set_rotations(&self, progress: &crate::store::rotations::Progress) {
         self.rotations_in_progress.set(gauge_value(progress.running));
         self.rotations_past_half_grace.set(gauge_value(progress.past_half_grace));
@@ -459,6 +481,18 @@ fn gauge_value(n: u64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_store_is_read_for_the_rotation_gauges_at_most_once_per_interval() {
+        let m = Metrics::new();
+        let t0 = std::time::Instant::now();
+        assert!(m.rotation_reading_due(t0), "the first scrape reads");
+        for ms in [0, 1, 1_000, 4_999] {
+            assert!(!m.rotation_reading_due(t0 + std::time::Duration::from_millis(ms)), "{ms} ms later");
+        }
+        assert!(m.rotation_reading_due(t0 + ROTATION_READING_EVERY));
+        assert!(!m.rotation_reading_due(t0 + ROTATION_READING_EVERY));
+    }
 
     #[test]
     fn handshake_outcomes_are_the_reject_codes() {

@@ -32,6 +32,18 @@ async fn token_state(manager: &Manager, token_id: Uuid) -> Result<String> {
     body["state"].as_str().map(str::to_owned).ok_or_else(|| anyhow!("token without state: {body}"))
 }
 
+/// The sealed successors stored in the database (through the `sqlite3` shell, which
+/// `tests/run.sh` installs).
+fn sealed_successors(db: &std::path::Path) -> Result<Vec<Vec<u8>>> {
+    let out = std::process::Command::new("sqlite3")
+        .arg(db)
+        .arg("SELECT hex(sealed_successor) FROM rotations WHERE sealed_successor IS NOT NULL;")
+        .output()
+        .context("this test needs the `sqlite3` shell (apt-get install sqlite3)")?;
+    anyhow::ensure!(out.status.success(), "sqlite3: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().map(|l| hex::decode(l.trim()).context("hex")).collect()
+}
+
 fn identity(manager: &Manager, token: &Token, name: &str) -> Identity {
     Identity {
         account_id: manager.init.account_id.clone(),
@@ -87,6 +99,8 @@ async fn delegates_that_reconnect_on_the_old_token_after_a_kill_9_still_move() -
             assert!(hits.is_empty(), "the successor is readable in {}: {hits:?}", path.display());
         }
     }
+    let sealed = sealed_successors(&db)?;
+    assert_eq!(sealed.len(), 1, "one rotation running, its successor stored sealed");
     for holder in holders {
         let ended = tokio::time::timeout(LIMIT, holder).await.context("a held session did not end")??;
         assert!(!ended.revoked && !ended.rotated, "{ended:?}");
@@ -146,6 +160,18 @@ async fn delegates_that_reconnect_on_the_old_token_after_a_kill_9_still_move() -
     assert_eq!(token_state(&manager, old.id()).await?, "revoked");
     assert_eq!(token_state(&manager, rotation.token_id).await?, "active");
     assert!(manager.logs().contains("rotation resumed"), "{}", manager.logs());
+    // The finished rotation left no copy of its sealed successor: not in its row, not in the
+    // database file's free space, not in the WAL.
+    assert!(sealed_successors(&db)?.is_empty(), "the sealed successor is still stored");
+    for path in [db.clone(), db.with_extension("db-wal")] {
+        if let Ok(bytes) = std::fs::read(&path) {
+            assert!(
+                !bytes.windows(sealed[0].len()).any(|w| w == sealed[0].as_slice()),
+                "the sealed successor is left in {}",
+                path.display()
+            );
+        }
+    }
     let _ = stop_tx.send(true);
     for follower in followers {
         let ended = tokio::time::timeout(LIMIT, follower).await.context("a follower did not stop")??;

@@ -129,3 +129,37 @@ async fn a_handshake_while_the_database_is_locked_is_never_told_revoked() {
     }
     println!("handshake while locked: {}", answer.describe());
 }
+
+/// A rotation whose deadline comes while the store cannot be written is finished as soon as it
+/// can be: the old token is revoked and its session closed, without waiting for a restart
+/// (before, one refused write left the old token valid until the next start).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_finished_while_the_database_is_locked_is_retried_until_the_old_token_is_revoked() {
+    let m = Manager::start(&[]).await.unwrap();
+    let token = m.default_token().unwrap();
+    // A delegate that never acks keeps the rotation running until its deadline.
+    let mut held = match handshake(&m.target().unwrap(), None, &m.init.account_id, &token).await.unwrap() {
+        Answer::Welcome(established) => established,
+        other => panic!("no session: {}", other.describe()),
+    };
+    let rotation = m.rotate(token.id(), 2).await.unwrap();
+    let mut lock = Lock::take(&m);
+    poll::until("the manager to fail finishing the rotation", Duration::from_secs(30), || async {
+        Ok(m.logs().contains("cannot finish rotation").then_some(()))
+    })
+    .await
+    .unwrap();
+    lock.release();
+    let limit = Duration::from_secs(40);
+    poll::until("the rotation to finish after the lock", limit, || async {
+        let doc = m.rotation(rotation.rotation_id).await?;
+        Ok((doc["state"] == "grace_expired").then_some(()))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\nmanager log:\n{}", m.logs()));
+    let path = format!("/api/v1/accounts/{}/tokens/{}", m.init.account_id, token.id());
+    let (_, shown) = m.api(Method::GET, &path, None).await.unwrap();
+    assert_eq!(shown["state"], "revoked", "{shown}");
+    let code = tokio::time::timeout(limit, held.closed_with()).await.expect("the session is closed").unwrap();
+    assert_eq!(code, Some(tether_protocol::error::close::REVOKED), "the old token's session got a revoke");
+}

@@ -25,14 +25,16 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 /// Prometheus metrics: the 0.0.4 text format, or OpenMetrics when the `Accept` header asks
-/// for it. The rotation gauges are read from the store first.
+/// for it. The rotation gauges are read from the store first, at most once every 5 s.
 #[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "health", responses((status = 200, description = "Prometheus metrics: text format 0.0.4, or OpenMetrics 1.0.0 when `Accept` asks for it", content((String = "text/plain"), (String = "application/openmetrics-text")))))]
 pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> impl IntoResponse {
     let format = Format::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
-    let now = crate::clock::now_unix();
-    match state.store.call(move |c| crate::store::rotations::progress(c, now)).await {
-        Ok(progress) => state.metrics.set_rotations(&progress),
-        Err(e) => tracing::warn!(error = %e, "cannot read rotation progress for the metrics"),
+    if state.metrics.rotation_reading_due(std::time::Instant::now()) {
+        let now = crate::clock::now_unix();
+        match state.store.call(move |c| crate::store::rotations::progress(c, now)).await {
+            Ok(progress) => state.metrics.set_rotations(&progress),
+            Err(e) => tracing::warn!(error = %e, "cannot read rotation progress for the metrics"),
+        }
     }
     ([(header::CONTENT_TYPE, format.content_type())], state.metrics.encode(format))
 }

@@ -8,6 +8,12 @@ use tokio::sync::{watch, Notify};
 use uuid::Uuid;
 
 use super::Rotations;
+
+/// First pause before retrying a rotation's finish that the store refused; it doubles up to
+/// [`FINISH_RETRY_MAX`].
+const FINISH_RETRY_FIRST: Duration = Duration::from_secs(1);
+/// Longest pause between retries of a rotation's finish.
+const FINISH_RETRY_MAX: Duration = Duration::from_secs(30);
 use crate::clock::now_unix;
 use crate::metrics::OutcomeLabel;
 use crate::store::audit::Actor;
@@ -57,10 +63,28 @@ impl Rotations {
                 }
             }
         };
-        self.finish(rotation_id, old_token, outcome).await;
+        // The old token must not outlive the rotation because the store refused one write (a
+        // lock, a full or read-only disk): retry with a growing pause until it is finished or
+        // the service shuts down (the next start then finishes it).
+        let mut pause = FINISH_RETRY_FIRST;
+        while !self.finish(rotation_id, old_token, outcome).await {
+            tracing::warn!(%rotation_id, retry_in_secs = pause.as_secs(), "rotation not finished yet; retrying");
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                changed = stop.changed() => {
+                    if changed.is_err() || *stop.borrow() {
+                        tracing::info!(%rotation_id, "rotation left unfinished for the next start (shutdown)");
+                        return;
+                    }
+                }
+            }
+            pause = (pause * 2).min(FINISH_RETRY_MAX);
+        }
     }
 
-    async fn finish(&self, rotation_id: Uuid, old_token: Uuid, outcome: RotationOutcome) {
+    /// Records the outcome, revokes the old token and closes its sessions; false when the store
+    /// refused (nothing changed, to be retried).
+    async fn finish(&self, rotation_id: Uuid, old_token: Uuid, outcome: RotationOutcome) -> bool {
         let now = now_unix();
         let actor = Actor::system(format!("rotation:{rotation_id}"));
         let res = self
@@ -91,6 +115,10 @@ impl Rotations {
                     )?;
                 }
                 tx.commit()?;
+                // The sealed successor is gone from its row (zeroed in the page: secure_delete);
+                // fold the WAL into the database and empty it, so no old copy of the row stays
+                // in the WAL file either. Best effort: a reader can make it busy.
+                crate::store::checkpoint_truncate(conn);
                 Ok(())
             })
             .await;
@@ -107,9 +135,11 @@ impl Rotations {
                 let kicked = self.0.registry.kick(old_token, RevokedReason::Revoked);
                 self.0.metrics.revoke_fanout.observe(fanout.elapsed().as_secs_f64());
                 tracing::info!(%rotation_id, %old_token, outcome = outcome.as_str(), sessions_closed = kicked, "rotation finished; old token revoked");
+                true
             }
             Err(e) => {
-                tracing::error!(%rotation_id, error = %e, "cannot finish rotation; it will be retried at the next start")
+                tracing::error!(%rotation_id, error = %e, "cannot finish rotation: the store refused; the old token stays valid until it is retried");
+                false
             }
         }
     }

@@ -99,6 +99,9 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        // Deleted and overwritten content is zeroed, not left in free space (a rotation's
+        // sealed successor, once its rotation ends).
+        conn.pragma_update(None, "secure_delete", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         schema::migrate(&mut conn)?;
         Ok(Self { conn: Arc::new(Mutex::new(conn)), timing: None })
@@ -138,6 +141,15 @@ impl Store {
     ) -> Result<R, StoreError> {
         let mut guard = self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         f(&mut guard)
+    }
+}
+
+/// Folds the WAL into the database file and truncates it to zero bytes, so content removed
+/// from the database leaves no old page image in the WAL file. Best effort: a concurrent
+/// reader can make it busy, and a failure is logged, never returned.
+pub fn checkpoint_truncate(conn: &Connection) {
+    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0)) {
+        tracing::warn!(error = %e, "WAL checkpoint failed");
     }
 }
 
