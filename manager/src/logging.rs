@@ -2,12 +2,14 @@
 //! (default `info`). Log fields carry token ids, never token values or secrets. Text logs are
 //! coloured only when stderr is a terminal.
 //!
-//! Repeated identical warnings are limited ([`repeats`]): of a WARN or ERROR record that
-//! repeats with the same target, message and fields, the first in a window of
+//! Repeated similar warnings are limited ([`repeats`]): of a WARN or ERROR record that
+//! repeats with the same target and message (its numbers and hex taken as `#`; for the
+//! project's own records, the same fields too), the first in a window of
 //! [`REPEAT_WINDOW`] is written and the rest are counted, then summarised in one line ("N
 //! similar log lines suppressed") by [`summarise_repeats`], which `serve` calls every window
-//! and once at the end. (rustls logs one "Illegal SNI extension" warning per connection; a
-//! scanner makes hundreds.)
+//! and once at the end. (rustls logs one "Illegal SNI extension" warning per connection,
+//! quoting the name presented; a scanner makes hundreds, with as many names.) Records beyond
+//! the tracked table share one overflow record, so memory stays bounded.
 //!
 //! [`install_panic_hook`] replaces the default panic message (which quotes whatever the
 //! panicking code formatted, input included) with a log record that names only the place.

@@ -34,6 +34,10 @@ async fn cli_errors_have_documented_exit_codes_and_json() {
     assert_eq!(v["error"]["code"], "usage");
     let v = cli_json_error(&m, &["token", "create"], 64).await;
     assert!(v["error"]["message"].as_str().unwrap().contains("<NAME>"), "{v}");
+    // A line break in the admin token (it would inject a header): refused by name, not value.
+    let v = cli_json_error(&m, &["token", "list", "--admin-token", "tat_x\nInjected: 1"], 64).await;
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(message.contains("TETHER_ADMIN_TOKEN") && !message.contains("Injected"), "{v}");
     let out = cli_output(&m, &["token", "create"]).await;
     assert_eq!(out.status.code(), Some(64));
     assert!(!String::from_utf8_lossy(&out.stderr).trim_start().starts_with('{'), "text without --json");

@@ -102,7 +102,10 @@ pub struct ApiClient {
 
 impl ApiClient {
     /// A client of `manager_url` trusting `ca_pem`, authenticating with `admin_token`.
+    /// An admin token with characters other than visible ASCII is refused here (a usage
+    /// error, before any call), as it could not be sent as a header and could inject one.
     pub fn new(manager_url: &str, ca_pem: &Path, admin_token: &str) -> Result<Self, ClientError> {
+        check_admin_token(admin_token)?;
         let tls = crate::tls::client_config(ca_pem)
             .map_err(|e| ClientError::Usage(format!("CA certificate: {e}")))?;
         let http = reqwest::Client::builder()
@@ -178,6 +181,20 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
+/// Refuses an admin token that is empty or has any character other than visible ASCII
+/// (`!`..=`~`): a line break would end the header it is sent in. The message names the
+/// setting, never the value.
+pub fn check_admin_token(admin_token: &str) -> Result<(), ClientError> {
+    if admin_token.is_empty() || !admin_token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ClientError::Usage(
+            "the admin token (--admin-token or TETHER_ADMIN_TOKEN) must be visible ASCII characters \
+             only (no spaces, line breaks or control characters)"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use clap::Parser;
@@ -210,6 +227,20 @@ mod tests {
             "error sending request: client error (Connect): invalid peer certificate: UnknownIssuer"
         ));
         assert!(!is_untrusted("error sending request: tcp connect error: Connection refused"));
+    }
+
+    #[test]
+    fn an_admin_token_with_a_line_break_is_a_usage_error_before_any_call() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = crate::tls::ensure_generated(dir.path(), &[]).unwrap().ca.unwrap();
+        for bad in ["tat_x\nInjected: 1", "tat_x\r\nX: 1", "tat x", "tat_\u{7f}", "tat_é", "tat_\0", ""] {
+            let err = ApiClient::new("https://127.0.0.1:1", &ca, bad).unwrap_err();
+            assert_eq!(err.exit_code(), 64, "{bad:?}");
+            let shown = err.to_string();
+            assert!(shown.contains("TETHER_ADMIN_TOKEN"), "names the setting: {shown}");
+            assert!(!shown.contains("Injected") && !shown.contains("tat_"), "never the value: {shown}");
+        }
+        assert!(ApiClient::new("https://127.0.0.1:1", &ca, "tat_ok-~!").is_ok());
     }
 
     const VALUE: &str = "tat_THIS-IS-THE-ADMIN-SECRET-0123456789abcdef";

@@ -14,13 +14,17 @@ pub enum DurationError {
     /// Not a number with an optional unit.
     #[error("`{0}` is not a duration; give seconds (3600) or a number with a unit: 90s, 15m, 1h, 30d, 2w")]
     Invalid(String),
+    /// An uppercase `M`, which people mean as months more often than minutes.
+    #[error("`M`: use `m` for minutes; months are not a unit, use `30d`")]
+    UppercaseM,
     /// Too large for a count of seconds.
     #[error("`{0}` is too long a duration")]
     Overflow(String),
 }
 
-/// Parses `90`, `90s`, `15m`, `1h`, `30d` or `2w` into seconds. Refuses signs, fractions,
-/// spaces inside, several units and anything that overflows `u64` seconds.
+/// Parses `90`, `90s`, `15m`, `1h`, `30d` or `2w` into seconds (units in either case, except
+/// `M`, refused because it reads as months). Refuses signs, fractions, spaces inside, several
+/// units and anything that overflows `u64` seconds.
 pub fn parse_secs(input: &str) -> Result<u64, DurationError> {
     let text = input.trim();
     if text.is_empty() {
@@ -34,6 +38,7 @@ pub fn parse_secs(input: &str) -> Result<u64, DurationError> {
     };
     let multiplier = match unit {
         None => 1,
+        Some('M') => return Err(DurationError::UppercaseM),
         Some(u) => match UNITS.iter().find(|(c, _)| *c == u.to_ascii_lowercase()) {
             Some((_, m)) => *m,
             None => return Err(DurationError::Invalid(shown())),
@@ -60,6 +65,16 @@ mod tests {
         assert_eq!(parse_secs("30d"), Ok(2_592_000));
         assert_eq!(parse_secs("2w"), Ok(1_209_600));
         assert_eq!(parse_secs(" 1H "), Ok(3600), "surrounding space and the unit's case do not matter");
+    }
+
+    #[test]
+    fn an_uppercase_m_is_refused_as_it_reads_as_months() {
+        assert_eq!(parse_secs("1M"), Err(DurationError::UppercaseM));
+        assert_eq!(parse_secs(" 6M "), Err(DurationError::UppercaseM));
+        let message = DurationError::UppercaseM.to_string();
+        assert!(message.contains("use `m` for minutes") && message.contains("`30d`"), "{message}");
+        assert_eq!(parse_secs("1m"), Ok(60), "lowercase is minutes");
+        assert_eq!((parse_secs("2S"), parse_secs("1D"), parse_secs("1W")), (Ok(2), Ok(86_400), Ok(604_800)));
     }
 
     #[test]
