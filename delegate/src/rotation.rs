@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::connection::{Connection, Connector};
 use crate::docker::container_id::short_id;
 use crate::docker::engine::DockerHost;
-use crate::kubernetes::cluster::{Applied, Cluster};
+use crate::kubernetes::cluster::{Applied, Cluster, Unconfirmed};
 use crate::logging::shown;
 use crate::token_file;
 
@@ -176,7 +176,7 @@ impl Rotator {
                     }
                     let detail = applied_detail(&applied);
                     tracing::info!(%rotation_id, workload = %applied.workload, restarted = applied.restarted,
-                        keys = ?applied.keys_written, "Secret written and rollout requested; continuing on the new token until this pod is replaced");
+                        keys = ?applied.keys_written, %detail, "kubernetes apply done; continuing on the new token until this pod is replaced");
                     RotationDone {
                         rotation_id,
                         outcome: RotateOutcome::Applied,
@@ -186,8 +186,8 @@ impl Rotator {
                 }
                 Err(err) => {
                     proven.close_quietly().await;
-                    let note = if err.touched_secret() { "" } else { "; the Secret was not changed" };
-                    fail(format!("kubernetes: {err}{note}"))
+                    // An error is always from before the Secret write (or a refused one).
+                    fail(format!("kubernetes: {err}; the Secret was not changed"))
                 }
             },
             ApplyMode::Docker(host) => {
@@ -250,6 +250,20 @@ impl Rotator {
 
 /// The ack detail of an applied kubernetes-mode rotation.
 fn applied_detail(applied: &Applied) -> String {
+    match &applied.unconfirmed {
+        Some(Unconfirmed::Restart(reason)) => {
+            return format!(
+                "kubernetes: the Secret holds the new token; the {} rolling restart was refused or unconfirmed ({reason}); this pod continues on the new token, and pods pick it up from the Secret when they restart",
+                applied.workload
+            )
+        }
+        Some(Unconfirmed::SecretWrite(reason)) => {
+            return format!(
+                "kubernetes: the Secret write was sent but not confirmed ({reason}); it is not undone and no rolling restart was requested; this pod continues on the new token; check that the Secret holds it before pods restart"
+            )
+        }
+        None => {}
+    }
     let secret = match applied.keys_written.as_slice() {
         [] => "the Secret already held the new token".to_owned(),
         keys => format!("{} written to the Secret", keys.join(" and ")),

@@ -2,13 +2,15 @@
 //! (`tether_tests::kube_sim`; no pods run here, the objects are put in place): the Secret and
 //! the restart on success, idempotent for a repeat; and each failure with its precise reason
 //! and the Secret as it was — Secret not found, a key missing, RBAC 403 on the restart (found
-//! by the dry run, before the Secret is written), a conflict that keeps failing, a restart
-//! refused after the write (the Secret restored), the API server unreachable.
-use std::time::Duration;
+//! by the dry run, before the Secret is written), a conflict that keeps failing, the API
+//! server unreachable, an owner reference with a name that is no object name. Once the Secret
+//! write was sent it is never undone: a restart refused or unanswered after it is an
+//! `Applied` that says so. An API server dripping its answers is cut off by the deadline.
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tether_delegate::config::KubeSettings;
-use tether_delegate::kubernetes::cluster::{Cluster, KubeError, SECRET_ATTEMPTS};
+use tether_delegate::kubernetes::cluster::{Cluster, KubeError, Unconfirmed, SECRET_ATTEMPTS};
 use tether_protocol::Token;
 use tether_tests::kube_sim::{delegate_role, Rule, Simulator};
 use uuid::Uuid;
@@ -158,7 +160,6 @@ async fn failures_name_the_reason_and_leave_the_secret_as_it_was() {
     let text = err.to_string();
     assert!(text.contains("cannot dry-run patch deployments/delegate in tether: 403 Forbidden"), "{text}");
     assert!(text.contains("cannot patch resource \"deployments\""), "{text}");
-    assert!(!err.touched_secret());
     assert_eq!(sim.object("secrets", SECRET), secret, "the Secret changed");
     sim.set_rules(delegate_role(SECRET, DEPLOYMENT));
 
@@ -169,15 +170,6 @@ async fn failures_name_the_reason_and_leave_the_secret_as_it_was() {
     assert!(err.to_string().contains("409 Conflict"), "{err}");
     sim.concurrent_secret_writes(0);
     assert_eq!(sim.secret_value(SECRET, "DELEGATE_TOKEN").as_deref(), Some(old.expose().as_str()));
-
-    // A restart refused after the Secret was written: the Secret is restored.
-    sim.refuse_workload_patches(true);
-    let err = apply(&sim, Uuid::new_v4(), &new).await.unwrap_err();
-    let text = err.to_string();
-    assert!(err.touched_secret(), "{text}");
-    assert!(text.contains("500 InternalError") && text.contains("the Secret was restored"), "{text}");
-    assert_eq!(sim.secret_value(SECRET, "DELEGATE_TOKEN").as_deref(), Some(old.expose().as_str()));
-    sim.refuse_workload_patches(false);
 
     // A key missing, then the Secret missing.
     sim.put_secret(SECRET, &[("ACCOUNT_ID", "acme")]);
@@ -207,6 +199,106 @@ async fn failures_name_the_reason_and_leave_the_secret_as_it_was() {
     assert!(matches!(err, KubeError::Unreachable { .. }), "{err}");
     assert!(err.to_string().contains("cannot get pods tether/"), "{err}");
     assert_no_token(&format!("{:?}", sim.requests()), &[&old, &new]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_refused_after_the_secret_write_keeps_the_new_token_in_the_secret() {
+    let (old, new) = (token(1), token(2));
+    let sim = cluster(&old).await;
+    sim.refuse_workload_patches(true);
+    let applied = apply(&sim, Uuid::new_v4(), &new).await.expect("applied: the Secret holds the new token");
+    assert_eq!(applied.keys_written, ["DELEGATE_TOKEN"]);
+    assert!(!applied.restarted);
+    let Some(Unconfirmed::Restart(reason)) = &applied.unconfirmed else { panic!("{applied:?}") };
+    assert!(reason.contains("cannot patch deployments/delegate in tether: 500 InternalError"), "{reason}");
+    assert_no_token(reason, &[&old, &new]);
+    assert_eq!(
+        sim.secret_value(SECRET, "DELEGATE_TOKEN").as_deref(),
+        Some(new.expose().as_str()),
+        "the Secret is never rolled back to the old token"
+    );
+    let secret_patches = sim.requests().iter().filter(|r| r.starts_with("PATCH secrets/")).count();
+    assert_eq!(secret_patches, 1, "one write, no restore: {:?}", sim.requests());
+}
+
+async fn apply_with_deadline(
+    sim: &Simulator,
+    rotation: Uuid,
+    new: &Token,
+) -> (Result<tether_delegate::kubernetes::cluster::Applied, KubeError>, Duration) {
+    let cluster =
+        Cluster::connect(&settings_of(sim, sim.addr.port())).unwrap().with_deadline(Duration::from_secs(2));
+    let started = Instant::now();
+    let result = tokio::time::timeout(Duration::from_secs(30), cluster.apply(rotation, new))
+        .await
+        .expect("apply hangs");
+    (result, started.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dripping_api_server_is_cut_off_by_the_apply_deadline() {
+    let (old, new) = (token(1), token(2));
+    let sim = cluster(&old).await;
+
+    // Before the Secret write: failed, the Secret unchanged.
+    for kind in ["GET pods", "PATCH deployments?dryRun", "GET secrets"] {
+        sim.drip(Some(kind));
+        let (result, took) = apply_with_deadline(&sim, Uuid::new_v4(), &new).await;
+        let err = result.expect_err(kind);
+        assert!(matches!(err, KubeError::Deadline { seconds: 2, .. }), "{kind}: {err}");
+        assert!(err.to_string().contains("2 s deadline"), "{err}");
+        assert!(took < Duration::from_secs(10), "{kind}: took {took:?}");
+        assert_eq!(
+            sim.secret_value(SECRET, "DELEGATE_TOKEN").as_deref(),
+            Some(old.expose().as_str()),
+            "{kind}"
+        );
+    }
+
+    // The Secret write's answer dripped (it landed): applied, not undone, no restart.
+    sim.drip(Some("PATCH secrets"));
+    let (result, took) = apply_with_deadline(&sim, Uuid::new_v4(), &new).await;
+    let applied = result.expect("applied once the Secret write was sent");
+    assert!(
+        matches!(&applied.unconfirmed, Some(Unconfirmed::SecretWrite(r)) if r.contains("deadline")),
+        "{applied:?}"
+    );
+    assert!(!applied.restarted && took < Duration::from_secs(10), "{applied:?} {took:?}");
+    assert_eq!(sim.secret_value(SECRET, "DELEGATE_TOKEN").as_deref(), Some(new.expose().as_str()));
+    assert_eq!(sim.object("deployments", DEPLOYMENT).unwrap()["metadata"]["generation"], 1, "no restart");
+
+    // The restart's answer dripped (it landed): applied, the Secret keeps the new token.
+    sim.put_secret(SECRET, &[("DELEGATE_TOKEN", old.expose().as_str())]);
+    sim.drip(Some("PATCH deployments"));
+    let rotation = Uuid::new_v4();
+    let (result, took) = apply_with_deadline(&sim, rotation, &new).await;
+    let applied = result.expect("applied: the Secret holds the new token");
+    assert!(
+        matches!(&applied.unconfirmed, Some(Unconfirmed::Restart(r)) if r.contains("deadline")),
+        "{applied:?}"
+    );
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    assert_eq!(sim.secret_value(SECRET, "DELEGATE_TOKEN").as_deref(), Some(new.expose().as_str()));
+    assert_no_token(&format!("{:?} {:?}", applied, sim.requests()), &[&old, &new]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owner_names_that_are_not_object_names_are_refused_before_any_request() {
+    let (old, new) = (token(1), token(2));
+    let sim = cluster(&old).await;
+    for name in ["tether-delegate?dryRun=All&x=", "../../.."] {
+        sim.put_object(
+            "pods",
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": POD,
+                   "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": name,
+                                        "uid": "u", "controller": true}]}}),
+        );
+        let before = sim.requests().len();
+        let err = apply(&sim, Uuid::new_v4(), &new).await.unwrap_err();
+        assert!(err.to_string().contains("not a valid Kubernetes object name"), "{err}");
+        assert_eq!(sim.requests().len(), before + 1, "only the pod was read: {:?}", sim.requests());
+    }
+    assert_eq!(sim.secret_value(SECRET, "DELEGATE_TOKEN").as_deref(), Some(old.expose().as_str()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,7 +4,9 @@
 //! real API server can run here). A rotation writes the Secret and rolls the Deployment with
 //! no moment without a live session; a re-created pod keeps the new token; a Role without
 //! `patch` on the Secret fails the rotation and changes nothing; a concurrent change of the
-//! Secret (409) is retried; a revoke stops every pod with exit 78.
+//! Secret (409) is retried; a restart refused after the Secret write leaves the new token in
+//! the Secret, acks `applied` and moves the pods' sessions onto it; a revoke stops every pod
+//! with exit 78.
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -313,6 +315,53 @@ async fn a_role_without_patch_on_the_secret_fails_the_rotation_and_changes_nothi
         requests.iter().any(|r| r.starts_with("PATCH secrets/") && r.ends_with("-> 403")),
         "{requests:#?}"
     );
+    cluster.assert_no_secret_in_logs(&[&cluster.token, &Token::parse(&rotation.token)?]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_refused_after_the_secret_write_keeps_the_new_token_and_moves_the_pods() -> Result<()> {
+    let cluster = Cluster::up(None).await?;
+    let pods_before = cluster.sim.live_pods();
+    cluster.sim.refuse_workload_patches(true);
+    let rotation = cluster.manager.rotate(cluster.token.id(), 300).await?;
+    let detail = cluster.detail(&rotation, "applied").await?;
+    for part in [
+        "the Secret holds the new token",
+        "rolling restart was refused or unconfirmed",
+        "500 InternalError",
+        "this pod continues on the new token",
+        "pick it up from the Secret when they restart",
+    ] {
+        assert!(detail.contains(part), "the detail does not say {part:?}: {detail}");
+    }
+    poll::until("both delegates to ack applied", LIMIT, || async {
+        let doc: Value = cluster.manager.rotation(rotation.rotation_id).await?;
+        let applied = doc["delegates"]
+            .as_array()
+            .map_or(0, |ds| ds.iter().filter(|d| d["outcome"] == "applied").count());
+        Ok((applied == 2).then_some(()))
+    })
+    .await?;
+    // Never rolled back: the Secret holds the new token, and both pods (not replaced) moved.
+    assert_eq!(cluster.sim.secret_value(SECRET, "DELEGATE_TOKEN").as_deref(), Some(rotation.token.as_str()));
+    poll::until("both pods' sessions on the new token", LIMIT, || async {
+        let sessions = cluster.manager.delegates().await?;
+        let moved =
+            sessions.iter().filter(|d| d.name == DEPLOYMENT && d.token_id == rotation.token_id).count();
+        Ok((moved == 2).then_some(()))
+    })
+    .await
+    .with_context(|| cluster.logs())?;
+    let names = |pods: Vec<PodView>| pods.into_iter().map(|p| p.name).collect::<Vec<_>>();
+    assert_eq!(names(cluster.sim.live_pods()), names(pods_before), "no pod was replaced");
+    let requests = cluster.sim.requests();
+    let secret_patches = requests.iter().filter(|r| r.starts_with("PATCH secrets/")).count();
+    assert_eq!(secret_patches, 1, "one write and no restore: {requests:#?}");
+    // Pods created again read the new token from the Secret.
+    cluster.sim.refuse_workload_patches(false);
+    cluster.sim.delete_pods();
+    cluster.wait_for_pods(rotation.token_id, ROLLOUT).await?;
     cluster.assert_no_secret_in_logs(&[&cluster.token, &Token::parse(&rotation.token)?]);
     Ok(())
 }

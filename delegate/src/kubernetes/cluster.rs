@@ -2,8 +2,12 @@
 //! from the service-account directory, and the rotation itself — find the workload through
 //! the pod's owner references, try its restart patch as a dry run, patch the Secret with its
 //! resourceVersion as the precondition (re-read and retried on 409, bounded), then patch the
-//! pod-template annotations; a restart refused after the Secret was written restores it.
+//! pod-template annotations. Once the Secret holds the new token (already proven valid) it is
+//! never rolled back: a restart refused or unconfirmed after that is reported in [`Applied`],
+//! and the pod continues on the new token. The whole apply runs under one deadline
+//! ([`APPLY_DEADLINE`]), since a server that drips its answer keeps each read alive.
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
@@ -26,6 +30,10 @@ const MAX_MESSAGE: usize = 300;
 /// Bounds of one API request.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const READ_TIMEOUT: Duration = Duration::from_secs(15);
+/// The longest a whole kubernetes apply may take (every request and retry together): the
+/// read timeout restarts on every byte, so a server dripping its answer would otherwise hold
+/// a rotation without an ack forever.
+pub const APPLY_DEADLINE: Duration = Duration::from_secs(60);
 
 /// Why kubernetes mode cannot be set up, or a rotation was not applied. Never carries a
 /// token: text from the API server is redacted, escaped and bounded.
@@ -75,36 +83,43 @@ pub enum KubeError {
         /// The missing key.
         key: &'static str,
     },
-    /// The restart was refused after the Secret was written; the Secret was restored (or
-    /// `outcome` says why not).
-    #[error("{cause}; {outcome}")]
-    RestartRefused {
-        /// Why the restart failed.
-        cause: Box<KubeError>,
-        /// What became of the Secret.
-        outcome: String,
+    /// The apply's overall deadline passed before the Secret write was sent.
+    #[error("no complete answer from the API server within the {seconds} s deadline of a kubernetes apply (while {during})")]
+    Deadline {
+        /// The deadline in seconds.
+        seconds: u64,
+        /// The step that was under way.
+        during: &'static str,
     },
     /// The pod's owners lead to no restartable workload.
     #[error(transparent)]
     Owner(#[from] OwnerError),
 }
 
-impl KubeError {
-    /// Whether the Secret was written (and then restored, or not) before this error.
-    pub fn touched_secret(&self) -> bool {
-        matches!(self, Self::RestartRefused { .. })
-    }
-}
-
-/// What a rotation did.
+/// What a rotation did. Every outcome here leaves the pod on the new token: the Secret holds
+/// it (or was sent it), and is never restored to the old one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Applied {
     /// The workload restarted.
     pub workload: Workload,
     /// The keys written, or none when the Secret already held the new token.
     pub keys_written: Vec<&'static str>,
-    /// False when a sibling pod had already restarted the workload for this rotation.
+    /// False when a sibling pod had already restarted the workload for this rotation, or
+    /// when the restart is [`Unconfirmed`].
     pub restarted: bool,
+    /// A step after the Secret write that was refused or whose answer did not arrive.
+    pub unconfirmed: Option<Unconfirmed>,
+}
+
+/// A step that failed or went unanswered once the Secret write had been sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unconfirmed {
+    /// The Secret holds the new token; the rolling restart was refused or its answer lost
+    /// (the reason: redacted, bounded).
+    Restart(String),
+    /// The Secret write was sent but its answer did not arrive (the reason); it may have
+    /// landed, so it is not undone, and no restart was requested.
+    SecretWrite(String),
 }
 
 /// The in-cluster API of this delegate's pod: its namespace, Secret and pod name.
@@ -114,6 +129,7 @@ pub struct Cluster {
     namespace: String,
     secret: String,
     pod: String,
+    deadline: Duration,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -182,7 +198,20 @@ impl Cluster {
                 plan::peer_text(&err.to_string(), MAX_MESSAGE)
             ))
         })?;
-        Ok(Self { client, namespace, secret: settings.secret.clone(), pod: settings.pod_name.clone() })
+        Ok(Self {
+            client,
+            namespace,
+            secret: settings.secret.clone(),
+            pod: settings.pod_name.clone(),
+            deadline: APPLY_DEADLINE,
+        })
+    }
+
+    /// The same cluster with another overall apply deadline (tests use a short one).
+    #[must_use]
+    pub fn with_deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = deadline;
+        self
     }
 
     /// `secrets/<name>` in the namespace, as errors name it.
@@ -191,41 +220,81 @@ impl Cluster {
     }
 
     /// Applies rotation `rotation_id`: the Secret's `DELEGATE_TOKEN` (and `UPGRADER_TOKEN`
-    /// when present) set to `token`, then the workload's rolling restart. On any error the
-    /// Secret is as it was: never written, or restored (a failed restore is in the error).
+    /// when present) set to `token`, then the workload's rolling restart, all within the
+    /// apply deadline. An error means the Secret write was never sent (or was refused) and
+    /// the Secret is unchanged; once the write was sent, the outcome is an [`Applied`] (with
+    /// [`Applied::unconfirmed`] saying what did not complete) and the Secret is never rolled
+    /// back: the new token is proven, and a sibling pod or a landed restart may already use it.
     pub async fn apply(&self, rotation_id: Uuid, token: &Token) -> Result<Applied, KubeError> {
-        let workload = self.find_workload().await?;
+        let deadline = tokio::time::Instant::now() + self.deadline;
+        let seconds = self.deadline.as_secs();
+        let within = |during: &'static str| move |_| KubeError::Deadline { seconds, during };
+        let workload = tokio::time::timeout_at(deadline, self.find_workload())
+            .await
+            .map_err(within("finding the workload"))??;
         let workloads = self.workloads(workload.kind);
         let object = format!("{} in {}", workload, self.namespace);
-        let current =
-            workloads.get(&workload.name).await.map_err(|err| api_error("get", object.clone(), err))?;
-        let already = restarted_by(&current, rotation_id);
-        if !already {
-            // Refused restarts (RBAC) are found before the Secret is touched.
-            let restart = plan::restart_patch(rotation_id, &plan::rfc3339(crate::state::unix_now()), None);
-            workloads
-                .patch(&workload.name, &PatchParams::default().dry_run(), &Patch::Strategic(&restart))
-                .await
-                .map_err(|err| api_error("dry-run patch", object.clone(), err))?;
+        let prepare = async {
+            let current =
+                workloads.get(&workload.name).await.map_err(|err| api_error("get", object.clone(), err))?;
+            let already = restarted_by(&current, rotation_id);
+            if !already {
+                // Refused restarts (RBAC) are found before the Secret is touched.
+                let restart =
+                    plan::restart_patch(rotation_id, &plan::rfc3339(crate::state::unix_now()), None);
+                workloads
+                    .patch(&workload.name, &PatchParams::default().dry_run(), &Patch::Strategic(&restart))
+                    .await
+                    .map_err(|err| api_error("dry-run patch", object.clone(), err))?;
+            }
+            Ok::<_, KubeError>(already)
+        };
+        let already =
+            tokio::time::timeout_at(deadline, prepare).await.map_err(within("checking the workload"))??;
+        let sent = AtomicBool::new(false);
+        let written = match tokio::time::timeout_at(deadline, self.write_secret(token, &sent)).await {
+            Ok(Ok(written)) => written,
+            Ok(Err(err)) if !sent.load(Ordering::SeqCst) => return Err(err),
+            Err(_) if !sent.load(Ordering::SeqCst) => {
+                return Err(KubeError::Deadline { seconds, during: "reading the Secret" })
+            }
+            unanswered => {
+                let reason = match unanswered {
+                    Ok(Err(err)) => err.to_string(),
+                    _ => format!("no answer within the {seconds} s deadline of a kubernetes apply"),
+                };
+                tracing::warn!(secret = %self.secret_object(), %reason,
+                    "the Secret write was sent but not confirmed; it is not undone and no restart is requested");
+                return Ok(Applied {
+                    workload,
+                    keys_written: Vec::new(),
+                    restarted: false,
+                    unconfirmed: Some(Unconfirmed::SecretWrite(reason)),
+                });
+            }
+        };
+        let keys_written: Vec<&'static str> = written.unwrap_or_default();
+        if already {
+            return Ok(Applied { workload, keys_written, restarted: false, unconfirmed: None });
         }
-        let written = self.write_secret(token).await?;
-        let restarted = match already {
-            true => false,
-            false => match self.restart(&workloads, &workload, rotation_id).await {
-                Ok(restarted) => restarted,
-                Err(err) => {
-                    return Err(match written {
-                        Some(written) => self.restore(written, err).await,
-                        None => err,
-                    })
-                }
-            },
+        // From here on the Secret holds the new token: whatever the restart does, it stays.
+        let restart =
+            tokio::time::timeout_at(deadline, self.restart(&workloads, &workload, rotation_id)).await;
+        let (restarted, unconfirmed) = match restart {
+            Ok(Ok(restarted)) => (restarted, None),
+            Ok(Err(err)) => (false, Some(Unconfirmed::Restart(err.to_string()))),
+            Err(_) => (
+                false,
+                Some(Unconfirmed::Restart(format!(
+                    "no answer to the restart of {object} within the {seconds} s deadline of a kubernetes apply"
+                ))),
+            ),
         };
-        let keys_written = match written {
-            Some(w) => w.previous.iter().map(|(k, _)| *k).collect(),
-            None => Vec::new(),
-        };
-        Ok(Applied { workload, keys_written, restarted })
+        if let Some(Unconfirmed::Restart(reason)) = &unconfirmed {
+            tracing::warn!(secret = %self.secret_object(), %workload, %reason,
+                "the rolling restart was refused or unconfirmed after the Secret was written; the Secret keeps the new token");
+        }
+        Ok(Applied { workload, keys_written, restarted, unconfirmed })
     }
 
     /// Sets the restart annotations under the workload's resourceVersion, re-reading after a
@@ -298,8 +367,14 @@ impl Cluster {
 
     /// Writes the token keys under the resourceVersion precondition, re-reading after each
     /// 409 (at most [`SECRET_ATTEMPTS`] times). `None` when the Secret already holds the
-    /// token (a sibling pod wrote it).
-    async fn write_secret(&self, token: &Token) -> Result<Option<Written>, KubeError> {
+    /// token (a sibling pod wrote it), else the keys written. `sent` is set while a write is
+    /// on its way and cleared when the API answered that it refused it (the Secret is
+    /// unchanged); it stays set when the answer was lost (the write may have landed).
+    async fn write_secret(
+        &self,
+        token: &Token,
+        sent: &AtomicBool,
+    ) -> Result<Option<Vec<&'static str>>, KubeError> {
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
         let object = self.secret_object();
         let value = token.expose();
@@ -324,15 +399,21 @@ impl Cluster {
             }
             let values: Vec<(&str, &[u8])> = previous.iter().map(|(k, _)| (*k, value.as_bytes())).collect();
             let mut patch = plan::secret_patch(&resource_version, &values);
+            sent.store(true, Ordering::SeqCst);
             let result = secrets.patch(&self.secret, &PatchParams::default(), &Patch::Merge(&patch)).await;
             patch.take();
+            if matches!(result, Err(kube::Error::Api(_))) {
+                // The API answered: the write was refused, nothing changed.
+                sent.store(false, Ordering::SeqCst);
+            }
+            let keys: Vec<&'static str> = previous.iter().map(|(k, _)| *k).collect();
             match result {
                 Ok(mut patched) => {
                     if let Some(data) = patched.data.as_mut() {
                         wipe(data);
                     }
-                    let resource_version = patched.metadata.resource_version.clone().unwrap_or_default();
-                    return Ok(Some(Written { resource_version, previous }));
+                    wipe_pairs(&mut previous);
+                    return Ok(Some(keys));
                 }
                 Err(kube::Error::Api(status)) if status.code == 409 => {
                     wipe_pairs(&mut previous);
@@ -346,44 +427,12 @@ impl Cluster {
         }
         Err(KubeError::Conflict { object, attempts: SECRET_ATTEMPTS })
     }
-
-    /// Puts the previous token values back after a refused restart (under the precondition
-    /// of the version written, so a later change by someone else is not overwritten), and
-    /// returns `cause` extended by the outcome.
-    async fn restore(&self, mut written: Written, cause: KubeError) -> KubeError {
-        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
-        let values: Vec<(&str, &[u8])> = written.previous.iter().map(|(k, v)| (*k, v.0.as_slice())).collect();
-        let mut patch = plan::secret_patch(&written.resource_version, &values);
-        let result = secrets.patch(&self.secret, &PatchParams::default(), &Patch::Merge(&patch)).await;
-        patch.take();
-        wipe_pairs(&mut written.previous);
-        let outcome = match result {
-            Ok(mut restored) => {
-                if let Some(data) = restored.data.as_mut() {
-                    wipe(data);
-                }
-                "the Secret was restored".to_owned()
-            }
-            Err(err) => format!(
-                "and restoring the Secret failed too ({})",
-                api_error("patch", self.secret_object(), err)
-            ),
-        };
-        tracing::warn!(secret = %self.secret_object(), %outcome, "the restart was refused after the Secret was written");
-        KubeError::RestartRefused { cause: Box::new(cause), outcome }
-    }
 }
 
 /// Whether `workload`'s pod template already carries rotation `rotation_id`.
 fn restarted_by(workload: &DynamicObject, rotation_id: Uuid) -> bool {
     plan::template_annotation(&workload.data, plan::ANNOTATION_ROTATION_ID)
         == Some(rotation_id.to_string().as_str())
-}
-
-/// The Secret as this rotation left it: its new resourceVersion and the values it replaced.
-struct Written {
-    resource_version: String,
-    previous: Vec<(&'static str, ByteString)>,
 }
 
 fn wipe(data: &mut std::collections::BTreeMap<String, ByteString>) {

@@ -82,6 +82,17 @@ pub enum OwnerError {
     /// No owner at all: a bare pod, which nothing would recreate.
     #[error("{0} has no owner (a bare pod): run the delegate as a Deployment, StatefulSet or DaemonSet")]
     None(String),
+    /// An owner reference whose name is not a Kubernetes object name (a DNS-1123 subdomain):
+    /// it would go into a request path, so it is refused before any request.
+    #[error("{object} has an owner reference {kind}/{name} whose name is not a valid Kubernetes object name (lowercase letters, digits, '-' and '.', at most 253, starting and ending with a letter or digit)")]
+    InvalidName {
+        /// The object whose owner it is.
+        object: String,
+        /// The owner's kind (bounded, escaped).
+        kind: String,
+        /// The owner's name (bounded, escaped).
+        name: String,
+    },
     /// An owner of a kind this mode does not restart.
     #[error("{object} is owned by {kind}/{name}, not by a Deployment, StatefulSet or DaemonSet")]
     Unsupported {
@@ -96,13 +107,22 @@ pub enum OwnerError {
 
 /// The controlling owner of `object` (the reference with `controller: true`, else the only
 /// one), as a workload or a ReplicaSet to follow. `replica_set_allowed` is false for the
-/// ReplicaSet's own owners (a ReplicaSet owned by a ReplicaSet is not a Deployment).
+/// ReplicaSet's own owners (a ReplicaSet owned by a ReplicaSet is not a Deployment). A name
+/// that is not a valid object name is refused ([`OwnerError::InvalidName`]): it is used in
+/// request paths.
 pub fn owner(object: &str, refs: &[OwnerReference], replica_set_allowed: bool) -> Result<Owner, OwnerError> {
     let controller = refs.iter().find(|r| r.controller == Some(true)).or(match refs {
         [only] => Some(only),
         _ => None,
     });
     let Some(r) = controller else { return Err(OwnerError::None(object.to_owned())) };
+    if !crate::config::is_object_name(&r.name) {
+        return Err(OwnerError::InvalidName {
+            object: object.to_owned(),
+            kind: peer_text(&r.kind, 64),
+            name: peer_text(&r.name, 64),
+        });
+    }
     let apps = r.api_version == "apps/v1";
     let workload = |kind| Owner::Workload(Workload { kind, name: r.name.clone() });
     match r.kind.as_str() {
@@ -253,6 +273,29 @@ mod tests {
         let hostile = [owner_ref("Job\n\u{1b}[2J", &"x".repeat(400), Some(true))];
         let err = owner("pods/p", &hostile, true).unwrap_err().to_string();
         assert!(!err.contains('\n') && !err.contains('\u{1b}') && err.len() < 400, "{err}");
+        let hostile_kind = [owner_ref("Job\n\u{1b}[2J", "j", Some(true))];
+        let err = owner("pods/p", &hostile_kind, true).unwrap_err().to_string();
+        assert!(
+            err.contains("not by a Deployment") && !err.contains('\n') && !err.contains('\u{1b}'),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn owner_names_that_are_not_object_names_are_refused() {
+        for name in ["tether-delegate?dryRun=All&x=", "../../..", "a/b", "D", "-a", "a-", "", "a b", "é"] {
+            let refs = [owner_ref("ReplicaSet", name, Some(true))];
+            let err = owner("pods/p", &refs, true).unwrap_err();
+            assert!(matches!(err, OwnerError::InvalidName { .. }), "{name:?}: {err}");
+            assert!(err.to_string().contains("not a valid Kubernetes object name"), "{err}");
+            let refs = [owner_ref("Deployment", name, Some(true))];
+            assert!(matches!(owner("replicasets/r", &refs, false), Err(OwnerError::InvalidName { .. })));
+        }
+        let long = "a".repeat(254);
+        assert!(owner("pods/p", &[owner_ref("StatefulSet", &long, None)], true).is_err());
+        let ok = "a".repeat(253);
+        assert!(owner("pods/p", &[owner_ref("StatefulSet", &ok, None)], true).is_ok());
+        assert!(owner("pods/p", &[owner_ref("ReplicaSet", "d-5f7.x", None)], true).is_ok());
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! nothing else (404).
 //! Bearer service-account token (401 otherwise), RBAC per request, metadata-only answers for
 //! `Accept: …;as=PartialObjectMetadata`, merge and strategic-merge patch content types (415
-//! for others), `?dryRun=All`.
+//! for others), `?dryRun=All`. Fault: the answers of one kind of request dripped forever
+//! ([`super::Simulator::drip`]).
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -122,11 +123,33 @@ fn handle(shared: &Shared, call: Call) -> Response {
         Ok(_) => 200,
         Err(err) => err.code,
     };
+    let dry_run = call.query.as_deref().is_some_and(|q| q.split('&').any(|p| p == "dryRun=All"));
+    let kind = format!("{verb} {}{}", call.resource, if dry_run { "?dryRun" } else { "" });
+    if store.drip.as_deref() == Some(kind.as_str()) {
+        store.requests.push(format!("{what} -> {code} (dripped)"));
+        return drip();
+    }
     store.requests.push(format!("{what} -> {code}"));
     match result {
         Ok(body) => (StatusCode::OK, axum::Json(body)).into_response(),
         Err(err) => error(err),
     }
+}
+
+/// A 200 whose JSON body never completes: one space every 200 ms (bounded at an hour).
+fn drip() -> Response {
+    let bytes = futures_util::stream::unfold(0_u32, |sent| async move {
+        if sent >= 18_000 {
+            return None;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        Some((Ok::<_, std::io::Error>(Bytes::from_static(b" ")), sent + 1))
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from_stream(bytes))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
 fn answer(shared: &Shared, store: &mut Store, call: &Call) -> Result<Value, ApiError> {

@@ -150,6 +150,12 @@ impl Simulator {
         lock(&self.store).rules = rules;
     }
 
+    /// Drips the answers of requests of this kind (`GET pods`, `PATCH secrets`, `PATCH
+    /// deployments`, `PATCH deployments?dryRun`), after carrying them out; `None` stops it.
+    pub fn drip(&self, kind: Option<&str>) {
+        lock(&self.store).drip = kind.map(str::to_owned);
+    }
+
     /// Makes another client change the Secret just before each of the next `n` Secret patches.
     pub fn concurrent_secret_writes(&self, n: usize) {
         lock(&self.store).concurrent_secret_writes = n;

@@ -106,6 +106,10 @@ pub struct Store {
     pub concurrent_secret_writes: usize,
     /// Fault: every non-dry-run patch of a workload fails with 500.
     pub refuse_workload_patches: bool,
+    /// Fault: requests of this kind (`VERB resource`, `PATCH resource?dryRun` for a dry run)
+    /// are carried out, but their answer is dripped one byte every 200 ms and never ends, as
+    /// a hostile or overloaded API server would (each byte restarts a read timeout).
+    pub drip: Option<String>,
     /// Every request: `VERB resource/name -> code`.
     pub requests: Vec<String>,
 }
