@@ -3,7 +3,9 @@
 //! installs it), and they hold the properties the delegate's kubernetes mode relies on: a
 //! least-privilege Role by `resourceNames` and nothing cluster-wide, a Deployment of 2 replicas
 //! rolled with `maxUnavailable: 0`, locked down, with exec probes, reading Harness's variables
-//! from the Secret the Role names. The tool's absence fails the test, with how to install it.
+//! from the Secret the Role names; and what `kubectl apply -f kubernetes/` re-applies holds no
+//! Secret and no placeholder CA (both are in `once/`). The tool's absence fails the test, with
+//! how to install it.
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -76,6 +78,33 @@ fn one<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
 
 fn strs(v: &Value) -> Vec<&str> {
     v.as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default()
+}
+
+/// What `kubectl apply -f kubernetes/` applies (it does not descend into `once/`): no Secret
+/// (it would put a revoked token back) and no ConfigMap of the manager's CA (its placeholder
+/// would replace the CA created in the README's step 3), nothing to fill in.
+#[test]
+fn re_applying_the_directory_overwrites_neither_the_token_nor_the_manager_ca() {
+    let applied: Vec<PathBuf> =
+        manifests().into_iter().filter(|p| p.parent() == Some(dir().as_path())).collect();
+    assert!(applied.len() >= 5, "{applied:?}");
+    for path in &applied {
+        let text = std::fs::read_to_string(path).unwrap();
+        assert!(!text.contains("REPLACE"), "{} has a placeholder but is re-applied", path.display());
+        for kind in ["Secret", "ConfigMap"] {
+            assert!(
+                !text.lines().any(|l| l.trim() == format!("kind: {kind}")),
+                "{} holds a {kind}: move it to once/",
+                path.display()
+            );
+        }
+    }
+    let once = dir().join("once");
+    for file in ["secret.yaml", "manager-ca.yaml"] {
+        assert!(once.join(file).is_file(), "once/{file} is missing");
+    }
+    let readme = std::fs::read_to_string(dir().join("README.md")).unwrap();
+    assert!(readme.contains("kubectl apply -f kubernetes/\n"), "the README's apply step changed");
 }
 
 #[test]
