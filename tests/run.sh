@@ -37,6 +37,11 @@ sys.exit(any(m.version(n) != v for n, v in (a.split("==") for a in sys.argv[1:])
   python3 -m pip install --quiet --disable-pip-version-check "${openapi_tools[@]}"
 fi
 
+# pip's console scripts (schemathesis, openapi-spec-validator, kubernetes-validate) straight
+# from the interpreter's scripts directory: under pyenv a shim appears only after a rehash.
+scripts_dir="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')"
+export PATH="$scripts_dir:$PATH"
+
 echo "== images (docker/build-images.sh: static musl binaries, FROM scratch images)"
 bash docker/build-images.sh
 
