@@ -35,6 +35,7 @@ pub mod secret;
 pub mod session;
 pub mod text;
 pub mod token;
+pub mod utc;
 
 pub use error::{ProtocolError, RejectCode, TokenError};
 pub use keys::{SessionKeys, TokenKey};

@@ -168,22 +168,7 @@ pub fn template_annotation<'a>(workload: &'a Value, key: &str) -> Option<&'a str
     workload.get("spec")?.get("template")?.get("metadata")?.get("annotations")?.get(key)?.as_str()
 }
 
-/// `unix` seconds as RFC 3339 UTC (`2026-12-06T16:30:00Z`).
-pub fn rfc3339(unix: u64) -> String {
-    let days = unix / 86_400;
-    let secs = unix % 86_400;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", secs / 3_600, secs % 3_600 / 60, secs % 60)
-}
+pub use tether_protocol::utc::rfc3339;
 
 /// Text an API server sent back, as it may appear in a log line or an ack detail: anything
 /// token-like removed ([`redact`]), control characters escaped, at most `max` bytes.
