@@ -52,6 +52,7 @@ pub fn new_token(
         revoked_by: None,
         last_used_at: None,
         rotation_id: None,
+        policy: None,
     };
     (row, token)
 }

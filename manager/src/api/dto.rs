@@ -478,6 +478,7 @@ mod tests {
             last_used_at: None,
             live_delegates: 0,
             rotation_id: None,
+            policy: None,
         }
     }
 
