@@ -478,7 +478,6 @@ mod tests {
             last_used_at: None,
             live_delegates: 0,
             rotation_id: None,
-            policy: None,
         }
     }
 

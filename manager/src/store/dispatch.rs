@@ -7,7 +7,9 @@ use super::access::RestrictionRow;
 use super::accounts::Account;
 use super::admin::AdminTokenRow;
 use super::audit::{Actor, AuditEntry};
-use super::ops::{AdminRevoke, DeleteOutcome, RestrictionDelete, RotationPlan, Snapshot, StoreOps};
+use super::ops::{
+    AdminLookup, AdminRevoke, DeleteOutcome, RestrictionDelete, RotationPlan, Snapshot, StoreOps, Unfinished,
+};
 use super::rotations::{AckOutcome, Progress, RotationDelegate, RotationOutcome, RotationRow};
 use super::tokens::TokenRow;
 use super::{Backend, Store, StoreError};
@@ -27,11 +29,20 @@ impl StoreOps for Store {
         dispatch!(self.meta_get(key))
     }
 
-    async fn meta_set(&self, values: Vec<(String, String)>, audit: Vec<AuditEntry>) -> Result<(), StoreError> {
+    async fn meta_set(
+        &self,
+        values: Vec<(String, String)>,
+        audit: Vec<AuditEntry>,
+    ) -> Result<(), StoreError> {
         dispatch!(self.meta_set(values, audit))
     }
 
-    async fn create_account(&self, account: Account, default_token: TokenRow, audit: Vec<AuditEntry>) -> Result<(), StoreError> {
+    async fn create_account(
+        &self,
+        account: Account,
+        default_token: TokenRow,
+        audit: Vec<AuditEntry>,
+    ) -> Result<(), StoreError> {
         dispatch!(self.create_account(account, default_token, audit))
     }
 
@@ -59,11 +70,23 @@ impl StoreOps for Store {
         dispatch!(self.tokens(account))
     }
 
-    async fn revoke_token(&self, account: &str, id_or_name: &str, now: u64, actor: &Actor) -> Result<(TokenRow, bool), StoreError> {
+    async fn revoke_token(
+        &self,
+        account: &str,
+        id_or_name: &str,
+        now: u64,
+        actor: &Actor,
+    ) -> Result<(TokenRow, bool), StoreError> {
         dispatch!(self.revoke_token(account, id_or_name, now, actor))
     }
 
-    async fn delete_revoked_token(&self, account: &str, id_or_name: &str, now: u64, actor: &Actor) -> Result<DeleteOutcome, StoreError> {
+    async fn delete_revoked_token(
+        &self,
+        account: &str,
+        id_or_name: &str,
+        now: u64,
+        actor: &Actor,
+    ) -> Result<DeleteOutcome, StoreError> {
         dispatch!(self.delete_revoked_token(account, id_or_name, now, actor))
     }
 
@@ -75,7 +98,7 @@ impl StoreOps for Store {
         dispatch!(self.create_admin_token(row, audit))
     }
 
-    async fn admin_token_by_hash(&self, hash: &str) -> Result<Option<(AdminTokenRow, Option<Option<RestrictionRow>>)>, StoreError> {
+    async fn admin_token_by_hash(&self, hash: &str) -> Result<Option<AdminLookup>, StoreError> {
         dispatch!(self.admin_token_by_hash(hash))
     }
 
@@ -87,7 +110,10 @@ impl StoreOps for Store {
         dispatch!(self.find_admin_token(id_or_name))
     }
 
-    async fn admin_tokens(&self, account: Option<&str>) -> Result<(Vec<AdminTokenRow>, HashMap<Uuid, String>), StoreError> {
+    async fn admin_tokens(
+        &self,
+        account: Option<&str>,
+    ) -> Result<(Vec<AdminTokenRow>, HashMap<Uuid, String>), StoreError> {
         dispatch!(self.admin_tokens(account))
     }
 
@@ -107,7 +133,12 @@ impl StoreOps for Store {
         dispatch!(self.restrictions())
     }
 
-    async fn delete_restriction(&self, id_or_name: &str, now: u64, actor: &Actor) -> Result<RestrictionDelete, StoreError> {
+    async fn delete_restriction(
+        &self,
+        id_or_name: &str,
+        now: u64,
+        actor: &Actor,
+    ) -> Result<RestrictionDelete, StoreError> {
         dispatch!(self.delete_restriction(id_or_name, now, actor))
     }
 
@@ -127,11 +158,15 @@ impl StoreOps for Store {
         dispatch!(self.rotation(id))
     }
 
-    async fn rotations(&self, account: Option<&str>, limit: u32) -> Result<Vec<(RotationRow, Vec<RotationDelegate>)>, StoreError> {
+    async fn rotations(
+        &self,
+        account: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<(RotationRow, Vec<RotationDelegate>)>, StoreError> {
         dispatch!(self.rotations(account, limit))
     }
 
-    async fn unfinished_rotations(&self, limit: u32) -> Result<Vec<(RotationRow, Option<Vec<u8>>)>, StoreError> {
+    async fn unfinished_rotations(&self, limit: u32) -> Result<Vec<Unfinished>, StoreError> {
         dispatch!(self.unfinished_rotations(limit))
     }
 
@@ -147,15 +182,35 @@ impl StoreOps for Store {
         dispatch!(self.add_rotation_delegate(rotation, d))
     }
 
-    async fn rotation_ack(&self, rotation: Uuid, instance: Uuid, outcome: AckOutcome, detail: String, now: u64) -> Result<bool, StoreError> {
+    async fn rotation_ack(
+        &self,
+        rotation: Uuid,
+        instance: Uuid,
+        outcome: AckOutcome,
+        detail: String,
+        now: u64,
+    ) -> Result<bool, StoreError> {
         dispatch!(self.rotation_ack(rotation, instance, outcome, detail, now))
     }
 
-    async fn rotation_reconnected(&self, rotation: Uuid, instance: Uuid, name: &str, now: u64) -> Result<u64, StoreError> {
+    async fn rotation_reconnected(
+        &self,
+        rotation: Uuid,
+        instance: Uuid,
+        name: &str,
+        now: u64,
+    ) -> Result<u64, StoreError> {
         dispatch!(self.rotation_reconnected(rotation, instance, name, now))
     }
 
-    async fn finish_rotation(&self, rotation: Uuid, old_token: Uuid, now: u64, outcome: RotationOutcome, actor: &Actor) -> Result<bool, StoreError> {
+    async fn finish_rotation(
+        &self,
+        rotation: Uuid,
+        old_token: Uuid,
+        now: u64,
+        outcome: RotationOutcome,
+        actor: &Actor,
+    ) -> Result<bool, StoreError> {
         dispatch!(self.finish_rotation(rotation, old_token, now, outcome, actor))
     }
 
@@ -178,5 +233,4 @@ impl StoreOps for Store {
     async fn is_empty(&self) -> Result<bool, StoreError> {
         dispatch!(self.is_empty())
     }
-
 }

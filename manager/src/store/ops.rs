@@ -23,8 +23,16 @@ use super::rotations::{AckOutcome, Progress, RotationDelegate, RotationOutcome, 
 use super::tokens::TokenRow;
 use super::StoreError;
 
+/// An admin token found by hash and its restriction when it names one (`Some(None)`: it
+/// names one that no longer exists).
+pub type AdminLookup = (AdminTokenRow, Option<Option<RestrictionRow>>);
+
+/// An unfinished rotation and its sealed successor, if stored.
+pub type Unfinished = (RotationRow, Option<Vec<u8>>);
+
 /// What [`StoreOps::delete_revoked_token`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)] // rare, short-lived
 pub enum DeleteOutcome {
     /// Deleted (with an audit entry); the row as it was.
     Deleted(TokenRow),
@@ -154,8 +162,11 @@ pub trait StoreOps: Send + Sync {
 
     /// Creates a token in an existing account (NotFound when the account is missing; a taken
     /// name in the account is a conflict), with its audit entry.
-    fn create_token(&self, row: TokenRow, audit: AuditEntry)
-        -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn create_token(
+        &self,
+        row: TokenRow,
+        audit: AuditEntry,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// A token by id, in any account.
     fn token(&self, id: Uuid) -> impl Future<Output = Result<Option<TokenRow>, StoreError>> + Send;
@@ -168,7 +179,8 @@ pub trait StoreOps: Send + Sync {
     ) -> impl Future<Output = Result<Option<TokenRow>, StoreError>> + Send;
 
     /// The tokens of an account by creation time then name; `None` when the account is missing.
-    fn tokens(&self, account: &str) -> impl Future<Output = Result<Option<Vec<TokenRow>>, StoreError>> + Send;
+    fn tokens(&self, account: &str)
+        -> impl Future<Output = Result<Option<Vec<TokenRow>>, StoreError>> + Send;
 
     /// Revokes a token of `account` (by id or name), by `actor`, with an audit entry
     /// `token.revoke` on `token:<account>/<id>`, detail its name (written only when this call
@@ -194,7 +206,11 @@ pub trait StoreOps: Send + Sync {
 
     /// Records a successful handshake (`last_used_at = now`; a failure to record is logged, not
     /// returned) and reads the token again.
-    fn touch_token(&self, id: Uuid, now: u64) -> impl Future<Output = Result<Option<TokenRow>, StoreError>> + Send;
+    fn touch_token(
+        &self,
+        id: Uuid,
+        now: u64,
+    ) -> impl Future<Output = Result<Option<TokenRow>, StoreError>> + Send;
 
     // ---- admin tokens ------------------------------------------------------------------------
 
@@ -211,7 +227,7 @@ pub trait StoreOps: Send + Sync {
     fn admin_token_by_hash(
         &self,
         hash: &str,
-    ) -> impl Future<Output = Result<Option<(AdminTokenRow, Option<Option<RestrictionRow>>)>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Option<AdminLookup>, StoreError>> + Send;
 
     /// Records a successful authentication.
     fn touch_admin_token(&self, id: Uuid, now: u64) -> impl Future<Output = Result<(), StoreError>> + Send;
@@ -303,7 +319,7 @@ pub trait StoreOps: Send + Sync {
     fn unfinished_rotations(
         &self,
         limit: u32,
-    ) -> impl Future<Output = Result<Vec<(RotationRow, Option<Vec<u8>>)>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Vec<Unfinished>, StoreError>> + Send;
 
     /// The delegates of a rotation, by name then instance.
     fn rotation_delegates(
@@ -352,7 +368,9 @@ pub trait StoreOps: Send + Sync {
     /// sealed successor (from free space and logs too, where the backend can), revokes the old
     /// token if it still exists (by `actor`, with an audit entry `token.revoke` on
     /// `token:<account>/<old>`, detail the outcome's word, when this call revoked it) and clears
-    /// the old token's rotation mark. Returns whether this call finished it.
+    /// the old token's rotation mark; when this call finished it, also an audit entry
+    /// `rotation.finish` on `rotation:<id>`, detail the outcome's word. Returns whether this
+    /// call finished it.
     fn finish_rotation(
         &self,
         rotation: Uuid,

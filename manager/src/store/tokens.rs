@@ -118,7 +118,9 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRow> {
         last_used_at: r.get::<_, Option<i64>>(10)?.map(u64_col),
         rotation_id: rotation.map(|s| s.parse().map_err(|_| bad(11, "rotation id"))).transpose()?,
         policy: match (r.get::<_, Option<i64>>(12)?, r.get::<_, Option<i64>>(13)?) {
-            (Some(every), Some(grace)) => Some(RotationPolicy { every: u64_col(every), grace: u64_col(grace) }),
+            (Some(every), Some(grace)) => {
+                Some(RotationPolicy { every: u64_col(every), grace: u64_col(grace) })
+            }
             _ => None,
         },
     })
@@ -134,7 +136,9 @@ pub fn insert(conn: &Connection, t: &TokenRow) -> Result<(), StoreError> {
     }
     let cidrs = serde_json::to_string(&t.allowed_cidrs).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     conn.execute(
-        &format!("INSERT INTO tokens({COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"),
+        &format!(
+            "INSERT INTO tokens({COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+        ),
         params![
             t.id.to_string(),
             t.account_id,
@@ -206,6 +210,21 @@ pub fn delete_revoked(conn: &Connection, id: Uuid) -> Result<bool, StoreError> {
 pub fn touch(conn: &Connection, id: Uuid, now: u64) -> Result<(), StoreError> {
     conn.execute("UPDATE tokens SET last_used_at = ?2 WHERE id = ?1", params![id.to_string(), i64_of(now)])?;
     Ok(())
+}
+
+/// Tokens whose rotation policy makes them due at `now` (see
+/// [`crate::store::StoreOps::tokens_due_for_rotation`]).
+pub fn due_for_rotation(conn: &Connection, now: u64, limit: u32) -> Result<Vec<TokenRow>, StoreError> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {COLS} FROM tokens
+         WHERE revoked_at IS NULL AND rotation_id IS NULL
+           AND rotate_every_secs IS NOT NULL AND rotate_grace_secs IS NOT NULL
+           AND (expires_at IS NULL OR expires_at > ?1)
+           AND created_at + rotate_every_secs <= ?1
+         ORDER BY created_at + rotate_every_secs, id LIMIT ?2"
+    ))?;
+    let rows = stmt.query_map(params![i64_of(now), limit], from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// Renames a token and marks it as replaced by `rotation_id` (or clears the mark).

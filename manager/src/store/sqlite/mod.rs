@@ -9,6 +9,8 @@ use rusqlite::Connection;
 
 use super::{schema, StoreError, Timing};
 
+mod ops;
+
 /// Creates `db` 0600 when missing and tightens it and its `-wal`/`-shm` files to 0600.
 fn private_files(db: &Path) -> Result<(), StoreError> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -114,4 +116,3 @@ pub fn meta_set(conn: &Connection, key: &str, value: &str) -> Result<(), StoreEr
     )?;
     Ok(())
 }
-
