@@ -1048,25 +1048,30 @@ impl StoreOps for PgStore {
             let tx = Self::read(&mut client).await?;
             if count(&*tx, "SELECT COUNT(*) FROM rotations WHERE finished_at IS NULL", &[]).await? > 0 {
                 return Err(StoreError::Conflict(
-                    "a rotation is running: its sealed successor must not leave the installation; copy the store once it has finished".into(),
+                    "a rotation is running; copy the store after it has finished".into(),
                 )
                 .into());
             }
+            // The orders of the SQLite backend's snapshot, so that snapshots of the two compare
+            // equal (`store copy` checks its copy so).
             let meta = tx
                 .query("SELECT key, value FROM meta ORDER BY key", &[])
                 .await?
                 .iter()
                 .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
                 .collect::<Result<Vec<_>, Failure>>()?;
-            let accounts = select_all(&*tx, &format!("SELECT {ACCOUNT_COLS} FROM accounts ORDER BY id"), &[], rows::account).await?;
-            let tokens = select_all(&*tx, &format!("SELECT {TOKEN_COLS} FROM tokens ORDER BY id"), &[], rows::token).await?;
-            let restrictions =
-                select_all(&*tx, &format!("SELECT {RESTRICTION_COLS} FROM restrictions ORDER BY id"), &[], rows::restriction).await?;
-            let admin_tokens =
-                select_all(&*tx, &format!("SELECT {ADMIN_COLS} FROM admin_tokens ORDER BY id"), &[], rows::admin_token).await?;
-            let rotations = select_all(&*tx, &format!("SELECT {ROTATION_COLS} FROM rotations ORDER BY id"), &[], rows::rotation).await?;
-            let rotations = with_delegates(&*tx, rotations).await?;
-            let audit = select_all(&*tx, &format!("SELECT {AUDIT_COLS} FROM audit ORDER BY id"), &[], rows::audit).await?;
+            let sql = format!("SELECT {ACCOUNT_COLS} FROM accounts ORDER BY id");
+            let accounts = select_all(&*tx, &sql, &[], rows::account).await?;
+            let sql = format!("SELECT {TOKEN_COLS} FROM tokens ORDER BY account_id, created_at, name");
+            let tokens = select_all(&*tx, &sql, &[], rows::token).await?;
+            let sql = format!("SELECT {RESTRICTION_COLS} FROM restrictions ORDER BY name");
+            let restrictions = select_all(&*tx, &sql, &[], rows::restriction).await?;
+            let sql = format!("SELECT {ADMIN_COLS} FROM admin_tokens ORDER BY created_at, name");
+            let admin_tokens = select_all(&*tx, &sql, &[], rows::admin_token).await?;
+            let sql = format!("SELECT {ROTATION_COLS} FROM rotations ORDER BY started_at DESC, id");
+            let rotations = with_delegates(&*tx, select_all(&*tx, &sql, &[], rows::rotation).await?).await?;
+            let sql = format!("SELECT {AUDIT_COLS} FROM audit ORDER BY id");
+            let audit = select_all(&*tx, &sql, &[], rows::audit).await?;
             tx.commit().await?;
             Ok(Snapshot { meta, accounts, tokens, restrictions, admin_tokens, rotations, audit })
         })
