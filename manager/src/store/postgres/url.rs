@@ -14,6 +14,9 @@
 //! `verify-full` in every TLS mode, stricter than libpq's `prefer`/`require`, which encrypt
 //! without verifying. `verify-ca` and `allow` are refused, as are client certificates
 //! (`sslcert`, `sslkey`) and Unix-domain sockets (a host must be named).
+//!
+//! Every session sets `synchronous_commit=on` (after any `options` of the URL), so that an
+//! operation that returned has committed durably whatever the server's default.
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
@@ -130,6 +133,14 @@ impl PgUrl {
         if config.get_application_name().is_none() {
             config.application_name("tether-manager");
         }
+        // A store operation that returns Ok has committed durably: every session of the
+        // manager waits for the WAL flush, whatever the server's default (`off` there would
+        // lose the last commits in a crash). An `options` in the URL is kept and comes first.
+        let options = match config.get_options() {
+            Some(o) if !o.trim().is_empty() => format!("{o} -c synchronous_commit=on"),
+            _ => "-c synchronous_commit=on".to_owned(),
+        };
+        config.options(&options);
         Ok((config, root_cert))
     }
 
@@ -224,6 +235,7 @@ mod tests {
         assert_eq!(u.config.get_ports(), &[5433]);
         assert_eq!(u.config.get_ssl_mode(), SslMode::Prefer);
         assert_eq!(u.config.get_connect_timeout(), Some(&CONNECT_TIMEOUT));
+        assert_eq!(u.config.get_options(), Some("-c synchronous_commit=on"));
         assert!(u.root_cert.is_none());
         assert!(!format!("{u:?}").contains(PASSWORD), "Debug shows no password");
     }
