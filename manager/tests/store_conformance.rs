@@ -130,6 +130,7 @@ macro_rules! conformance {
             pair!(concurrent_token_names);
             pair!(concurrent_last_operator);
             pair!(concurrent_rotation_start);
+            pair!(concurrent_revoke_and_rotation);
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn rotation_lifecycle() {

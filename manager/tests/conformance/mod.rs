@@ -602,3 +602,38 @@ pub async fn concurrent_rotation_start<S: StoreOps>(a: &S, b: &S) {
         assert_eq!(a.unfinished_rotations(100).await.unwrap().len(), i + 1);
     }
 }
+
+/// One manager revokes a token while another starts its rotation: whichever commits first, the
+/// other sees it, and no half-written rotation is left (a started rotation has its successor
+/// and its mark on the old token; a refused one wrote nothing).
+pub async fn concurrent_revoke_and_rotation<S: StoreOps>(a: &S, b: &S) {
+    with_account(a, "acme").await;
+    let who = actor();
+    for i in 0..5 {
+        let old = token("acme", &format!("contested-{i}"), NOW);
+        a.create_token(old.clone(), entry("token.create", "t")).await.unwrap();
+        let p = plan(&old, NOW + 1);
+        let id = old.id.to_string();
+        let (revoked, started) = tokio::time::timeout(LIMIT, async {
+            tokio::join!(a.revoke_token("acme", &id, NOW + 1, &who), b.begin_rotation(p.clone()))
+        })
+        .await
+        .expect("bounded");
+        let (_, newly) = revoked.unwrap();
+        assert!(newly, "the revoke always lands (by id, renamed or not)");
+        let after = a.token(old.id).await.unwrap().unwrap();
+        assert!(after.revoked_at.is_some());
+        match started.unwrap() {
+            true => {
+                assert_eq!(after.rotation_id, Some(p.rotation.id));
+                assert!(a.token(p.successor.id).await.unwrap().is_some());
+                assert!(a.rotation(p.rotation.id).await.unwrap().is_some());
+            }
+            false => {
+                assert_eq!((after.rotation_id, after.name.as_str()), (None, old.name.as_str()));
+                assert_eq!(a.token(p.successor.id).await.unwrap(), None);
+                assert_eq!(a.rotation(p.rotation.id).await.unwrap(), None);
+            }
+        }
+    }
+}
