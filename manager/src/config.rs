@@ -32,6 +32,8 @@ pub const SETTINGS: &[&str] = &[
     "session_write_timeout_secs",
     "rotation_grace_secs",
     "max_rotation_grace_secs",
+    "min_rotate_every_secs",
+    "rotation_policy_check_secs",
     "drain_secs",
     "tls_cert",
     "tls_key",
@@ -99,6 +101,11 @@ pub struct ServeConfig {
     pub rotation_grace_secs: u64,
     /// Longest grace window a request may ask for.
     pub max_rotation_grace_secs: u64,
+    /// Shortest `rotate_every` a token's rotation policy may have (default one hour; tests
+    /// lower it to seconds).
+    pub min_rotate_every_secs: u64,
+    /// How often the manager looks for tokens whose rotation policy makes them due.
+    pub rotation_policy_check_secs: u64,
     /// Bound on the graceful shutdown drain.
     pub drain_secs: u64,
     /// Certificate chain PEM; with none, a generated one in the data dir is used.
@@ -205,6 +212,8 @@ impl ServeConfig {
             session_write_timeout_secs: src.u64("session_write_timeout_secs", 10, 1, 300)?,
             rotation_grace_secs: src.u64("rotation_grace_secs", 3_600, 1, max_rotation_grace_secs)?,
             max_rotation_grace_secs,
+            min_rotate_every_secs: src.u64("min_rotate_every_secs", 3_600, 1, 365 * 86_400)?,
+            rotation_policy_check_secs: src.u64("rotation_policy_check_secs", 30, 1, 3_600)?,
             drain_secs: src.u64("drain_secs", 10, 1, 600)?,
             tls_cert,
             tls_key,

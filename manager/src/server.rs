@@ -83,6 +83,7 @@ pub async fn run(
     if resumed > 0 {
         tracing::info!(rotations = resumed, "resumed unfinished rotations");
     }
+    state.rotations.spawn_policy(Duration::from_secs(config.rotation_policy_check_secs));
 
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;

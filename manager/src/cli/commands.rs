@@ -263,10 +263,24 @@ async fn execute(c: &ApiClient, cmd: Command) -> Result<Reply, ClientError> {
 
 async fn token(c: &ApiClient, cmd: TokenCmd) -> Result<Reply, ClientError> {
     match cmd {
-        TokenCmd::Create { name, account, expires_in, allow_cidrs } => {
-            let body = CreateToken { name, expires_in_secs: expires_in, allowed_cidrs: allow_cidrs };
+        TokenCmd::Create { name, account, expires_in, allow_cidrs, rotate_every, grace } => {
+            let rotation_policy =
+                rotate_every.map(|every_secs| RotationPolicyDto { every_secs, grace_secs: grace });
+            let body = CreateToken {
+                name,
+                expires_in_secs: expires_in,
+                allowed_cidrs: allow_cidrs,
+                rotation_policy,
+            };
             post(c, &format!("/api/v1/accounts/{}/tokens", seg(&account)), Some(&body), Kind::TokenCreated)
                 .await
+        }
+        TokenCmd::Update { token, account, rotate_every, grace, no_rotation: _ } => {
+            let path = format!("/api/v1/accounts/{}/tokens/{}", seg(&account), seg(&token));
+            let rotation_policy =
+                rotate_every.map(|every_secs| RotationPolicyDto { every_secs, grace_secs: grace });
+            let body = UpdateToken { rotation_policy };
+            Ok(Reply::new(c.request(Method::PATCH, &path, Some(&body)).await?, Kind::Token))
         }
         TokenCmd::List { account } => {
             get(c, &format!("/api/v1/accounts/{}/tokens", seg(&account)), Kind::Tokens).await

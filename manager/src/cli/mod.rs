@@ -244,6 +244,32 @@ pub enum TokenCmd {
         /// Allowed source CIDR (repeatable).
         #[arg(long = "allow-cidr")]
         allow_cidrs: Vec<String>,
+        /// Rotate it automatically this long after creation (and each successor likewise):
+        /// seconds or a number with a unit: 12h, 30d, 2w.
+        #[arg(long, value_parser = duration::parse_secs, value_name = "DURATION")]
+        rotate_every: Option<u64>,
+        /// The grace window of those rotations (default: the manager's, at most half of
+        /// --rotate-every).
+        #[arg(long, requires = "rotate_every", value_parser = duration::parse_secs, value_name = "DURATION")]
+        grace: Option<u64>,
+    },
+    /// Change a token's rotation policy.
+    Update {
+        /// Token id or name.
+        token: String,
+        /// Account.
+        #[arg(long, default_value = "default")]
+        account: String,
+        /// Rotate it automatically this long after creation: 12h, 30d, 2w.
+        #[arg(long, value_parser = duration::parse_secs, value_name = "DURATION",
+              required_unless_present = "no_rotation", conflicts_with = "no_rotation")]
+        rotate_every: Option<u64>,
+        /// The grace window of those rotations.
+        #[arg(long, requires = "rotate_every", value_parser = duration::parse_secs, value_name = "DURATION")]
+        grace: Option<u64>,
+        /// Remove the rotation policy.
+        #[arg(long)]
+        no_rotation: bool,
     },
     /// List tokens (no values).
     List {
