@@ -121,6 +121,7 @@ macro_rules! conformance {
             single!(accounts);
             single!(tokens);
             single!(revoke_and_delete);
+            single!(token_policy);
             single!(admin_tokens);
             single!(last_operator);
             single!(restrictions);

@@ -234,6 +234,37 @@ pub async fn revoke_and_delete<S: StoreOps>(s: &S) {
     s.create_token(token("acme", "ci", NOW), entry("token.create", "t")).await.unwrap();
 }
 
+pub async fn token_policy<S: StoreOps>(s: &S) {
+    with_account(s, "acme").await;
+    let t = token("acme", "ci", NOW);
+    s.create_token(t.clone(), entry("token.create", "t")).await.unwrap();
+    let policy = RotationPolicy { every: 86_400, grace: 300 };
+    let row = s.set_token_policy("acme", "ci", Some(policy), NOW + 1, &actor()).await.unwrap();
+    assert_eq!(row.policy, Some(policy));
+    assert_eq!(s.token(t.id).await.unwrap().unwrap().policy, Some(policy));
+    let row = s.set_token_policy("acme", &t.id.to_string(), None, NOW + 2, &actor()).await.unwrap();
+    assert_eq!(row.policy, None);
+    let target = format!("token:acme/{}", t.id);
+    let details: Vec<String> = s
+        .audit(100, None)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == "token.update" && e.target == target)
+        .map(|e| e.detail)
+        .collect();
+    assert_eq!(details, ["rotation policy cleared", "rotate_every_secs=86400 grace_secs=300"]);
+    assert!(matches!(
+        s.set_token_policy("acme", "nope", Some(policy), NOW, &actor()).await,
+        Err(StoreError::NotFound(_))
+    ));
+    s.revoke_token("acme", "ci", NOW + 3, &actor()).await.unwrap();
+    match s.set_token_policy("acme", "ci", Some(policy), NOW + 4, &actor()).await {
+        Err(StoreError::Conflict(m)) => assert_eq!(m, "token `ci` is revoked"),
+        other => panic!("a revoked token's policy: {other:?}"),
+    }
+}
+
 pub async fn admin_tokens<S: StoreOps>(s: &S) {
     with_account(s, "acme").await;
     let r = restriction("read-only");

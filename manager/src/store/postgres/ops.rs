@@ -27,7 +27,7 @@ use super::super::ops::{AdminRevoke, DeleteOutcome, RestrictionDelete, RotationP
 use super::super::rotations::{
     AckOutcome, DelegateState, Progress, RotationDelegate, RotationOutcome, RotationRow, ShownDelegateState,
 };
-use super::super::tokens::TokenRow;
+use super::super::tokens::{policy_detail, RotationPolicy, TokenRow};
 use super::super::{i64_of, u64_col, StoreError};
 use super::error::{conflict, Failure};
 use super::rows::{
@@ -508,6 +508,38 @@ impl StoreOps for PgStore {
                 .await?;
             tx.commit().await?;
             Ok(DeleteOutcome::Deleted(row))
+        })
+        .await
+    }
+
+    async fn set_token_policy(
+        &self,
+        account: &str,
+        id_or_name: &str,
+        policy: Option<RotationPolicy>,
+        now: u64,
+        actor: &Actor,
+    ) -> Result<TokenRow, StoreError> {
+        self.run("set_token_policy", || async move {
+            let mut client = self.client().await?;
+            let tx = Self::write(&mut client).await?;
+            // FOR UPDATE: a concurrent revoke waits, or this waits for it and sees it.
+            let Some(row) = find_token(&*tx, account, id_or_name, true).await? else {
+                return Err(StoreError::NotFound(format!("token `{id_or_name}` in account `{account}`")).into());
+            };
+            if row.revoked_at.is_some() {
+                return Err(StoreError::Conflict(format!("token `{}` is revoked", row.name)).into());
+            }
+            let sql = format!(
+                "UPDATE tokens SET rotate_every_secs = $2, rotate_grace_secs = $3 WHERE id = $1 RETURNING {TOKEN_COLS}"
+            );
+            let every = policy.map(|p| i64_of(p.every));
+            let grace = policy.map(|p| i64_of(p.grace));
+            let after = rows::token(&tx.query_one(&sql, &[&row.id.to_string(), &every, &grace]).await?)?;
+            let target = format!("token:{account}/{}", row.id);
+            record(&*tx, actor, now, "token.update", &target, &policy_detail(policy)).await?;
+            tx.commit().await?;
+            Ok(after)
         })
         .await
     }
