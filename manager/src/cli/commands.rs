@@ -105,6 +105,7 @@ pub(super) fn init(args: InitArgs) -> ExitCode {
         account: args.account,
         tls_sans: args.tls_sans,
         manager_url: args.manager_url,
+        database: args.database,
     };
     match crate::init::init(&opts) {
         Ok(out) => {
@@ -132,6 +133,8 @@ pub(super) fn client_command(cmd: Command) -> ExitCode {
         | Command::Audit { client, .. } => client.clone(),
         Command::Init(_)
         | Command::Serve(_)
+        | Command::Migrate { .. }
+        | Command::Store { .. }
         | Command::Tls { .. }
         | Command::Completions { .. }
         | Command::Man => unreachable!("handled by cli::run"),
@@ -255,6 +258,8 @@ async fn execute(c: &ApiClient, cmd: Command) -> Result<Reply, ClientError> {
         Command::Audit { limit, .. } => get(c, &format!("/api/v1/audit?limit={limit}"), Kind::Audit).await,
         Command::Init(_)
         | Command::Serve(_)
+        | Command::Migrate { .. }
+        | Command::Store { .. }
         | Command::Tls { .. }
         | Command::Completions { .. }
         | Command::Man => unreachable!("handled by cli::run"),
