@@ -256,7 +256,7 @@ impl DatabaseUrl {
     }
 
     /// The URL itself, to connect with. Never log it.
-    pub fn expose(&self) -> &str {
+    pub fn connect_string(&self) -> &str {
         &self.0
     }
 

@@ -31,7 +31,7 @@ fn exit(json: bool, e: &StoreCmdError) -> ExitCode {
 pub(super) fn migrate(data_dir: PathBuf, database: Option<DatabaseUrl>, json: bool) -> ExitCode {
     let result = match &database {
         Some(url) => crate::init::block_on(async {
-            let m = crate::store::postgres::PgStore::migrate_only(url.expose()).await?;
+            let m = crate::store::postgres::PgStore::migrate_only(url.connect_string()).await?;
             Ok::<_, StoreCmdError>(format!(
                 "PostgreSQL store: schema at version {} (was {}).\n",
                 m.to, m.from
