@@ -225,6 +225,8 @@ pub struct OfflineAdminToken {
     pub expires_in_secs: Option<u64>,
     /// Allowed source CIDRs.
     pub allowed_cidrs: Vec<String>,
+    /// The PostgreSQL store, or `None` for the SQLite file of the data dir.
+    pub database: Option<crate::config::DatabaseUrl>,
 }
 
 /// Why the offline recovery failed.
@@ -242,6 +244,12 @@ pub enum OfflineError {
     /// The data dir or its database (a duplicate name is a conflict).
     #[error(transparent)]
     DataDir(#[from] DataDirError),
+}
+
+impl From<StoreError> for OfflineError {
+    fn from(e: StoreError) -> Self {
+        Self::DataDir(DataDirError::Store(e))
+    }
 }
 
 /// Creates an admin token directly in the database of `data_dir`, without the API: the way
@@ -264,10 +272,9 @@ pub fn offline_admin_token(
             validate::secs("expires_in", s, 1, crate::api::admin_tokens::MAX_EXPIRY_SECS).map(|s| now + s)
         })
         .transpose()?;
-    if DataDir::initialised_at(data_dir)?.is_none() {
+    if req.database.is_none() && DataDir::initialised_at(data_dir)?.is_none() {
         return Err(OfflineError::NotInitialised { path: data_dir.display().to_string() });
     }
-    let store = Store::open(&data_dir.join(DB_FILE)).map_err(DataDirError::from)?;
     let actor = Actor::system("local");
     let (row, value) =
         crate::tokens::new_admin_row(&req.name, scopes, expires_at, allowed_cidrs, &actor, now);
@@ -276,7 +283,23 @@ pub fn offline_admin_token(
     // The store takes the write lock first (waiting within the busy timeout while a running
     // manager writes), so the name check cannot go stale.
     let inserted = row.clone();
-    block_on(async move { store.create_admin_token(inserted, audit).await.map_err(DataDirError::from) })?;
+    let (database, data_dir) = (req.database.clone(), data_dir.to_owned());
+    block_on(async move {
+        let store = match &database {
+            Some(url) => {
+                let store = Store::connect(&url.location()).await.map_err(DataDirError::from)?;
+                if store.meta_get("initialised_at").await.map_err(DataDirError::from)?.is_none() {
+                    return Err(OfflineError::NotInitialised {
+                        path: "the PostgreSQL store (--database)".into(),
+                    });
+                }
+                store
+            }
+            None => Store::open(&data_dir.join(DB_FILE)).map_err(DataDirError::from)?,
+        };
+        store.create_admin_token(inserted, audit).await.map_err(DataDirError::from)?;
+        Ok(())
+    })?;
     Ok((row, value))
 }
 

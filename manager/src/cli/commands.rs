@@ -100,12 +100,16 @@ fn fail_client(json: bool, e: &ClientError) -> ExitCode {
 pub(super) fn init(args: InitArgs) -> ExitCode {
     let format = args.format();
     let json = format == InitFormat::Json;
+    let database = match DatabaseArg::check_opt(args.database.as_ref()) {
+        Ok(d) => d,
+        Err(m) => return fail(json, "usage", &format!("init: {m}"), None, EXIT_USAGE),
+    };
     let opts = InitOptions {
         data_dir: args.data_dir,
         account: args.account,
         tls_sans: args.tls_sans,
         manager_url: args.manager_url,
-        database: args.database,
+        database,
     };
     match crate::init::init(&opts) {
         Ok(out) => {
@@ -161,16 +165,21 @@ pub(super) fn client_command(cmd: Command) -> ExitCode {
 /// `admin-token create --offline`: the token is written into the database of `--data-dir`
 /// (no API call) and printed once, like an API-created one.
 fn offline_admin_token(client: &ClientArgs, cmd: AdminTokenCmd, format: OutputFormat) -> ExitCode {
-    let AdminTokenCmd::Create { name, name_flag, scopes, expires_in, allow_cidrs, .. } = cmd else {
+    let AdminTokenCmd::Create { name, name_flag, scopes, expires_in, allow_cidrs, database, .. } = cmd else {
         unreachable!("only create is offline")
+    };
+    let json = format == OutputFormat::Json;
+    let database = match DatabaseArg::check_opt(database.as_ref()) {
+        Ok(d) => d,
+        Err(m) => return fail(json, "usage", &m, None, EXIT_USAGE),
     };
     let req = crate::init::OfflineAdminToken {
         name: name.or(name_flag).unwrap_or_default(),
         scopes: if scopes.is_empty() { vec!["admin".into()] } else { scopes },
         expires_in_secs: expires_in,
         allowed_cidrs: allow_cidrs,
+        database,
     };
-    let json = format == OutputFormat::Json;
     let (row, value) = match crate::init::offline_admin_token(&client.data_dir, &req) {
         Ok(created) => created,
         Err(
@@ -352,6 +361,7 @@ async fn admin_token(c: &ApiClient, cmd: AdminTokenCmd) -> Result<Reply, ClientE
             account,
             restriction,
             offline: _,
+            database: _,
         } => {
             let body = CreateAdminToken {
                 name: name.or(name_flag).unwrap_or_default(),

@@ -64,7 +64,7 @@ pub enum Command {
         data_dir: PathBuf,
         /// PostgreSQL store, postgres://USER:PASSWORD@HOST:PORT/DB.
         #[arg(long, env = "TETHER_DATABASE_URL", hide_env_values = true, value_parser = parse_database)]
-        database: Option<DatabaseUrl>,
+        database: Option<DatabaseArg>,
         /// Machine-readable errors.
         #[arg(long)]
         json: bool,
@@ -159,7 +159,7 @@ pub struct InitArgs {
     /// PostgreSQL store, postgres://USER:PASSWORD@HOST:PORT/DB (default: the SQLite file in
     /// the data dir, which then keeps only the master key and TLS files).
     #[arg(long, env = "TETHER_DATABASE_URL", hide_env_values = true, value_parser = parse_database)]
-    pub database: Option<DatabaseUrl>,
+    pub database: Option<DatabaseArg>,
     /// The URL delegates and the CLI will use.
     #[arg(long, default_value = "https://127.0.0.1:8443")]
     pub manager_url: String,
@@ -272,7 +272,7 @@ pub enum StoreCmd {
         from: PathBuf,
         /// The PostgreSQL store, postgres://USER:PASSWORD@HOST:PORT/DB.
         #[arg(long, value_parser = parse_database)]
-        to: DatabaseUrl,
+        to: DatabaseArg,
     },
 }
 
@@ -439,6 +439,10 @@ pub enum AdminTokenCmd {
         /// account, no restriction.
         #[arg(long, conflicts_with_all = ["account", "restriction"])]
         offline: bool,
+        /// With --offline: the PostgreSQL store to write into instead of the SQLite file of
+        /// --data-dir.
+        #[arg(long, requires = "offline", env = "TETHER_DATABASE_URL", hide_env_values = true, value_parser = parse_database)]
+        database: Option<DatabaseArg>,
         /// Expire after this long: seconds (3600) or a number with a unit: 90s, 15m, 1h, 30d, 2w.
         #[arg(long, value_parser = duration::parse_secs, value_name = "DURATION")]
         expires_in: Option<u64>,
@@ -523,7 +527,31 @@ pub fn run(cli: Cli) -> ExitCode {
     }
 }
 
-/// Parses `--database` (the reason of a refusal never quotes the value).
-fn parse_database(v: &str) -> Result<DatabaseUrl, String> {
-    DatabaseUrl::parse(v)
+/// A `--database` value as given, checked by the command that uses it ([`DatabaseArg::check`]):
+/// clap's own refusal of a bad value would quote it, password and all. `Debug` is redacted.
+#[derive(Clone)]
+pub struct DatabaseArg(String);
+
+impl DatabaseArg {
+    /// The URL, or why it cannot be one (never quoting it).
+    pub fn check(&self) -> Result<DatabaseUrl, String> {
+        DatabaseUrl::parse(&self.0)
+            .map_err(|reason| format!("invalid --database (TETHER_DATABASE_URL): {reason}"))
+    }
+
+    /// [`DatabaseArg::check`] of an optional one.
+    pub fn check_opt(arg: Option<&Self>) -> Result<Option<DatabaseUrl>, String> {
+        arg.map(Self::check).transpose()
+    }
+}
+
+impl std::fmt::Debug for DatabaseArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DatabaseArg(<redacted>)")
+    }
+}
+
+/// Takes `--database` as given; [`DatabaseArg::check`] validates it.
+fn parse_database(v: &str) -> Result<DatabaseArg, String> {
+    Ok(DatabaseArg(v.to_owned()))
 }

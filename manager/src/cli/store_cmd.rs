@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use super::commands::fail;
-use super::{StoreCmd, EXIT_USAGE};
+use super::{DatabaseArg, StoreCmd, EXIT_USAGE};
 use crate::config::DatabaseUrl;
 use crate::datadir::DataDir;
 use crate::store::{SqliteStore, Store, StoreError, StoreOps, DB_FILE};
@@ -28,7 +28,11 @@ fn exit(json: bool, e: &StoreCmdError) -> ExitCode {
 }
 
 /// `tether-manager migrate`.
-pub(super) fn migrate(data_dir: PathBuf, database: Option<DatabaseUrl>, json: bool) -> ExitCode {
+pub(super) fn migrate(data_dir: PathBuf, database: Option<DatabaseArg>, json: bool) -> ExitCode {
+    let database = match DatabaseArg::check_opt(database.as_ref()) {
+        Ok(d) => d,
+        Err(m) => return fail(json, "usage", &m, None, EXIT_USAGE),
+    };
     let result = match &database {
         Some(url) => crate::init::block_on(async {
             let m = crate::store::postgres::PgStore::migrate_only(url.connect_string()).await?;
@@ -66,12 +70,15 @@ pub(super) fn migrate(data_dir: PathBuf, database: Option<DatabaseUrl>, json: bo
 /// `tether-manager store …`.
 pub(super) fn run(cmd: StoreCmd, json: bool) -> ExitCode {
     match cmd {
-        StoreCmd::Copy { from, to } => match crate::init::block_on(copy(from, to)) {
-            Ok(text) => {
-                print!("{text}");
-                ExitCode::SUCCESS
-            }
+        StoreCmd::Copy { from, to } => match to.check().map_err(StoreCmdError::Usage) {
             Err(e) => exit(json, &e),
+            Ok(to) => match crate::init::block_on(copy(from, to)) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => exit(json, &e),
+            },
         },
     }
 }
