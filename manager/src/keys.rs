@@ -97,6 +97,16 @@ impl MasterKey {
         }
     }
 
+    /// A check value of this key (hex SHA-256 over a domain label and the key): kept in the
+    /// store, so a manager started with another key refuses to serve instead of failing every
+    /// handshake. It reveals nothing of the key.
+    pub fn check_value(&self) -> String {
+        let mut h = Sha256::new();
+        h.update(b"tether/manager/v1/master-key-check/");
+        h.update(self.0.as_ref());
+        hex::encode(h.finalize())
+    }
+
     /// A key from bytes (tests).
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
         Self(Zeroizing::new(bytes))

@@ -54,6 +54,12 @@ pub enum ServeError {
     /// schema newer than this binary). The message never holds the password.
     #[error("cannot use the PostgreSQL store (--database / TETHER_DATABASE_URL): {0}")]
     Database(crate::store::StoreError),
+    /// The data dir's master key is not the one the store's tokens are sealed under.
+    #[error("the master key in data dir {path} is not the key this store was initialised with: every token would fail to open. Serve with the data dir (master.key) of the manager that initialised the store (copy it, mode 0600; see OPERATIONS.md); nothing was changed")]
+    WrongMasterKey {
+        /// The data dir.
+        path: String,
+    },
     /// `--init` failed.
     #[error(transparent)]
     Init(#[from] crate::init::InitError),
@@ -124,6 +130,12 @@ pub async fn run(
     .map_err(|e| ServeError::Io(std::io::Error::other(e)))??;
     if let (Some(ca), Some(fingerprint)) = (&files.ca, &fingerprint) {
         tracing::info!(ca_cert = %ca.display(), ca_fingerprint_sha256 = %fingerprint, "using the generated CA; give delegates this CA (MANAGER_CA_CERT)");
+    }
+    // The first start records the master key's check value; every later start (and every
+    // other manager of a shared store) must present the same key.
+    let check = data.master.check_value();
+    if data.store.meta_claim("master_key_check", &check).await? != check {
+        return Err(ServeError::WrongMasterKey { path: data.path.display().to_string() });
     }
     let state = AppState::new(config.clone(), &data);
     let resumed = crate::rotation::resume(&state).await?;

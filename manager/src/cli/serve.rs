@@ -70,7 +70,8 @@ pub(super) fn serve(args: ServeArgs) -> ExitCode {
         Err(
             e @ (crate::server::ServeError::NotInitialised { .. }
             | crate::server::ServeError::NotInitialisedDatabase { .. }
-            | crate::server::ServeError::Database(_)),
+            | crate::server::ServeError::Database(_)
+            | crate::server::ServeError::WrongMasterKey { .. }),
         ) => {
             tracing::error!(error = %e, "refusing to serve");
             eprintln!("tether-manager: {e}");

@@ -29,6 +29,10 @@ impl StoreOps for Store {
         dispatch!(self.meta_get(key))
     }
 
+    async fn meta_claim(&self, key: &str, value: &str) -> Result<String, StoreError> {
+        dispatch!(self.meta_claim(key, value))
+    }
+
     async fn meta_set(
         &self,
         values: Vec<(String, String)>,

@@ -134,6 +134,10 @@ pub trait StoreOps: Send + Sync {
     /// A meta value.
     fn meta_get(&self, key: &str) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
 
+    /// Stores `value` under `key` unless a value is stored there already; returns the stored
+    /// value either way (one transaction: of two racing claims, one wins and both see it).
+    fn meta_claim(&self, key: &str, value: &str) -> impl Future<Output = Result<String, StoreError>> + Send;
+
     /// Sets meta values and appends audit entries, in one transaction.
     fn meta_set(
         &self,

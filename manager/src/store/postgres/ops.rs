@@ -334,6 +334,23 @@ impl StoreOps for PgStore {
         .await
     }
 
+    async fn meta_claim(&self, key: &str, value: &str) -> Result<String, StoreError> {
+        self.run("meta_claim", || async move {
+            let mut client = self.client().await?;
+            let tx = Self::write(&mut client).await?;
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+                &[&key, &value],
+            )
+            .await?;
+            let stored: String =
+                tx.query_one("SELECT value FROM meta WHERE key = $1", &[&key]).await?.try_get(0)?;
+            tx.commit().await?;
+            Ok(stored)
+        })
+        .await
+    }
+
     async fn meta_set(
         &self,
         values: Vec<(String, String)>,

@@ -30,6 +30,23 @@ impl StoreOps for SqliteStore {
         self.call(move |c| meta_get(c, &key)).await
     }
 
+    async fn meta_claim(&self, key: &str, value: &str) -> Result<String, StoreError> {
+        let (key, value) = (key.to_owned(), value.to_owned());
+        self.call(move |c| {
+            let tx = immediate(c)?;
+            let stored = match meta_get(&tx, &key)? {
+                Some(v) => v,
+                None => {
+                    meta_set(&tx, &key, &value)?;
+                    value
+                }
+            };
+            tx.commit()?;
+            Ok(stored)
+        })
+        .await
+    }
+
     async fn meta_set(
         &self,
         values: Vec<(String, String)>,
