@@ -53,8 +53,7 @@ async fn a_swapped_master_key_is_refused_on_sqlite() -> Result<()> {
 #[tokio::test]
 async fn a_second_data_dir_with_another_key_is_refused_on_postgresql() -> Result<()> {
     let url = tether_tests::pg::database().await?;
-    let mut options = Options::default();
-    options.database = Some(url.clone());
+    let options = Options { database: Some(url.clone()), ..Options::default() };
     let manager = Manager::start_with(options).await?;
     // Another data dir (its own, new master key) on the same database.
     let other = tempfile::tempdir()?;
