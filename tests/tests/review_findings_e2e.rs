@@ -43,3 +43,28 @@ async fn review_rotation_policy_does_not_extend_a_tokens_expiry() -> Result<()> 
     );
     Ok(())
 }
+
+/// FINDING: `serve` on a PostgreSQL database that is not initialised refuses (exit 64) saying
+/// "nothing was created", but it has already run the migrations: the database now holds
+/// Tether's nine tables (server.rs connects, i.e. migrates, before checking `initialised_at`).
+/// A typo'd database name in a shared cluster gets Tether's schema written into it.
+#[tokio::test]
+async fn review_serve_on_an_uninitialised_postgres_creates_nothing() -> Result<()> {
+    let url = tether_tests::pg::database().await?;
+    let db = url.rsplit_once('/').map(|(_, d)| d.split('?').next().unwrap_or(d).to_owned()).context("db")?;
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let out = tether_tests::harness::manager::command(&tether_tests::harness::process::binary("tether-manager")?)
+        .args(["serve", "--data-dir", data.to_str().context("utf-8")?, "--listen", "127.0.0.1:0"])
+        .env("TETHER_DATABASE_URL", &url)
+        .output()?;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(64), "{text}");
+    let client = tether_tests::pg::shared()?.client(&db).await?;
+    let n: i64 = client
+        .query_one("SELECT COUNT(*) FROM pg_tables WHERE schemaname = 'public'", &[])
+        .await?
+        .get(0);
+    assert_eq!(n, 0, "serve refused (`{}`) yet created {n} tables", text.lines().last().unwrap_or(""));
+    Ok(())
+}
