@@ -68,3 +68,46 @@ async fn review_serve_on_an_uninitialised_postgres_creates_nothing() -> Result<(
     assert_eq!(n, 0, "serve refused (`{}`) yet created {n} tables", text.lines().last().unwrap_or(""));
     Ok(())
 }
+
+async fn pg_manager() -> Result<Manager> {
+    let mut options = tether_tests::harness::manager::Options::with_env(&[]);
+    options.database = Some(tether_tests::pg::database().await?);
+    Manager::start_with(options).await
+}
+
+/// FINDING: on PostgreSQL a NUL byte (`%00`) in a token or account path segment is a server
+/// error (PostgreSQL refuses 0x00 in TEXT: `ERROR 22021`): 500 "internal error" and an ERROR
+/// log line per request, where the SQLite backend answers 404. Any caller with tokens:read on
+/// its own account can fill the error log / alerting this way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_nul_in_a_path_is_404_not_500_on_postgres() -> Result<()> {
+    let m = pg_manager().await?;
+    let account = m.init.account_id.clone();
+    let mut bad = Vec::new();
+    for (method, path, body) in [
+        (Method::GET, format!("/api/v1/accounts/{account}/tokens/a%00b"), None),
+        (Method::POST, format!("/api/v1/accounts/{account}/tokens/a%00b/revoke"), None),
+        (Method::PATCH, format!("/api/v1/accounts/{account}/tokens/a%00b"), Some(json!({ "rotation_policy": null }))),
+        (Method::GET, format!("/api/v1/accounts/{account}%00/tokens"), None),
+    ] {
+        let (status, answer) = m.api(method.clone(), &path, body).await?;
+        if status.is_server_error() {
+            bad.push(format!("{method} {path}: {status} {answer}"));
+        }
+    }
+    assert!(bad.is_empty(), "server errors for a NUL in the path:\n{}", bad.join("\n"));
+    Ok(())
+}
+
+/// FINDING (low): `rotation_policy` given as a JSON array (`[3600]`, serde's sequence form of
+/// a struct) is accepted by PATCH as `{"every_secs": 3600}`, although RotationPolicyDto is
+/// `deny_unknown_fields` and documented as an object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_rotation_policy_as_an_array_is_refused() -> Result<()> {
+    let m = Manager::start(&[]).await?;
+    let account = m.init.account_id.clone();
+    let path = format!("/api/v1/accounts/{account}/tokens/default");
+    let (status, answer) = m.api(Method::PATCH, &path, Some(json!({ "rotation_policy": [86_400] }))).await?;
+    assert_eq!(status, reqwest::StatusCode::BAD_REQUEST, "{answer}");
+    Ok(())
+}
