@@ -111,3 +111,29 @@ async fn review_rotation_policy_as_an_array_is_refused() -> Result<()> {
     assert_eq!(status, reqwest::StatusCode::BAD_REQUEST, "{answer}");
     Ok(())
 }
+
+/// FINDING (low): PATCH of a token that is being rotated (by its id: the old token, renamed
+/// `name~xxxx`, revoked at the end of the grace window) answers 200 and changes nothing that
+/// lasts: the successor already copied the old policy and keeps rotating. An operator who runs
+/// `token update <id> --no-rotation` during a grace window is told it worked. Expected: 409
+/// (the token is rotating; update its successor), as rotate refuses a rotating token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_patch_of_a_rotating_token_is_refused() -> Result<()> {
+    let m = Manager::start(&[("TETHER_MIN_ROTATE_EVERY_SECS", "1")]).await?;
+    let account = m.init.account_id.clone();
+    let body = json!({ "rotation_policy": { "every_secs": 86_400, "grace_secs": 600 } });
+    let old = m.create_token(&account, "lineage", body).await?;
+    let rotate = format!("/api/v1/accounts/{account}/tokens/lineage/rotate");
+    let (status, started) = m.api(Method::POST, &rotate, Some(json!({ "grace_secs": 600 }))).await?;
+    assert!(status.is_success(), "{started}");
+    let path = format!("/api/v1/accounts/{account}/tokens/{}", old.id());
+    let (status, answer) = m.api(Method::PATCH, &path, Some(json!({ "rotation_policy": null }))).await?;
+    let (_, successor) = m.api(Method::GET, &format!("/api/v1/accounts/{account}/tokens/lineage"), None).await?;
+    assert_eq!(
+        status,
+        reqwest::StatusCode::CONFLICT,
+        "PATCH of the rotating token: {answer}\nits successor keeps the policy: {}",
+        successor["rotation_policy"]
+    );
+    Ok(())
+}
