@@ -137,3 +137,31 @@ async fn review_patch_of_a_rotating_token_is_refused() -> Result<()> {
     );
     Ok(())
 }
+
+/// FINDING (low): `store copy --from` a data dir whose tether.db is a 0-byte file refuses
+/// ("nothing was changed") but has turned the source into an empty Tether SQLite database:
+/// `DataDir::initialised_at` ("without creating anything") opens it with SqliteStore::open,
+/// which migrates. Likewise an older-schema source is migrated in place by the copy.
+#[tokio::test]
+async fn review_store_copy_does_not_write_its_source() -> Result<()> {
+    let url = tether_tests::pg::database().await?;
+    let dir = tempfile::tempdir()?;
+    let bin = tether_tests::harness::process::binary("tether-manager")?;
+    let data = dir.path().join("data");
+    let init = tether_tests::harness::manager::command(&bin).args(["init", "--json", "--data-dir"]).arg(&data).output()?;
+    assert!(init.status.success());
+    let db = data.join("tether.db");
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(data.join(format!("tether.db{suffix}")));
+    }
+    std::fs::write(&db, b"")?;
+    let out = tether_tests::harness::manager::command(&bin)
+        .args(["store", "copy", "--from"])
+        .arg(&data)
+        .args(["--to", &url])
+        .output()?;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success(), "{text}");
+    assert_eq!(std::fs::metadata(&db)?.len(), 0, "the refused source was written: {text}");
+    Ok(())
+}
