@@ -165,3 +165,66 @@ async fn review_store_copy_does_not_write_its_source() -> Result<()> {
     assert_eq!(std::fs::metadata(&db)?.len(), 0, "the refused source was written: {text}");
     Ok(())
 }
+
+/// FINDING: two managers on one PostgreSQL (the set-up the rotation-policy loop claims to
+/// support: "Several managers on one store may run it at once"). A rotation started on A of a
+/// token whose live delegate is on B "completes" at once (A sees no delegate of it), revoking
+/// the old token immediately: the grace window is skipped, the delegate on B is never sent the
+/// successor and, on its next handshake, is refused (`revoked`) and exits 78. With the policy
+/// loop on every replica this happens by itself, audited as `system`. (Cross-replica fan-out is
+/// out of scope of this change; this is its consequence for rotations, which the policy loop
+/// makes automatic.) Here the rotation is started through A's API, as the loop would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_rotation_on_one_replica_does_not_strand_delegates_on_another() -> Result<()> {
+    let url = tether_tests::pg::database().await?;
+    let mut options = tether_tests::harness::manager::Options::with_env(&[]);
+    options.database = Some(url.clone());
+    let a = Manager::start_with(options).await?;
+    // Replica B: a copy of A's data dir (same master key and CA), the same database.
+    let copy = tempfile::tempdir()?;
+    let b_dir = copy.path().join("data");
+    let status = std::process::Command::new("cp").arg("-a").arg(a.data_dir()).arg(&b_dir).status()?;
+    assert!(status.success());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let mut serve = tether_tests::harness::manager::command(a.bin());
+    serve
+        .args(["serve", "--data-dir"])
+        .arg(&b_dir)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("TETHER_DATABASE_URL", &url);
+    let b = tether_tests::harness::process::Proc::spawn("manager-b", serve)?;
+    tether_tests::harness::poll::until("replica B to listen", Duration::from_secs(30), || async {
+        Ok(tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok().map(|_| ()))
+    })
+    .await
+    .with_context(|| b.log())?;
+
+    let account = a.init.account_id.clone();
+    let token = a.create_token(&account, "spread", json!({})).await?;
+    let state = tempfile::tempdir()?;
+    let mut env = tether_tests::harness::delegate::env_for(&a, "on-b", &token.expose(), state.path());
+    for (k, v) in env.iter_mut() {
+        if k == "MANAGER_HOST_AND_PORT" {
+            *v = format!("localhost:{port}");
+        }
+    }
+    let delegate = tether_tests::harness::delegate::Delegate::start(&env, &[])?;
+    tether_tests::harness::poll::until("the delegate's session on B", Duration::from_secs(30), || async {
+        Ok(delegate.log().contains("session authenticated").then_some(()))
+    })
+    .await
+    .with_context(|| delegate.log())?;
+
+    let rotate = format!("/api/v1/accounts/{account}/tokens/spread/rotate");
+    let (status, started) = a.api(Method::POST, &rotate, Some(json!({ "grace_secs": 60 }))).await?;
+    assert!(status.is_success(), "{started}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (_, old) = a.api(Method::GET, &format!("/api/v1/accounts/{account}/tokens/{}", token.id()), None).await?;
+    assert_ne!(
+        old["state"], "revoked",
+        "3 s into a 60 s grace window the old token is revoked while its delegate on replica B was \
+         never sent the successor: {old}\n{}",
+        delegate.log()
+    );
+    Ok(())
+}
