@@ -123,6 +123,11 @@ async fn review_patch_of_a_rotating_token_is_refused() -> Result<()> {
     let account = m.init.account_id.clone();
     let body = json!({ "rotation_policy": { "every_secs": 86_400, "grace_secs": 600 } });
     let old = m.create_token(&account, "lineage", body).await?;
+    // A live delegate (manual apply mode) keeps the rotation running for its grace window.
+    let state = tempfile::tempdir()?;
+    let env = tether_tests::harness::delegate::env_for(&m, "lineage-0", &old.expose(), state.path());
+    let _delegate = tether_tests::harness::delegate::Delegate::start(&env, &[])?;
+    m.wait_for_session("lineage-0", old.id(), Duration::from_secs(30)).await?;
     let rotate = format!("/api/v1/accounts/{account}/tokens/lineage/rotate");
     let (status, started) = m.api(Method::POST, &rotate, Some(json!({ "grace_secs": 600 }))).await?;
     assert!(status.is_success(), "{started}");
