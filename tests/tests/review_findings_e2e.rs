@@ -233,3 +233,32 @@ async fn review_rotation_on_one_replica_does_not_strand_delegates_on_another() -
     );
     Ok(())
 }
+
+/// FINDING: a TOML syntax error on the `database = …` line of the config file prints that line,
+/// password and all (the toml crate's error quotes the source line; config.rs passes its text
+/// through): `cannot read config file …: TOML parse error … | database = "postgres://u:PASSWORD@…`.
+/// It goes to stderr, i.e. journald / container logs / CI output.
+#[tokio::test]
+async fn review_a_toml_error_on_the_database_line_hides_the_password() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let secret = "Toml-Secret-Quokka-7731";
+    let bin = tether_tests::harness::process::binary("tether-manager")?;
+    for line in [
+        format!("database = \"postgres://tether:{secret}@127.0.0.1:1/tether\n"),
+        format!("database = postgres://tether:{secret}@127.0.0.1:1/tether\n"),
+        format!("database = \"postgres://tether:{secret}@127.0.0.1:1/tether\"\ndatabase = \"x\"\n"),
+    ] {
+        let config = dir.path().join("tether.toml");
+        std::fs::write(&config, &line)?;
+        let out = tether_tests::harness::manager::command(&bin)
+            .args(["serve", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .arg("--config")
+            .arg(&config)
+            .output()?;
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(!out.status.success());
+        assert!(!text.contains(secret) && !text.contains("Quokka"), "the password leaked:\n{text}");
+    }
+    Ok(())
+}
