@@ -400,9 +400,16 @@ impl Sources {
 }
 
 fn parse_toml(text: &str, path: &Path) -> Result<BTreeMap<String, String>, ConfigError> {
-    let table: toml::Table = text
-        .parse()
-        .map_err(|e: toml::de::Error| ConfigError::File { path: path.to_owned(), reason: e.to_string() })?;
+    // The parser's own message quotes the offending line, which may hold the database
+    // password: say what and where only.
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        let line = e.span().map(|s| text.bytes().take(s.start).filter(|b| *b == b'\n').count() + 1);
+        let reason = match line {
+            Some(line) => format!("{} (line {line})", e.message()),
+            None => e.message().to_owned(),
+        };
+        ConfigError::File { path: path.to_owned(), reason }
+    })?;
     let mut out = BTreeMap::new();
     for (k, v) in table {
         if !SETTINGS.contains(&k.as_str()) {

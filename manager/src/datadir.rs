@@ -95,7 +95,15 @@ impl DataDir {
         if !db.exists() {
             return Ok(None);
         }
-        let store = crate::store::SqliteStore::open(&db)?;
-        Ok(store.call_blocking(|c| crate::store::sqlite::meta_get(c, "initialised_at"))?)
+        // Opened as it is: no file created, no migration, no write (a refused path stays as
+        // it was). A file without Tether's tables (empty, or another SQLite database) is not
+        // initialised; one that is not SQLite at all is an error.
+        let conn = rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)
+            .map_err(crate::store::StoreError::from)?;
+        match crate::store::sqlite::meta_get(&conn, "initialised_at") {
+            Ok(at) => Ok(at),
+            Err(crate::store::StoreError::Sqlite(e)) if e.to_string().contains("no such table") => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 }

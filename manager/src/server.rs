@@ -82,6 +82,14 @@ pub async fn run(
     let postgres = match &config.database {
         None => None,
         Some(url) => {
+            // Refused before connecting for good (which migrates): an uninitialised database
+            // gets no table from a `serve` that refuses it.
+            let probed = crate::store::postgres::PgStore::is_initialised(url.connect_string())
+                .await
+                .map_err(ServeError::Database)?;
+            if !probed && !init {
+                return Err(ServeError::NotInitialisedDatabase { path: data_dir.display().to_string(), marked: false });
+            }
             let store = Store::connect(&url.location()).await.map_err(ServeError::Database)?;
             let marked = store.meta_get("initialised_at").await.map_err(ServeError::Database)?.is_some();
             if !(marked && DataDir::has_master_key(&data_dir)) {

@@ -128,7 +128,7 @@ pub struct RotationPolicyDto {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct UpdateToken {
     /// The new rotation policy, or `null` for none.
-    #[serde(deserialize_with = "super::extract::nullable")]
+    #[serde(deserialize_with = "super::extract::object_or_null")]
     #[schema(required = true)]
     pub rotation_policy: Option<RotationPolicyDto>,
 }
@@ -145,7 +145,7 @@ pub struct CreateToken {
     #[serde(default)]
     pub allowed_cidrs: Vec<String>,
     /// Rotate this token automatically (absent: never).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::extract::object_or_null")]
     pub rotation_policy: Option<RotationPolicyDto>,
 }
 

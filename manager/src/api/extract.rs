@@ -78,6 +78,11 @@ where
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AppError> {
+        // No name or id holds a NUL (validation refuses control characters), and PostgreSQL
+        // cannot even compare one: refuse it here, before any store sees it.
+        if parts.uri.path().contains("%00") {
+            return Err(AppError::BadRequest("a path parameter holds a NUL character".into()));
+        }
         match axum::extract::Path::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Path(v)) => Ok(Self(v)),
             Err(e) if e.status().is_server_error() => Err(AppError::Internal(e.body_text())),
@@ -107,13 +112,19 @@ where
     opt_integer(deserializer)?.ok_or_else(|| serde::de::Error::custom("expected an integer, got null"))
 }
 
-/// A field that must be present and may be `null` (use without `#[serde(default)]`).
-pub fn nullable<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+/// A JSON object field that may be `null`: present and required without `#[serde(default)]`,
+/// optional with it. Only an object is taken (serde would also take a struct written as an
+/// array, `[86400]`, which no client means).
+pub fn object_or_null<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
 where
     D: Deserializer<'de>,
-    T: serde::Deserialize<'de>,
+    T: DeserializeOwned,
 {
-    <Option<T> as serde::Deserialize>::deserialize(deserializer)
+    match <Option<serde_json::Value> as serde::Deserialize>::deserialize(deserializer)? {
+        None => Ok(None),
+        Some(v @ serde_json::Value::Object(_)) => serde_json::from_value(v).map(Some).map_err(de::Error::custom),
+        Some(_) => Err(de::Error::custom("expected an object or null")),
+    }
 }
 
 /// [`opt_integer`] for a query string parameter, whose value is always text: `60` or `60.0`.

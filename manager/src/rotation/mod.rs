@@ -239,6 +239,19 @@ impl Rotations {
         expires_in_secs: Option<u64>,
         actor: Actor,
     ) -> Result<Started, RotationError> {
+        self.start_as(account, token_ref, grace_secs, expires_in_secs, actor, false).await
+    }
+
+    /// [`Rotations::start`]; `by_policy`: only if the token still carries a rotation policy.
+    async fn start_as(
+        &self,
+        account: &str,
+        token_ref: &str,
+        grace_secs: u64,
+        expires_in_secs: Option<u64>,
+        actor: Actor,
+        by_policy: bool,
+    ) -> Result<Started, RotationError> {
         let now = now_unix();
         let rotation_id = Uuid::new_v4();
         let deadline = now + grace_secs;
@@ -281,11 +294,15 @@ impl Rotations {
             rotation: row.clone(),
             sealed_successor: master.seal_successor(rotation_id, &token),
             audit,
+            by_policy,
         };
         if !self.0.store.begin_rotation(plan).await? {
             // The token changed between the read and the write (revoked, rotated or renamed by
             // a concurrent request): say what it is now.
             return Err(match self.0.store.token(old.id).await? {
+                Some(now_row) if by_policy && now_row.policy.is_none() => {
+                    RotationError::NotRotatable { state: now_row.state(now) }
+                }
                 Some(now_row) if now_row.state(now) == TokenState::Rotating => {
                     RotationError::AlreadyRotating { rotation_id: now_row.rotation_id }
                 }

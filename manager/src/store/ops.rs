@@ -90,6 +90,9 @@ pub struct RotationPlan {
     pub sealed_successor: Vec<u8>,
     /// The audit entry (`token.rotate`).
     pub audit: AuditEntry,
+    /// Started by the token's rotation policy: then the token must still carry one (a policy
+    /// cleared after the due list was read stops the rotation).
+    pub by_policy: bool,
 }
 
 /// Everything an installation holds, for `store copy` (and the conformance suite).
@@ -211,7 +214,8 @@ pub trait StoreOps: Send + Sync {
     /// Sets (or, with `None`, clears) the rotation policy of a token of `account` (by id or
     /// name) that is not revoked, with an audit entry `token.update` on `token:<account>/<id>`
     /// by `actor`. Returns the row after the change; NotFound when there is no such token,
-    /// Conflict when it is revoked.
+    /// Conflict when it is revoked or being replaced by a rotation (its successor carries the
+    /// policy on).
     fn set_token_policy(
         &self,
         account: &str,
@@ -317,8 +321,8 @@ pub trait StoreOps: Send + Sync {
     /// Starts a rotation in one transaction: the old token is renamed and marked with the
     /// rotation, the successor inserted, the rotation inserted with its sealed successor, the
     /// audit entry appended. Returns `false`, changing nothing, when the old token changed since
-    /// the plan was read (revoked, already rotating, renamed or gone), so the caller reads it
-    /// again and says why.
+    /// the plan was read (revoked, already rotating, renamed or gone, or its policy cleared for
+    /// a rotation [`RotationPlan::by_policy`]), so the caller reads it again and says why.
     fn begin_rotation(&self, plan: RotationPlan) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// One rotation.

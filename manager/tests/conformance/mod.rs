@@ -128,6 +128,7 @@ pub fn plan(old: &TokenRow, now: u64) -> RotationPlan {
         },
         sealed_successor: vec![7; 48],
         audit: actor().entry(now, "token.rotate", &format!("token:{}/{}", old.account_id, old.id), "r"),
+        by_policy: false,
     }
 }
 

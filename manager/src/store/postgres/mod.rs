@@ -99,6 +99,35 @@ impl PgStore {
         Self::migrate_with(&url, &tls).await
     }
 
+    /// Whether the database of `url` holds an initialised Tether store (`initialised_at` in
+    /// its meta table), read on a connection of its own without migrating or writing anything:
+    /// `serve` refuses an uninitialised database before it creates any table there.
+    pub async fn is_initialised(url: &str) -> Result<bool, StoreError> {
+        let url = PgUrl::parse(url)?;
+        let tls = MakeRustls::new(url.root_cert.as_deref())
+            .map_err(|e| url.redact_error(StoreError::Postgres(e)))?;
+        let redact = |f: Failure| url.redact_error(f.into_store());
+        let (client, connection) = url.config.connect(tls).await.map_err(|e| redact(e.into()))?;
+        let driver = tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %error::describe(&e), "probe connection closed");
+            }
+        });
+        let result = async {
+            let meta: Option<String> =
+                client.query_one("SELECT to_regclass('meta')::text", &[]).await?.try_get(0)?;
+            if meta.is_none() {
+                return Ok(false);
+            }
+            let row = client.query_opt("SELECT value FROM meta WHERE key = 'initialised_at'", &[]).await?;
+            Ok::<_, Failure>(row.is_some())
+        }
+        .await;
+        drop(client);
+        let _ = driver.await;
+        result.map_err(redact)
+    }
+
     /// Opens a connection of its own, checks the server version and migrates.
     async fn migrate_with(url: &PgUrl, tls: &MakeRustls) -> Result<Migrated, StoreError> {
         let redact = |f: Failure| url.redact_error(f.into_store());

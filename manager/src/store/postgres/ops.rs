@@ -235,6 +235,16 @@ async fn find_token(
         }
     }
     let sql = format!("SELECT {TOKEN_COLS} FROM tokens WHERE account_id = $1 AND name = $2{lock}");
+    // A locking read that waited for a concurrent rotation start sees the old token renamed
+    // (`name~…`, so it no longer matches) but not the successor that took the name, which
+    // that transaction inserted after this statement's snapshot. A fresh statement sees it:
+    // look again, a bounded number of times, before saying there is no such token.
+    let attempts = if lock.is_empty() { 1 } else { 3 };
+    for _ in 1..attempts {
+        if let Some(t) = select_opt(c, &sql, &[&account, &id_or_name], rows::token).await? {
+            return Ok(Some(t));
+        }
+    }
     select_opt(c, &sql, &[&account, &id_or_name], rows::token).await
 }
 
@@ -547,6 +557,12 @@ impl StoreOps for PgStore {
             if row.revoked_at.is_some() {
                 return Err(StoreError::Conflict(format!("token `{}` is revoked", row.name)).into());
             }
+            if row.rotation_id.is_some() {
+                return Err(StoreError::Conflict(format!(
+                    "token `{}` is being replaced by a rotation; change the policy of its successor",
+                    row.name
+                )).into());
+            }
             let sql = format!(
                 "UPDATE tokens SET rotate_every_secs = $2, rotate_grace_secs = $3 WHERE id = $1 RETURNING {TOKEN_COLS}"
             );
@@ -801,13 +817,15 @@ impl StoreOps for PgStore {
             let renamed = tx
                 .execute(
                     "UPDATE tokens SET name = $4, rotation_id = $5
-                     WHERE id = $1 AND account_id = $2 AND name = $3 AND revoked_at IS NULL AND rotation_id IS NULL",
+                     WHERE id = $1 AND account_id = $2 AND name = $3 AND revoked_at IS NULL AND rotation_id IS NULL
+                       AND (NOT $6 OR rotate_every_secs IS NOT NULL)",
                     &[
                         &plan.old.id.to_string(),
                         &plan.old.account_id,
                         &plan.old.name,
                         &plan.old_new_name,
                         &plan.rotation.id.to_string(),
+                        &plan.by_policy,
                     ],
                 )
                 .await

@@ -17,28 +17,31 @@ pub(super) const MIN_SERVER_VERSION: i32 = 130_000;
 /// Each entry migrates from version `index` to `index + 1`; version 4 matches the SQLite
 /// file's version 4 (rotation policies).
 const MIGRATIONS: &[&str] = &[
-    // 1: the whole schema as of SQLite's version 4 (a PostgreSQL store starts there).
+    // 1: the whole schema as of SQLite's version 4 (a PostgreSQL store starts there). Every
+    // text column sorts and compares bytewise (`COLLATE "C"`), as SQLite does, whatever the
+    // database's default collation (an `en-US` cluster would otherwise order rows differently
+    // and `store copy`'s read-back would not compare equal).
     r#"
-    CREATE TABLE meta (key TEXT COLLATE "C" PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE meta (key TEXT COLLATE "C" PRIMARY KEY, value TEXT COLLATE "C" NOT NULL);
     CREATE TABLE accounts (
         id TEXT COLLATE "C" CONSTRAINT accounts_pkey PRIMARY KEY,
-        name TEXT NOT NULL,
+        name TEXT COLLATE "C" NOT NULL,
         created_at BIGINT NOT NULL,
-        created_by TEXT NOT NULL
+        created_by TEXT COLLATE "C" NOT NULL
     );
     CREATE TABLE tokens (
         id TEXT COLLATE "C" PRIMARY KEY,
-        account_id TEXT NOT NULL REFERENCES accounts(id),
+        account_id TEXT COLLATE "C" NOT NULL REFERENCES accounts(id),
         name TEXT COLLATE "C" NOT NULL,
         sealed_key BYTEA NOT NULL,
         created_at BIGINT NOT NULL,
-        created_by TEXT NOT NULL,
+        created_by TEXT COLLATE "C" NOT NULL,
         expires_at BIGINT,
-        allowed_cidrs TEXT NOT NULL DEFAULT '[]',
+        allowed_cidrs TEXT COLLATE "C" NOT NULL DEFAULT '[]',
         revoked_at BIGINT,
-        revoked_by TEXT,
+        revoked_by TEXT COLLATE "C",
         last_used_at BIGINT,
-        rotation_id TEXT,
+        rotation_id TEXT COLLATE "C",
         rotate_every_secs BIGINT,
         rotate_grace_secs BIGINT,
         CONSTRAINT tokens_account_id_name_key UNIQUE (account_id, name)
@@ -48,59 +51,59 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE admin_tokens (
         id TEXT COLLATE "C" PRIMARY KEY,
         name TEXT COLLATE "C" NOT NULL CONSTRAINT admin_tokens_name_key UNIQUE,
-        hash TEXT NOT NULL CONSTRAINT admin_tokens_hash_key UNIQUE,
-        scopes TEXT NOT NULL,
+        hash TEXT COLLATE "C" NOT NULL CONSTRAINT admin_tokens_hash_key UNIQUE,
+        scopes TEXT COLLATE "C" NOT NULL,
         created_at BIGINT NOT NULL,
-        created_by TEXT NOT NULL,
+        created_by TEXT COLLATE "C" NOT NULL,
         expires_at BIGINT,
-        allowed_cidrs TEXT NOT NULL DEFAULT '[]',
+        allowed_cidrs TEXT COLLATE "C" NOT NULL DEFAULT '[]',
         revoked_at BIGINT,
         last_used_at BIGINT,
-        account_id TEXT REFERENCES accounts(id),
-        restriction_id TEXT
+        account_id TEXT COLLATE "C" REFERENCES accounts(id),
+        restriction_id TEXT COLLATE "C"
     );
     CREATE TABLE restrictions (
         id TEXT COLLATE "C" PRIMARY KEY,
         name TEXT COLLATE "C" NOT NULL CONSTRAINT restrictions_name_key UNIQUE,
-        rules TEXT NOT NULL,
+        rules TEXT COLLATE "C" NOT NULL,
         created_at BIGINT NOT NULL,
-        created_by TEXT NOT NULL
+        created_by TEXT COLLATE "C" NOT NULL
     );
     -- sealed_successor: the successor token sealed under the master key while the rotation
     -- runs, set to NULL when it finishes.
     CREATE TABLE rotations (
         id TEXT COLLATE "C" PRIMARY KEY,
-        account_id TEXT NOT NULL REFERENCES accounts(id),
-        old_token_id TEXT NOT NULL,
-        new_token_id TEXT NOT NULL,
+        account_id TEXT COLLATE "C" NOT NULL REFERENCES accounts(id),
+        old_token_id TEXT COLLATE "C" NOT NULL,
+        new_token_id TEXT COLLATE "C" NOT NULL,
         started_at BIGINT NOT NULL,
-        started_by TEXT NOT NULL,
+        started_by TEXT COLLATE "C" NOT NULL,
         deadline BIGINT NOT NULL,
         finished_at BIGINT,
-        outcome TEXT,
+        outcome TEXT COLLATE "C",
         sealed_successor BYTEA
     );
     CREATE INDEX rotations_unfinished ON rotations (started_at) WHERE finished_at IS NULL;
     CREATE TABLE rotation_delegates (
-        rotation_id TEXT NOT NULL REFERENCES rotations(id),
+        rotation_id TEXT COLLATE "C" NOT NULL REFERENCES rotations(id),
         instance TEXT COLLATE "C" NOT NULL,
         name TEXT COLLATE "C" NOT NULL,
-        session_id TEXT NOT NULL,
-        state TEXT NOT NULL,
-        outcome TEXT,
-        detail TEXT,
+        session_id TEXT COLLATE "C" NOT NULL,
+        state TEXT COLLATE "C" NOT NULL,
+        outcome TEXT COLLATE "C",
+        detail TEXT COLLATE "C",
         updated_at BIGINT NOT NULL,
-        rotate_sent_session TEXT,
+        rotate_sent_session TEXT COLLATE "C",
         PRIMARY KEY (rotation_id, instance)
     );
     CREATE TABLE audit (
         id BIGSERIAL PRIMARY KEY,
         at BIGINT NOT NULL,
-        actor TEXT NOT NULL,
-        action TEXT NOT NULL,
-        target TEXT NOT NULL,
-        source_ip TEXT,
-        detail TEXT NOT NULL DEFAULT ''
+        actor TEXT COLLATE "C" NOT NULL,
+        action TEXT COLLATE "C" NOT NULL,
+        target TEXT COLLATE "C" NOT NULL,
+        source_ip TEXT COLLATE "C",
+        detail TEXT COLLATE "C" NOT NULL DEFAULT ''
     );
     "#,
 ];

@@ -77,8 +77,11 @@ impl PgUrl {
             Some((b, q)) => (format!("{scheme}{b}"), Some(q)),
             None => (url.to_owned(), None),
         };
-        // Tether's own options come out of the query; the rest goes to tokio-postgres.
-        let mut ssl_mode = SslMode::Prefer;
+        // Tether's own options come out of the query; the rest goes to tokio-postgres. TLS is
+        // required unless the URL says otherwise: libpq's default, `prefer`, lets anyone on
+        // the path answer "no TLS" and take the session (and with it, the power to write an
+        // admin token row).
+        let mut ssl_mode = SslMode::Require;
         let mut root_cert = None;
         let mut kept = Vec::new();
         for param in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {

@@ -183,6 +183,12 @@ impl StoreOps for SqliteStore {
             if row.revoked_at.is_some() {
                 return Err(StoreError::Conflict(format!("token `{}` is revoked", row.name)));
             }
+            if row.rotation_id.is_some() {
+                return Err(StoreError::Conflict(format!(
+                    "token `{}` is being replaced by a rotation; change the policy of its successor",
+                    row.name
+                )));
+            }
             tokens::set_policy(&tx, row.id, policy)?;
             actor.record(
                 &tx,
@@ -336,13 +342,15 @@ impl StoreOps for SqliteStore {
             // The token as the plan read it: still not revoked, not rotating, same name.
             let n = tx.execute(
                 "UPDATE tokens SET name = ?2, rotation_id = ?3
-                 WHERE id = ?1 AND account_id = ?4 AND name = ?5 AND revoked_at IS NULL AND rotation_id IS NULL",
+                 WHERE id = ?1 AND account_id = ?4 AND name = ?5 AND revoked_at IS NULL AND rotation_id IS NULL
+                   AND (?6 = 0 OR rotate_every_secs IS NOT NULL)",
                 params![
                     old.id.to_string(),
                     plan.old_new_name,
                     plan.rotation.id.to_string(),
                     old.account_id,
-                    old.name
+                    old.name,
+                    plan.by_policy
                 ],
             )?;
             if n != 1 {
