@@ -8,7 +8,9 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use tether_tests::harness::process::binary;
 use tether_tests::harness::{Manager, Options};
+use tether_tests::load::procfs;
 use tether_tests::load::scenarios::{self, Ctx, Scale};
+use tether_tests::load::stores::{PgSource, Store, StoreCalls};
 use tether_tests::load::transport::Target;
 
 #[derive(Parser)]
@@ -41,6 +43,16 @@ enum Cmd {
         /// The delegate binary (default: next to this one).
         #[arg(long)]
         delegate_bin: Option<PathBuf>,
+        /// Comma-separated stores to run each scenario on, one after the other (a fresh
+        /// manager and database each time): sqlite (the file in the data dir), postgres. With
+        /// more than one, or postgres alone, the results are grouped by store.
+        #[arg(long, value_delimiter = ',', default_value = "sqlite")]
+        stores: Vec<Store>,
+        /// For `postgres`: the server to use, as a URL whose role may CREATE DATABASE (a fresh
+        /// database per scenario). Default: a private server started from Debian's PostgreSQL
+        /// binaries (/usr/lib/postgresql/*/bin; fsync on), removed at the end.
+        #[arg(long, env = "TETHER_BENCH_DATABASE_URL")]
+        database: Option<String>,
     },
     /// The bare TLS + WebSocket accept loop used as the handshake-rate baseline.
     BaselineServer {
@@ -52,44 +64,112 @@ enum Cmd {
     },
 }
 
-async fn run(
+/// What `run` is given.
+struct Run {
     scale: Scale,
-    which: &str,
+    which: String,
     out: PathBuf,
     manager_bin: PathBuf,
     delegate_bin: PathBuf,
-) -> Result<()> {
+    stores: Vec<Store>,
+    database: Option<String>,
+}
+
+async fn scenario(name: &str, ctx: &Ctx, scale: &Scale) -> Result<serde_json::Value> {
+    Ok(match name {
+        "idle" => serde_json::to_value(scenarios::idle(ctx, scale).await?)?,
+        "rate" => serde_json::to_value(scenarios::rate(ctx, scale).await?)?,
+        "revoke" => serde_json::to_value(scenarios::revoke(ctx, scale).await?)?,
+        "rotate" => serde_json::to_value(scenarios::rotate(ctx, scale).await?)?,
+        "echo" => serde_json::to_value(scenarios::echo(ctx, scale).await?)?,
+        "footprint" => serde_json::to_value(scenarios::footprint(ctx, scale).await?)?,
+        other => anyhow::bail!("unknown scenario `{other}`"),
+    })
+}
+
+async fn run(r: Run) -> Result<()> {
+    let Run { scale, which, out, manager_bin, delegate_bin, stores, database } = r;
+    if stores.is_empty() {
+        anyhow::bail!("--stores names no store");
+    }
+    if database.is_some() && !stores.contains(&Store::Postgres) {
+        anyhow::bail!("--database is for the postgres store: add it to --stores");
+    }
     let mut results = serde_json::Map::new();
     results.insert("scale".into(), serde_json::to_value(&scale)?);
     results.insert(
         "machine".into(),
-        serde_json::json!({ "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0) }),
+        serde_json::json!({
+            "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+            "loadavg_at_start": procfs::loadavg().ok(),
+        }),
     );
-    for name in which.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        eprintln!("== {name}");
-        // A fresh manager per scenario, so one scenario's memory does not colour the next.
-        let manager = Manager::start_with(Options {
-            bin: Some(manager_bin.clone()),
-            // The shipped defaults (30 s heartbeats), and no per-session log lines.
-            env: vec![("RUST_LOG".into(), "warn".into())],
-            ..Options::default()
-        })
-        .await?;
-        let target = Target::new(manager.addr, "localhost", &manager.init.ca_cert)?;
-        let ctx =
-            Ctx { manager, target, delegate_bin: delegate_bin.clone(), self_bin: std::env::current_exe()? };
-        let value = match name {
-            "idle" => serde_json::to_value(scenarios::idle(&ctx, &scale).await?)?,
-            "rate" => serde_json::to_value(scenarios::rate(&ctx, &scale).await?)?,
-            "revoke" => serde_json::to_value(scenarios::revoke(&ctx, &scale).await?)?,
-            "rotate" => serde_json::to_value(scenarios::rotate(&ctx, &scale).await?)?,
-            "echo" => serde_json::to_value(scenarios::echo(&ctx, &scale).await?)?,
-            "footprint" => serde_json::to_value(scenarios::footprint(&ctx, &scale).await?)?,
-            other => anyhow::bail!("unknown scenario `{other}`"),
-        };
-        eprintln!("{name}: {value}");
-        results.insert(name.into(), value);
+    results.insert("stores".into(), serde_json::to_value(&stores)?);
+    let pg = if stores.contains(&Store::Postgres) { Some(PgSource::start(database).await?) } else { None };
+    if let Some(dir) = pg.as_ref().and_then(PgSource::dir) {
+        eprintln!("PostgreSQL for the postgres store: a private server in {}", dir.display());
     }
+    // The default (SQLite alone) keeps the results ungrouped, as before stores were a choice.
+    let grouped = stores != [Store::Sqlite];
+    for name in which.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        // Each scenario on every store before the next scenario: the stores see the same
+        // machine load as nearly as one run can give.
+        for &store in &stores {
+            eprintln!("== {name} ({})", store.name());
+            let database = match (store, &pg) {
+                (Store::Postgres, Some(pg)) => Some(pg.fresh_database().await?),
+                _ => None,
+            };
+            // A fresh manager per scenario, so one scenario's memory does not colour the next.
+            let manager = Manager::start_with(Options {
+                bin: Some(manager_bin.clone()),
+                // The shipped defaults (30 s heartbeats), and no per-session log lines.
+                env: vec![("RUST_LOG".into(), "warn".into())],
+                database,
+                ..Options::default()
+            })
+            .await?;
+            let target = Target::new(manager.addr, "localhost", &manager.init.ca_cert)?;
+            let ctx = Ctx {
+                manager,
+                target,
+                delegate_bin: delegate_bin.clone(),
+                self_bin: std::env::current_exe()?,
+            };
+            let pid = ctx.manager.pid().context("the manager is not running")?;
+            let loadavg = procfs::loadavg().ok();
+            let calls_before = StoreCalls::read(&ctx.manager).await?;
+            let cpu_before = procfs::cpu_ticks(pid)?;
+            let pg_cpu_before =
+                pg.as_ref().filter(|_| store == Store::Postgres).and_then(PgSource::cpu_ticks);
+            let mut value = scenario(name, &ctx, &scale).await?;
+            let ms = |ticks: u64| ticks as f64 * 1000.0 / procfs::TICKS_PER_SEC as f64;
+            let whole = serde_json::json!({
+                "store": store,
+                "loadavg_at_start": loadavg,
+                "store_calls": StoreCalls::read(&ctx.manager).await?.since(&calls_before),
+                "manager_cpu_ms": ms(procfs::cpu_ticks(pid)?.saturating_sub(cpu_before)),
+                "postgres_cpu_ms": pg_cpu_before.and_then(|before| {
+                    pg.as_ref().and_then(PgSource::cpu_ticks).map(|now| ms(now.saturating_sub(before)))
+                }),
+            });
+            if let serde_json::Value::Object(fields) = &mut value {
+                fields.insert("whole_scenario".into(), whole);
+            }
+            eprintln!("{name} ({}): {value}", store.name());
+            if grouped {
+                let group = results
+                    .entry(store.name())
+                    .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
+                if let serde_json::Value::Object(group) = group {
+                    group.insert(name.into(), value);
+                }
+            } else {
+                results.insert(name.into(), value);
+            }
+        }
+    }
+    results.insert("machine_at_end".into(), serde_json::json!({ "loadavg": procfs::loadavg().ok() }));
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -106,14 +186,14 @@ fn main() -> ExitCode {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let result = runtime.block_on(async {
         match cli.cmd {
-            Cmd::Run { full, scenarios, idle_steps, out, manager_bin, delegate_bin } => {
+            Cmd::Run { full, scenarios, idle_steps, out, manager_bin, delegate_bin, stores, database } => {
                 let mut scale = if full { Scale::full() } else { Scale::smoke() };
                 if let Some(steps) = idle_steps.filter(|s| s.len() >= 2) {
                     scale.idle_steps = steps;
                 }
                 let manager_bin = manager_bin.map_or_else(|| binary("tether-manager"), Ok)?;
                 let delegate_bin = delegate_bin.map_or_else(|| binary("tether-delegate"), Ok)?;
-                run(scale, &scenarios, out, manager_bin, delegate_bin).await
+                run(Run { scale, which: scenarios, out, manager_bin, delegate_bin, stores, database }).await
             }
             Cmd::BaselineServer { listen, dir } => tether_tests::load::baseline::serve(listen, &dir).await,
         }

@@ -7,4 +7,5 @@ pub mod procfs;
 pub mod scenarios;
 pub mod session;
 pub mod stats;
+pub mod stores;
 pub mod transport;

@@ -1,4 +1,5 @@
-//! Reads a process's resident memory and CPU time from `/proc`, for the footprint figures.
+//! Reads a process's resident memory, CPU time and parent from `/proc`, and the machine's load
+//! average, for the footprint figures and the notes of a run.
 use anyhow::{Context, Result};
 
 /// Resident set size of `pid` in KiB (`VmRSS`).
@@ -12,15 +13,41 @@ pub fn rss_kib(pid: u32) -> Result<u64> {
         .context("VmRSS missing")
 }
 
-/// User plus system CPU time of `pid`, in clock ticks (`/proc/PID/stat` fields 14 and 15).
-pub fn cpu_ticks(pid: u32) -> Result<u64> {
+/// The fields of `/proc/PID/stat` after the command name (field 3, `state`, is index 0).
+fn stat_fields(pid: u32) -> Result<Vec<String>> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).context("reading /proc stat")?;
     // The command name may contain spaces; fields start after the closing parenthesis.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).context("malformed stat")?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = fields.get(11).and_then(|v| v.parse().ok()).context("utime")?;
-    let stime: u64 = fields.get(12).and_then(|v| v.parse().ok()).context("stime")?;
-    Ok(utime + stime)
+    Ok(rest.split_whitespace().map(str::to_owned).collect())
+}
+
+fn stat_field(fields: &[String], index: usize, name: &str) -> Result<u64> {
+    fields.get(index).and_then(|v| v.parse().ok()).with_context(|| format!("{name} in /proc stat"))
+}
+
+/// User plus system CPU time of `pid`, in clock ticks (`/proc/PID/stat` fields 14 and 15).
+pub fn cpu_ticks(pid: u32) -> Result<u64> {
+    let fields = stat_fields(pid)?;
+    Ok(stat_field(&fields, 11, "utime")? + stat_field(&fields, 12, "stime")?)
+}
+
+/// [`cpu_ticks`] plus that of the children `pid` has waited for (fields 16 and 17).
+pub fn cpu_ticks_with_children(pid: u32) -> Result<u64> {
+    let fields = stat_fields(pid)?;
+    (11..=14).map(|i| stat_field(&fields, i, "CPU time")).sum()
+}
+
+/// The parent process id of `pid` (field 4).
+pub fn parent(pid: u32) -> Result<u32> {
+    Ok(u32::try_from(stat_field(&stat_fields(pid)?, 1, "ppid")?)?)
+}
+
+/// The 1, 5 and 15 minute load averages (`/proc/loadavg`).
+pub fn loadavg() -> Result<[f64; 3]> {
+    let text = std::fs::read_to_string("/proc/loadavg").context("reading /proc/loadavg")?;
+    let mut values = text.split_whitespace().map(|v| v.parse::<f64>());
+    let mut next = || values.next().context("short /proc/loadavg")?.context("/proc/loadavg");
+    Ok([next()?, next()?, next()?])
 }
 
 /// Clock ticks per second (USER_HZ); 100 on every Linux this runs on.
@@ -34,6 +61,8 @@ mod tests {
     fn reads_own_process() {
         let pid = std::process::id();
         assert!(rss_kib(pid).unwrap() > 100);
-        cpu_ticks(pid).unwrap();
+        assert!(cpu_ticks_with_children(pid).unwrap() >= cpu_ticks(pid).unwrap());
+        assert_eq!(parent(pid).unwrap(), std::os::unix::process::parent_id());
+        assert!(loadavg().unwrap().iter().all(|l| *l >= 0.0));
     }
 }
