@@ -20,6 +20,10 @@ command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
 if ! command -v sqlite3 >/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends sqlite3
 fi
+# The console tests (tests/tests/console_*.rs) drive Debian's Chromium through its WebDriver.
+if ! command -v chromedriver >/dev/null || ! command -v chromium >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver
+fi
 # The metrics test validates /metrics with the parsers of PyPI's prometheus-client (both
 # exposition formats; Debian's promtool would pull in ~100 MB): pip, else Debian's package.
 if ! python3 -c 'import prometheus_client' 2>/dev/null; then
