@@ -45,16 +45,18 @@ pub const SIGNIN_COOKIE: &str = "tether_signin";
 /// Largest form body the console reads.
 pub const MAX_FORM: usize = 16 * 1024;
 
-/// The value of cookie `name` in the request's `Cookie` headers.
+/// The value of cookie `name` in the request's `Cookie` headers (read as bytes: another
+/// cookie that is not UTF-8 does not hide this one).
 pub fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers
         .get_all(header::COOKIE)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
+        .flat_map(|v| v.as_bytes().split(|b| *b == b';'))
+        .map(<[u8]>::trim_ascii)
+        .find_map(|pair| {
+            let value = pair.strip_prefix(name.as_bytes())?.strip_prefix(b"=")?;
+            std::str::from_utf8(value).ok()
+        })
 }
 
 fn set_cookie(name: &str, value: &str, max_age: Option<u64>) -> HeaderValue {
@@ -497,7 +499,7 @@ mod tests {
     fn cookies_are_found_by_exact_name() {
         let mut h = HeaderMap::new();
         h.append(header::COOKIE, HeaderValue::from_static("a=1; tether_session_x=2"));
-        h.append(header::COOKIE, HeaderValue::from_static("tether_session=abc; b=é"));
+        h.append(header::COOKIE, HeaderValue::from_bytes("b=é; tether_session=abc".as_bytes()).expect("a header"));
         assert_eq!(cookie(&h, SESSION_COOKIE), Some("abc"));
         assert_eq!(cookie(&h, "missing"), None);
     }
