@@ -77,7 +77,7 @@ impl DataDir {
         if !db.exists() {
             return Ok(None);
         }
-        let store = Store::open(&db)?;
-        Ok(store.call_blocking(|c| crate::store::meta_get(c, "initialised_at"))?)
+        let store = crate::store::SqliteStore::open(&db)?;
+        Ok(store.call_blocking(|c| crate::store::sqlite::meta_get(c, "initialised_at"))?)
     }
 }

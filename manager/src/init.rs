@@ -11,7 +11,7 @@ use crate::clock::now_unix;
 use crate::datadir::{DataDir, DataDirError};
 use crate::store::admin::AdminTokenRow;
 use crate::store::audit::Actor;
-use crate::store::{Store, DB_FILE};
+use crate::store::{Store, StoreError, StoreOps, DB_FILE};
 use crate::tls::{self, TlsError};
 use crate::validate::{self, InvalidInput};
 
@@ -110,24 +110,24 @@ pub fn init(opts: &InitOptions) -> Result<InitOutput, InitError> {
     let actor = Actor::system("init");
     let master = data.master.clone();
     let account = opts.account.clone();
-    let (token_row, token, admin_value) = data
-        .store
-        .call_blocking(|conn| {
-            let (_, row, token) =
-                crate::tokens::create_account(conn, &master, &account, &account, &actor, now)?;
-            let (_, admin) = crate::tokens::create_admin_token(
-                conn,
-                "init-admin",
-                vec!["admin".into()],
-                None,
-                vec![],
-                &actor,
-                now,
-            )?;
-            crate::store::meta_set(conn, "initialised_at", &now.to_string())?;
-            Ok((row, token, admin))
-        })
-        .map_err(DataDirError::from)?;
+    let store = data.store.clone();
+    let (token_row, token, admin_value) = block_on(async move {
+        let (_, row, token) =
+            crate::tokens::create_account(&store, &master, &account, &account, &actor, now).await?;
+        let (_, admin) = crate::tokens::create_admin_token(
+            &store,
+            "init-admin",
+            vec!["admin".into()],
+            None,
+            vec![],
+            &actor,
+            now,
+        )
+        .await?;
+        store.meta_set(vec![("initialised_at".into(), now.to_string())], vec![]).await?;
+        Ok::<_, StoreError>((row, token, admin))
+    })
+    .map_err(DataDirError::from)?;
     Ok(InitOutput {
         account_id: opts.account.clone(),
         default_token: token.expose(),
@@ -158,15 +158,12 @@ pub fn init_bare(data_dir: &Path) -> Result<PathBuf, InitError> {
     }
     let (data, ca_cert) = prepare(data_dir, &[])?;
     let now = now_unix();
-    data.store
-        .call_blocking(|conn| {
-            let tx = conn.transaction()?;
-            Actor::system("serve --init").record(&tx, now, "data_dir.init", "data_dir", "no tokens made")?;
-            crate::store::meta_set(&tx, "initialised_at", &now.to_string())?;
-            tx.commit()?;
-            Ok(())
-        })
-        .map_err(DataDirError::from)?;
+    let audit = Actor::system("serve --init").entry(now, "data_dir.init", "data_dir", "no tokens made");
+    let store = data.store.clone();
+    block_on(
+        async move { store.meta_set(vec![("initialised_at".into(), now.to_string())], vec![audit]).await },
+    )
+    .map_err(DataDirError::from)?;
     Ok(ca_cert)
 }
 
@@ -227,20 +224,32 @@ pub fn offline_admin_token(
     let actor = Actor::system("local");
     let (row, value) =
         crate::tokens::new_admin_row(&req.name, scopes, expires_at, allowed_cidrs, &actor, now);
-    store
-        .call_blocking(|conn| {
-            // IMMEDIATE: take the write lock first (waiting within the busy timeout while a
-            // running manager writes), so the read of the name check cannot go stale.
-            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            crate::store::admin::insert(&tx, &row)?;
-            let detail =
-                format!("{} scopes={} account=* restriction=- (offline)", row.name, row.scopes.join(","));
-            actor.record(&tx, now, "admin_token.create", &format!("admin_token:{}", row.id), &detail)?;
-            tx.commit()?;
-            Ok(())
-        })
-        .map_err(DataDirError::from)?;
+    let detail = format!("{} scopes={} account=* restriction=- (offline)", row.name, row.scopes.join(","));
+    let audit = actor.entry(now, "admin_token.create", &format!("admin_token:{}", row.id), &detail);
+    // The store takes the write lock first (waiting within the busy timeout while a running
+    // manager writes), so the name check cannot go stale.
+    let inserted = row.clone();
+    block_on(async move { store.create_admin_token(inserted, audit).await }).map_err(DataDirError::from)?;
     Ok((row, value))
+}
+
+/// Runs a store future to completion on a small runtime of its own, on a thread of its own:
+/// `init` and the offline recovery run before (or without) the manager's runtime, and may be
+/// called from inside another runtime (tests), which must not be re-entered.
+fn block_on<T: Send>(
+    fut: impl std::future::Future<Output = Result<T, StoreError>> + Send,
+) -> Result<T, StoreError> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| StoreError::Io(format!("cannot start a runtime: {e}")))?;
+            rt.block_on(fut)
+        })
+        .join()
+        .unwrap_or(Err(StoreError::Task))
+    })
 }
 
 /// The default CA path of a data dir, if it exists (the CLI's `--ca-cert` default).

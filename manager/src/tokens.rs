@@ -1,7 +1,6 @@
 //! Token operations: create accounts, delegate tokens and admin tokens (values returned once,
 //! never stored), revoke (committed before anyone is told, then the live sessions are kicked).
 use ipnet::IpNet;
-use rusqlite::Connection;
 use tether_protocol::message::RevokedReason;
 use tether_protocol::Token;
 use uuid::Uuid;
@@ -11,11 +10,11 @@ use crate::clock::now_unix;
 use crate::keys::{self, MasterKey};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
-use crate::store::accounts::{self, Account};
-use crate::store::admin::{self, AdminTokenRow};
+use crate::store::accounts::Account;
+use crate::store::admin::AdminTokenRow;
 use crate::store::audit::Actor;
-use crate::store::tokens::{self, TokenRow};
-use crate::store::{Store, StoreError};
+use crate::store::tokens::TokenRow;
+use crate::store::{DeleteOutcome, Store, StoreError, StoreOps};
 
 /// Name of the token every new account gets.
 pub const DEFAULT_TOKEN_NAME: &str = "default";
@@ -52,34 +51,34 @@ pub fn new_token(
         revoked_by: None,
         last_used_at: None,
         rotation_id: None,
+        policy: None,
     };
     (row, token)
 }
 
 /// Creates an account and its default token in one transaction.
-pub fn create_account(
-    conn: &mut Connection,
+pub async fn create_account(
+    store: &Store,
     master: &MasterKey,
     id: &str,
     name: &str,
     actor: &Actor,
     now: u64,
 ) -> Result<(Account, TokenRow, Token), StoreError> {
-    let tx = conn.transaction()?;
     let account =
         Account { id: id.to_owned(), name: name.to_owned(), created_at: now, created_by: actor.who.clone() };
-    accounts::insert(&tx, &account)?;
     let (row, token) = new_token(master, id, DEFAULT_TOKEN_NAME, &TokenSpec::default(), actor, now);
-    tokens::insert(&tx, &row)?;
-    actor.record(&tx, now, "account.create", &format!("account:{id}"), "")?;
-    actor.record(&tx, now, "token.create", &format!("token:{id}/{}", row.id), DEFAULT_TOKEN_NAME)?;
-    tx.commit()?;
+    let audit = vec![
+        actor.entry(now, "account.create", &format!("account:{id}"), ""),
+        actor.entry(now, "token.create", &format!("token:{id}/{}", row.id), DEFAULT_TOKEN_NAME),
+    ];
+    store.create_account(account.clone(), row.clone(), audit).await?;
     Ok((account, row, token))
 }
 
 /// Creates a named token in an existing account.
-pub fn create_token(
-    conn: &mut Connection,
+pub async fn create_token(
+    store: &Store,
     master: &MasterKey,
     account: &str,
     name: &str,
@@ -87,14 +86,9 @@ pub fn create_token(
     actor: &Actor,
     now: u64,
 ) -> Result<(TokenRow, Token), StoreError> {
-    let tx = conn.transaction()?;
-    if accounts::get(&tx, account)?.is_none() {
-        return Err(StoreError::NotFound(format!("account `{account}`")));
-    }
     let (row, token) = new_token(master, account, name, spec, actor, now);
-    tokens::insert(&tx, &row)?;
-    actor.record(&tx, now, "token.create", &format!("token:{account}/{}", row.id), name)?;
-    tx.commit()?;
+    let audit = actor.entry(now, "token.create", &format!("token:{account}/{}", row.id), name);
+    store.create_token(row.clone(), audit).await?;
     Ok((row, token))
 }
 
@@ -127,8 +121,8 @@ pub fn new_admin_row(
 }
 
 /// Creates an admin token; the value is returned once and only its hash is kept.
-pub fn create_admin_token(
-    conn: &mut Connection,
+pub async fn create_admin_token(
+    store: &Store,
     name: &str,
     scopes: Vec<String>,
     expires_at: Option<u64>,
@@ -137,16 +131,13 @@ pub fn create_admin_token(
     now: u64,
 ) -> Result<(AdminTokenRow, Zeroizing<String>), StoreError> {
     let (row, value) = new_admin_row(name, scopes, expires_at, allowed_cidrs, actor, now);
-    let tx = conn.transaction()?;
-    admin::insert(&tx, &row)?;
-    actor.record(
-        &tx,
+    let audit = actor.entry(
         now,
         "admin_token.create",
         &format!("admin_token:{}", row.id),
         &format!("{name} scopes={}", row.scopes.join(",")),
-    )?;
-    tx.commit()?;
+    );
+    store.create_admin_token(row.clone(), audit).await?;
     Ok((row, value))
 }
 
@@ -161,21 +152,7 @@ pub async fn revoke(
     token_ref: &str,
     actor: Actor,
 ) -> Result<(TokenRow, usize), StoreError> {
-    let (account, token_ref) = (account.to_owned(), token_ref.to_owned());
-    let now = now_unix();
-    let (row, newly) = store
-        .call(move |conn| {
-            let tx = conn.transaction()?;
-            let row = tokens::find(&tx, &account, &token_ref)?
-                .ok_or_else(|| StoreError::NotFound(format!("token `{token_ref}` in account `{account}`")))?;
-            let newly = tokens::revoke(&tx, row.id, now, &actor.who)?;
-            if newly {
-                actor.record(&tx, now, "token.revoke", &format!("token:{account}/{}", row.id), &row.name)?;
-            }
-            tx.commit()?;
-            Ok((tokens::get(conn, row.id)?.unwrap_or(row), newly))
-        })
-        .await?;
+    let (row, newly) = store.revoke_token(account, token_ref, now_unix(), &actor).await?;
     if newly {
         metrics.revocations.inc();
     }
@@ -219,21 +196,14 @@ pub async fn delete(
     token_ref: &str,
     actor: Actor,
 ) -> Result<TokenRow, DeleteError> {
-    let (account, token_ref) = (account.to_owned(), token_ref.to_owned());
-    let now = now_unix();
-    store
-        .call(move |conn| {
-            let tx = conn.transaction()?;
-            let Some(row) = tokens::find(&tx, &account, &token_ref)? else {
-                return Ok(Err(DeleteError::NotFound { account, token: token_ref }));
-            };
-            if !tokens::delete_revoked(&tx, row.id)? {
-                return Ok(Err(DeleteError::NotRevoked));
-            }
-            actor.record(&tx, now, "token.delete", &format!("token:{account}/{}", row.id), &row.name)?;
-            tx.commit()?;
-            Ok(Ok(row))
-        })
-        .await?
-        .inspect(|row| tracing::info!(token_id = %row.id, account = %row.account_id, "token deleted"))
+    match store.delete_revoked_token(account, token_ref, now_unix(), &actor).await? {
+        DeleteOutcome::Deleted(row) => {
+            tracing::info!(token_id = %row.id, account = %row.account_id, "token deleted");
+            Ok(row)
+        }
+        DeleteOutcome::NotFound => {
+            Err(DeleteError::NotFound { account: account.to_owned(), token: token_ref.to_owned() })
+        }
+        DeleteOutcome::NotRevoked => Err(DeleteError::NotRevoked),
+    }
 }

@@ -11,7 +11,7 @@ use super::error::{AppError, ErrorBody};
 use super::extract::{Body, Path};
 use crate::clock::now_unix;
 use crate::state::AppState;
-use crate::store::accounts;
+use crate::store::StoreOps;
 use crate::validate;
 
 /// Longest display name of an account, in characters.
@@ -23,7 +23,7 @@ pub const MAX_DISPLAY_NAME: usize = 128;
     security(("bearer" = [])))]
 pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Vec<AccountDto>>, AppError> {
     caller.require(Scope::TokensRead)?;
-    let rows = state.store.call(|c| accounts::list(c)).await?;
+    let rows = state.store.accounts().await?;
     Ok(Json(rows.into_iter().filter(|a| caller.sees(&a.id)).map(Into::into).collect()))
 }
 
@@ -48,10 +48,8 @@ pub async fn create(
         )));
     }
     let (master, actor, now) = (state.master.clone(), caller.actor(), now_unix());
-    let (account, row, token) = state
-        .store
-        .call(move |c| crate::tokens::create_account(c, &master, &req.id, &name, &actor, now))
-        .await?;
+    let (account, row, token) =
+        crate::tokens::create_account(&state.store, &master, &req.id, &name, &actor, now).await?;
     tracing::info!(account = %account.id, token_id = %row.id, "account created");
     let value = SecretString::new(token.expose().to_string());
     Ok((
@@ -76,6 +74,6 @@ pub async fn show(
     caller.require(Scope::TokensRead)?;
     caller.check_account(&account)?;
     let id = account.clone();
-    let row = state.store.call(move |c| accounts::get(c, &id)).await?;
+    let row = state.store.account(&id).await?;
     row.map(|a| Json(a.into())).ok_or_else(|| AppError::NotFound(format!("account `{account}`")))
 }

@@ -16,8 +16,8 @@ use super::extract::{Body, Path};
 use crate::clock::now_unix;
 use crate::keys;
 use crate::state::AppState;
-use crate::store::admin::{self, AdminTokenRow};
-use crate::store::{access as restrictions, accounts, StoreError};
+use crate::store::admin::AdminTokenRow;
+use crate::store::{AdminRevoke, StoreError, StoreOps};
 use crate::validate::{self, InvalidInput};
 
 /// Longest expiry an admin token may be created with: 10 years.
@@ -59,8 +59,7 @@ pub async fn list(
 ) -> Result<Json<Vec<AdminTokenDto>>, AppError> {
     caller.require(Scope::Admin)?;
     let account = caller.account.clone();
-    let (rows, names) =
-        state.store.call(move |c| Ok((admin::list(c, account.as_deref())?, restrictions::names(c)?))).await?;
+    let (rows, names) = state.store.admin_tokens(account.as_deref()).await?;
     Ok(Json(
         rows.into_iter()
             .map(|r| {
@@ -102,76 +101,64 @@ pub async fn create(
     let actor = caller.actor();
     let value = keys::new_admin_token();
     let hash = keys::admin_token_hash(&value);
-    let created = state
-        .store
-        .call(move |c| -> Result<Result<(AdminTokenRow, Option<String>), AppError>, StoreError> {
-            let tx = c.transaction()?;
-            let restriction = match &req.restriction {
-                None => None,
-                Some(wanted) => match restrictions::find(&tx, wanted)? {
-                    Some(r) => Some(r),
-                    // A restricted caller may name only its own: do not tell it which others exist.
-                    None if creator.restriction.is_some() => {
-                        return Ok(Err(AppError::Forbidden(Escalation::Restriction.to_string())))
-                    }
-                    None => return Ok(Err(AppError::NotFound(format!("restriction `{wanted}`")))),
-                },
-            };
-            let requested = Power {
-                scopes,
-                account: req.account.clone(),
-                restriction: restriction.as_ref().map(|r| r.id),
-                expires_at,
-                allowed_cidrs,
-            };
-            let granted = match access::grant(&creator, requested) {
-                Ok(p) => p,
-                Err(e) => return Ok(Err(AppError::Forbidden(e.to_string()))),
-            };
-            if let Some(a) = &granted.account {
-                if accounts::get(&tx, a)?.is_none() {
-                    return Ok(Err(AppError::NotFound(format!("account `{a}`"))));
-                }
+    let restriction = match &req.restriction {
+        None => None,
+        Some(wanted) => match state.store.find_restriction(wanted).await? {
+            Some(r) => Some(r),
+            // A restricted caller may name only its own: do not tell it which others exist.
+            None if creator.restriction.is_some() => {
+                return Err(AppError::Forbidden(Escalation::Restriction.to_string()))
             }
-            let restriction_name = match granted.restriction {
-                None => None,
-                Some(id) => match restrictions::get(&tx, id)? {
-                    Some(r) => Some(r.name),
-                    None => {
-                        return Ok(Err(AppError::Forbidden(
-                            "this admin token's endpoint restriction no longer exists".into(),
-                        )))
-                    }
-                },
-            };
-            let row = AdminTokenRow {
-                id: Uuid::new_v4(),
-                name: req.name.clone(),
-                hash,
-                scopes: granted.scopes,
-                created_at: now,
-                created_by: actor.who.clone(),
-                expires_at: granted.expires_at,
-                allowed_cidrs: granted.allowed_cidrs,
-                revoked_at: None,
-                last_used_at: None,
-                account_id: granted.account,
-                restriction_id: granted.restriction,
-            };
-            admin::insert(&tx, &row)?;
-            let detail = format!(
-                "{} scopes={} account={} restriction={}",
-                row.name,
-                row.scopes.join(","),
-                row.account_id.as_deref().unwrap_or("*"),
-                restriction_name.as_deref().unwrap_or("-"),
-            );
-            actor.record(&tx, now, "admin_token.create", &format!("admin_token:{}", row.id), &detail)?;
-            tx.commit()?;
-            Ok(Ok((row, restriction_name)))
-        })
-        .await??;
-    let (row, restriction_name) = created;
+            None => return Err(AppError::NotFound(format!("restriction `{wanted}`"))),
+        },
+    };
+    let requested = Power {
+        scopes,
+        account: req.account.clone(),
+        restriction: restriction.as_ref().map(|r| r.id),
+        expires_at,
+        allowed_cidrs,
+    };
+    let granted = access::grant(&creator, requested).map_err(|e| AppError::Forbidden(e.to_string()))?;
+    if let Some(a) = &granted.account {
+        if state.store.account(a).await?.is_none() {
+            return Err(AppError::NotFound(format!("account `{a}`")));
+        }
+    }
+    let gone = || AppError::Forbidden("this admin token's endpoint restriction no longer exists".into());
+    let restriction_name = match (granted.restriction, restriction) {
+        (None, _) => None,
+        (Some(id), Some(r)) if r.id == id => Some(r.name),
+        (Some(id), _) => Some(state.store.find_restriction(&id.to_string()).await?.ok_or_else(gone)?.name),
+    };
+    let row = AdminTokenRow {
+        id: Uuid::new_v4(),
+        name: req.name.clone(),
+        hash,
+        scopes: granted.scopes,
+        created_at: now,
+        created_by: actor.who.clone(),
+        expires_at: granted.expires_at,
+        allowed_cidrs: granted.allowed_cidrs,
+        revoked_at: None,
+        last_used_at: None,
+        account_id: granted.account,
+        restriction_id: granted.restriction,
+    };
+    let detail = format!(
+        "{} scopes={} account={} restriction={}",
+        row.name,
+        row.scopes.join(","),
+        row.account_id.as_deref().unwrap_or("*"),
+        restriction_name.as_deref().unwrap_or("-"),
+    );
+    let audit = actor.entry(now, "admin_token.create", &format!("admin_token:{}", row.id), &detail);
+    // The store checks again, in the transaction, that the account and restriction exist.
+    match state.store.create_admin_token(row.clone(), audit).await {
+        Ok(()) => {}
+        Err(StoreError::NotFound(what)) if what.starts_with("restriction") => return Err(gone()),
+        Err(e) => return Err(e.into()),
+    }
     tracing::info!(admin_token_id = %row.id, account = row.account_id.as_deref().unwrap_or("*"), "admin token created");
     Ok((
         StatusCode::CREATED,
@@ -199,47 +186,31 @@ pub async fn revoke(
     caller.require(Scope::Admin)?;
     let actor = caller.actor();
     let now = now_unix();
-    let key = admin_token.clone();
-    let row = state
-        .store
-        .call(move |c| -> Result<Result<Option<(AdminTokenDto, bool)>, AppError>, StoreError> {
-            let tx = c.transaction()?;
-            let visible = |r: &AdminTokenRow| caller.account.is_none() || r.account_id == caller.account;
-            let Some(row) = admin::find(&tx, &key)?.filter(visible) else { return Ok(Ok(None)) };
-            // The last token that can manage everything stays: revoking it would lock every
-            // operator out, with no way back through the API.
-            if admin::is_operator_admin(&row, now) && admin::operator_admins(&tx, now)? <= 1 {
-                return Ok(Err(AppError::Conflict(format!(
-                    "refusing to revoke admin token `{}`: it is the last active admin token with the \
-                     `admin` scope, bound to no account and without a restriction, so revoking it would \
-                     lock every operator out. Create another first (`tether-manager admin-token create \
-                     NAME --scope admin`), then revoke this one; without API access, create one offline \
-                     on the manager's host (`tether-manager admin-token create NAME --offline --data-dir \
-                     DIR`, see OPERATIONS.md, \"Recovering admin access\")",
-                    row.name
-                ))));
-            }
-            let newly = admin::revoke(&tx, row.id, now)?;
-            if newly {
-                actor.record(
-                    &tx,
-                    now,
-                    "admin_token.revoke",
-                    &format!("admin_token:{}", row.id),
-                    &row.name,
-                )?;
-            }
-            tx.commit()?;
-            let name = match row.restriction_id {
-                Some(id) => restrictions::get(c, id)?.map(|r| r.name),
-                None => None,
-            };
-            Ok(Ok(admin::find(c, &row.id.to_string())?.map(|r| (AdminTokenDto::from_row(r, name), newly))))
-        })
-        .await??;
-    let Some((row, newly)) = row else {
-        return Err(AppError::NotFound(format!("admin token `{admin_token}`")));
+    let not_found = || AppError::NotFound(format!("admin token `{admin_token}`"));
+    let visible = |r: &AdminTokenRow| caller.account.is_none() || r.account_id == caller.account;
+    let found = state.store.find_admin_token(&admin_token).await?.filter(visible).ok_or_else(not_found)?;
+    let (row, newly) = match state.store.revoke_admin_token(found.id, now, &actor).await? {
+        AdminRevoke::Revoked { row, newly } => (row, newly),
+        AdminRevoke::NotFound => return Err(not_found()),
+        // The last token that can manage everything stays: revoking it would lock every
+        // operator out, with no way back through the API.
+        AdminRevoke::LastOperator(row) => {
+            return Err(AppError::Conflict(format!(
+                "refusing to revoke admin token `{}`: it is the last active admin token with the \
+                 `admin` scope, bound to no account and without a restriction, so revoking it would \
+                 lock every operator out. Create another first (`tether-manager admin-token create \
+                 NAME --scope admin`), then revoke this one; without API access, create one offline \
+                 on the manager's host (`tether-manager admin-token create NAME --offline --data-dir \
+                 DIR`, see OPERATIONS.md, \"Recovering admin access\")",
+                row.name
+            )))
+        }
     };
+    let name = match row.restriction_id {
+        Some(id) => state.store.find_restriction(&id.to_string()).await?.map(|r| r.name),
+        None => None,
+    };
+    let row = AdminTokenDto::from_row(row, name);
     // Logged once: revoking a revoked admin token again changes nothing.
     if newly {
         tracing::info!(admin_token_id = %row.id, account = row.account_id.as_deref().unwrap_or("*"), "admin token revoked");

@@ -10,7 +10,7 @@ use super::dto::AuditDto;
 use super::error::{AppError, ErrorBody};
 use super::extract::Query;
 use crate::state::AppState;
-use crate::store::audit;
+use crate::store::StoreOps;
 
 /// Most entries one page may hold.
 pub const MAX_LIMIT: u32 = 1000;
@@ -45,6 +45,6 @@ pub async fn list(
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(AppError::BadRequest(format!("invalid `limit`: must be between 1 and {MAX_LIMIT}")));
     }
-    let rows = state.store.call(move |c| audit::list(c, limit, q.before)).await?;
+    let rows = state.store.audit(limit, q.before).await?;
     Ok(Json(rows.into_iter().map(Into::into).collect()))
 }

@@ -22,9 +22,10 @@ use super::lockout::{AdminLockout, Attempt, Refusal};
 use crate::clock::now_unix;
 use crate::keys::{admin_token_hash, ADMIN_PREFIX};
 use crate::state::AppState;
-use crate::store::access::{self as restrictions, RestrictionRow};
-use crate::store::admin::{self, AdminTokenRow};
+use crate::store::access::RestrictionRow;
+use crate::store::admin::AdminTokenRow;
 use crate::store::audit::Actor;
+use crate::store::{Store, StoreOps};
 use crate::validate::ip_allowed;
 
 /// Every scope an admin token may hold. `admin` implies all others.
@@ -142,14 +143,14 @@ enum Lookup {
 
 /// Looks the token up and, only when it is valid from `ip` at `now` and its restriction allows
 /// `request`, records its use (a refused request never moves `last_used_at`).
-fn lookup(
-    conn: &rusqlite::Connection,
+async fn lookup(
+    store: &Store,
     hash: &str,
     ip: Option<IpAddr>,
     now: u64,
     request: &RequestLine,
 ) -> Result<Lookup, crate::store::StoreError> {
-    let Some(row) = admin::by_hash(conn, hash)? else { return Ok(Lookup::Unknown) };
+    let Some((row, restriction)) = store.admin_token_by_hash(hash).await? else { return Ok(Lookup::Unknown) };
     if row.revoked_at.is_some() {
         return Ok(Lookup::Revoked);
     }
@@ -163,9 +164,8 @@ fn lookup(
     if !allowed {
         return Ok(Lookup::NotFromHere);
     }
-    let restriction = row.restriction_id.map(|id| restrictions::get(conn, id)).transpose()?;
     if check_restriction(&restriction, request).is_ok() {
-        admin::touch(conn, row.id, now)?;
+        store.touch_admin_token(row.id, now).await?;
     }
     Ok(Lookup::Valid(Box::new(row), restriction))
 }
@@ -288,7 +288,7 @@ impl FromRequestParts<AppState> for Caller {
         let hash = admin_token_hash(value);
         let request = Arc::new(RequestLine::of(parts));
         let line = request.clone();
-        let found = state.store.call(move |c| lookup(c, &hash, ip, now, &line)).await?;
+        let found = lookup(&state.store, &hash, ip, now, &line).await?;
         let (row, restriction) = match found {
             Lookup::Valid(row, restriction) => {
                 // The access log names the caller (the token's name, never its value).

@@ -17,6 +17,7 @@ use crate::clock::now_unix;
 use crate::registry::{SessionCommand, SessionInfo};
 use crate::state::AppState;
 use crate::store::audit::Actor;
+use crate::store::StoreOps;
 use crate::validate;
 
 /// Longest echo payload, in characters.
@@ -82,7 +83,7 @@ pub async fn disconnect(
     let now = now_unix();
     let target = format!("session:{id}");
     let detail = format!("{} token={}", info.name, info.token_id);
-    state.store.call(move |c| actor.record(c, now, "delegate.disconnect", &target, &detail)).await?;
+    state.store.append_audit(actor.entry(now, "delegate.disconnect", &target, &detail)).await?;
     if !state.registry.send(id, SessionCommand::Disconnect) {
         return Err(AppError::NotFound(format!("delegate session `{id}`")));
     }

@@ -5,6 +5,7 @@ use axum::response::IntoResponse;
 
 use crate::metrics::Format;
 use crate::state::AppState;
+use crate::store::StoreOps;
 
 /// Liveness: 200 while the process serves.
 #[utoipa::path(get, path = "/healthz", operation_id = "healthz", tag = "health", responses((status = 200, description = "alive", body = String, content_type = "text/plain")))]
@@ -31,7 +32,7 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> impl 
     let format = Format::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
     if state.metrics.rotation_reading_due(std::time::Instant::now()) {
         let now = crate::clock::now_unix();
-        match state.store.call(move |c| crate::store::rotations::progress(c, now)).await {
+        match state.store.rotation_progress(now).await {
             Ok(progress) => state.metrics.set_rotations(&progress),
             Err(e) => tracing::warn!(error = %e, "cannot read rotation progress for the metrics"),
         }

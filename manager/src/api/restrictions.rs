@@ -14,8 +14,8 @@ use super::error::{AppError, ErrorBody};
 use super::extract::{Body, Path};
 use crate::clock::now_unix;
 use crate::state::AppState;
-use crate::store::access::{self as rows, RestrictionRow};
-use crate::store::{admin, StoreError};
+use crate::store::access::RestrictionRow;
+use crate::store::{RestrictionDelete, StoreError, StoreOps};
 use crate::validate;
 
 /// List endpoint restrictions.
@@ -28,7 +28,7 @@ pub async fn list(
 ) -> Result<Json<Vec<RestrictionDto>>, AppError> {
     caller.require(Scope::Admin)?;
     caller.require_unbound("managing endpoint restrictions")?;
-    let list = state.store.call(|c| rows::list(c)).await?;
+    let list = state.store.restrictions().await?;
     Ok(Json(list.into_iter().map(Into::into).collect()))
 }
 
@@ -55,17 +55,9 @@ pub async fn create(
         created_by: actor.who.clone(),
     };
     let created = row.clone();
-    state
-        .store
-        .call(move |c| {
-            let tx = c.transaction()?;
-            rows::insert(&tx, &row)?;
-            let detail = format!("{} {}", row.name, row.rules.join("; "));
-            actor.record(&tx, now, "restriction.create", &format!("restriction:{}", row.id), &detail)?;
-            tx.commit()?;
-            Ok(())
-        })
-        .await?;
+    let detail = format!("{} {}", row.name, row.rules.join("; "));
+    let audit = actor.entry(now, "restriction.create", &format!("restriction:{}", row.id), &detail);
+    state.store.create_restriction(row, audit).await?;
     tracing::info!(restriction = %created.name, rules = created.rules.len(), "restriction created");
     Ok((StatusCode::CREATED, Json(created.into())))
 }
@@ -85,26 +77,19 @@ pub async fn delete(
     caller.require(Scope::Admin)?;
     caller.require_unbound("managing endpoint restrictions")?;
     let (actor, now) = (caller.actor(), now_unix());
-    let key = restriction.clone();
-    let name = state
-        .store
-        .call(move |c| {
-            let tx = c.transaction()?;
-            let row = rows::find(&tx, &key)?.ok_or_else(|| StoreError::NotFound(format!("restriction `{key}`")))?;
-            let users = admin::using_restriction(&tx, row.id)?;
-            if users > 0 {
-                // A rule of the access model, not a store conflict: nothing is written.
-                return Ok(Err(AppError::Conflict(format!(
-                    "restriction `{}` is used by {users} admin token(s) that are not revoked; revoke them first",
-                    row.name
-                ))));
-            }
-            rows::delete(&tx, row.id)?;
-            actor.record(&tx, now, "restriction.delete", &format!("restriction:{}", row.id), &row.name)?;
-            tx.commit()?;
-            Ok(Ok(row.name))
-        })
-        .await??;
+    let name = match state.store.delete_restriction(&restriction, now, &actor).await? {
+        RestrictionDelete::Deleted(row) => row.name,
+        // A rule of the access model, not a store conflict: nothing is written.
+        RestrictionDelete::InUse { row, users } => {
+            return Err(AppError::Conflict(format!(
+                "restriction `{}` is used by {users} admin token(s) that are not revoked; revoke them first",
+                row.name
+            )))
+        }
+        RestrictionDelete::NotFound => {
+            return Err(StoreError::NotFound(format!("restriction `{restriction}`")).into())
+        }
+    };
     tracing::info!(restriction = %name, "restriction deleted");
     Ok(StatusCode::NO_CONTENT)
 }

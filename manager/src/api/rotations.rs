@@ -9,7 +9,7 @@ use super::dto::RotationDto;
 use super::error::{AppError, ErrorBody};
 use super::extract::Path;
 use crate::state::AppState;
-use crate::store::rotations;
+use crate::store::StoreOps;
 
 /// How many rotations the list shows.
 const LIST_LIMIT: u32 = 100;
@@ -21,22 +21,8 @@ const LIST_LIMIT: u32 = 100;
 pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Vec<RotationDto>>, AppError> {
     caller.require(Scope::TokensRead)?;
     let account = caller.account.clone();
-    let out = state
-        .store
-        .call(move |c| {
-            let rows = match &account {
-                None => rotations::list_recent(c, LIST_LIMIT)?,
-                Some(a) => crate::store::access::rotations_of(c, a, LIST_LIMIT)?,
-            };
-            let mut out = Vec::new();
-            for r in rows {
-                let ds = rotations::delegates(c, r.id)?;
-                out.push(RotationDto::from_rows(r, ds));
-            }
-            Ok(out)
-        })
-        .await?;
-    Ok(Json(out))
+    let rows = state.store.rotations(account.as_deref(), LIST_LIMIT).await?;
+    Ok(Json(rows.into_iter().map(|(r, ds)| RotationDto::from_rows(r, ds)).collect()))
 }
 
 /// One rotation with per-delegate progress.
@@ -54,14 +40,10 @@ pub async fn show(
     let id: Uuid = rotation_id
         .parse()
         .map_err(|_| AppError::BadRequest("invalid `rotation_id`: expected a UUID".into()))?;
-    let found = state
-        .store
-        .call(move |c| match rotations::get(c, id)? {
-            Some(r) if caller.sees(&r.account_id) => {
-                Ok(Some(RotationDto::from_rows(r, rotations::delegates(c, id)?)))
-            }
-            _ => Ok(None),
-        })
-        .await?;
-    found.map(Json).ok_or_else(|| AppError::NotFound(format!("rotation `{id}`")))
+    let row = match state.store.rotation(id).await? {
+        Some(r) if caller.sees(&r.account_id) => r,
+        _ => return Err(AppError::NotFound(format!("rotation `{id}`"))),
+    };
+    let delegates = state.store.rotation_delegates(id).await?;
+    Ok(Json(RotationDto::from_rows(row, delegates)))
 }

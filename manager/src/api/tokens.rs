@@ -11,7 +11,7 @@ use super::error::{AppError, ErrorBody};
 use super::extract::{Body, Path};
 use crate::clock::now_unix;
 use crate::state::AppState;
-use crate::store::{accounts, tokens as rows};
+use crate::store::StoreOps;
 use crate::tokens::TokenSpec;
 use crate::validate;
 
@@ -31,13 +31,9 @@ pub async fn list(
 ) -> Result<Json<Vec<TokenDto>>, AppError> {
     caller.require(Scope::TokensRead)?;
     caller.check_account(&account)?;
-    let a = account.clone();
     let list = state
         .store
-        .call(move |c| match accounts::get(c, &a)? {
-            Some(_) => Ok(Some(rows::list(c, &a)?)),
-            None => Ok(None),
-        })
+        .tokens(&account)
         .await?
         .ok_or_else(|| AppError::NotFound(format!("account `{account}`")))?;
     let counts = state.registry.counts_by_token();
@@ -75,10 +71,8 @@ pub async fn create(
         .transpose()?;
     let spec = TokenSpec { expires_at, allowed_cidrs };
     let (master, actor) = (state.master.clone(), caller.actor());
-    let (row, token) = state
-        .store
-        .call(move |c| crate::tokens::create_token(c, &master, &account, &req.name, &spec, &actor, now))
-        .await?;
+    let (row, token) =
+        crate::tokens::create_token(&state.store, &master, &account, &req.name, &spec, &actor, now).await?;
     tracing::info!(token_id = %row.id, account = %row.account_id, "token created");
     let value = SecretString::new(token.expose().to_string());
     Ok((StatusCode::CREATED, Json(CreatedToken { token: TokenDto::from_row(row, now, 0), value })))
@@ -96,10 +90,9 @@ pub async fn show(
 ) -> Result<Json<TokenDto>, AppError> {
     caller.require(Scope::TokensRead)?;
     caller.check_account(&account)?;
-    let (a, t) = (account.clone(), token.clone());
     let row = state
         .store
-        .call(move |c| rows::find(c, &a, &t))
+        .find_token(&account, &token)
         .await?
         .ok_or_else(|| AppError::NotFound(format!("token `{token}` in account `{account}`")))?;
     let live = state.registry.on_token(row.id).len();

@@ -25,8 +25,8 @@ use crate::clock::now_unix;
 use crate::keys;
 use crate::registry::{CapHit, Commands, SessionInfo};
 use crate::state::AppState;
-use crate::store::tokens::{self, TokenRow, TokenState};
-use crate::store::StoreError;
+use crate::store::tokens::{TokenRow, TokenState};
+use crate::store::{StoreError, StoreOps};
 use crate::validate::ip_allowed;
 
 use super::session::SessionGuard;
@@ -285,23 +285,21 @@ async fn authenticate<'a>(
 /// The token of the hello's account and its key (opened from the store; a dummy open for an
 /// unknown token, so both take the same time).
 async fn lookup(state: &AppState, hello: &Hello) -> Result<(Option<TokenRow>, Option<TokenKey>), Refusal> {
-    let (token_id, account) = (hello.token_id, hello.account_id.clone());
-    let master = state.master.clone();
-    state
+    let token_id = hello.token_id;
+    let row = state
         .store
-        .call(move |c| {
-            let row = tokens::get(c, token_id)?.filter(|t| t.account_id == account);
-            let key = match &row {
-                Some(t) => master.open(t.id, &t.sealed_key).ok(),
-                None => {
-                    master.dummy_open();
-                    None
-                }
-            };
-            Ok((row, key))
-        })
+        .token(token_id)
         .await
-        .map_err(|e| Refusal::internal("token lookup failed during handshake", token_id, e))
+        .map_err(|e| Refusal::internal("token lookup failed during handshake", token_id, e))?
+        .filter(|t| t.account_id == hello.account_id);
+    let key = match &row {
+        Some(t) => state.master.open(t.id, &t.sealed_key).ok(),
+        None => {
+            state.master.dummy_open();
+            None
+        }
+    };
+    Ok((row, key))
 }
 
 /// The tag under the token's key; an unknown token and a bad tag are refused alike.
@@ -321,16 +319,12 @@ fn verify(
 async fn recheck(state: &AppState, token_id: Uuid, now: u64) -> Result<Option<TokenState>, Refusal> {
     // Recording the last use is best effort: a database that cannot be written (full disk,
     // read-only, locked) must not turn into a refusal, let alone a signed, final `revoked`.
-    state
+    Ok(state
         .store
-        .call(move |c| {
-            if let Err(e) = tokens::touch(c, token_id, now) {
-                tracing::warn!(%token_id, error = %e, "could not record the token's last use");
-            }
-            Ok(tokens::get(c, token_id)?.map(|t| t.state(now)))
-        })
+        .touch_token(token_id, now)
         .await
-        .map_err(|e| Refusal::internal("token re-read failed during handshake", token_id, e))
+        .map_err(|e| Refusal::internal("token re-read failed during handshake", token_id, e))?
+        .map(|t| t.state(now)))
 }
 
 const REVOKED: &str = "this token was revoked; use a valid token";

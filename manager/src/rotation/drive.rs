@@ -17,15 +17,15 @@ const FINISH_RETRY_MAX: Duration = Duration::from_secs(30);
 use crate::clock::now_unix;
 use crate::metrics::OutcomeLabel;
 use crate::store::audit::Actor;
-use crate::store::rotations::{self, RotationOutcome};
-use crate::store::tokens;
+use crate::store::rotations::RotationOutcome;
+use crate::store::StoreOps;
 
 impl Rotations {
     async fn all_moved(&self, rotation_id: Uuid, old_token: Uuid) -> bool {
         if !self.0.registry.on_token(old_token).is_empty() {
             return false;
         }
-        match self.0.store.call(move |c| rotations::delegates(c, rotation_id)).await {
+        match self.0.store.rotation_delegates(rotation_id).await {
             Ok(ds) => ds.iter().all(super::rules::has_moved),
             Err(_) => false,
         }
@@ -87,43 +87,9 @@ impl Rotations {
     async fn finish(&self, rotation_id: Uuid, old_token: Uuid, outcome: RotationOutcome) -> bool {
         let now = now_unix();
         let actor = Actor::system(format!("rotation:{rotation_id}"));
-        let res = self
-            .0
-            .store
-            .call(move |conn| {
-                let tx = conn.transaction()?;
-                let finished = rotations::finish(&tx, rotation_id, now, outcome)?;
-                if let Some(old) = tokens::get(&tx, old_token)? {
-                    if tokens::revoke(&tx, old_token, now, &actor.who)? {
-                        actor.record(
-                            &tx,
-                            now,
-                            "token.revoke",
-                            &format!("token:{}/{}", old.account_id, old_token),
-                            outcome.as_str(),
-                        )?;
-                    }
-                    tokens::set_rotation(&tx, old_token, &old.name, None)?;
-                }
-                if finished {
-                    actor.record(
-                        &tx,
-                        now,
-                        "rotation.finish",
-                        &format!("rotation:{rotation_id}"),
-                        outcome.as_str(),
-                    )?;
-                }
-                tx.commit()?;
-                // The sealed successor is gone from its row (zeroed in the page: secure_delete);
-                // fold the WAL into the database and empty it, so no old copy of the row stays
-                // in the WAL file either. Best effort: a reader can make it busy.
-                crate::store::checkpoint_truncate(conn);
-                Ok(())
-            })
-            .await;
+        let res = self.0.store.finish_rotation(rotation_id, old_token, now, outcome, &actor).await;
         match res {
-            Ok(()) => {
+            Ok(_) => {
                 self.lock().remove(&rotation_id);
                 self.0.metrics.revocations.inc();
                 self.0

@@ -31,9 +31,9 @@ use crate::keys::MasterKey;
 use crate::metrics::{Metrics, OutcomeLabel};
 use crate::registry::{Registry, SessionCommand, SessionInfo};
 use crate::store::audit::Actor;
-use crate::store::rotations::{self, AckOutcome, RotationRow};
-use crate::store::tokens::{self, TokenState};
-use crate::store::{Store, StoreError};
+use crate::store::rotations::{AckOutcome, RotationRow};
+use crate::store::tokens::TokenState;
+use crate::store::{RotationPlan, Store, StoreError, StoreOps};
 use crate::tokens::new_token;
 
 mod drive;
@@ -181,12 +181,7 @@ impl Rotations {
     async fn track_and_push(&self, rotation_id: Uuid, info: &SessionInfo, now: u64) -> bool {
         let d = pending(info, now);
         let session = info.session_id;
-        let claimed = match self
-            .0
-            .store
-            .call(move |c| rotations::track_and_claim_push(c, rotation_id, &d))
-            .await
-        {
+        let claimed = match self.0.store.claim_rotate_push(rotation_id, d).await {
             Ok(claimed) => claimed,
             Err(e) => {
                 tracing::warn!(%rotation_id, %session, error = %e, "cannot record a delegate's rotation progress; sending anyway");
@@ -245,60 +240,60 @@ impl Rotations {
         let now = now_unix();
         let rotation_id = Uuid::new_v4();
         let deadline = now + grace_secs;
-        let (account, token_ref) = (account.to_owned(), token_ref.to_owned());
-        let master = self.0.master.clone();
-        let (row, token) = self
-            .0
-            .store
-            .call(move |conn| {
-                let tx = conn.transaction()?;
-                let Some(old) = tokens::find(&tx, &account, &token_ref)? else {
-                    return Ok(Err(RotationError::TokenNotFound { account, token: token_ref }));
-                };
-                match old.state(now) {
-                    TokenState::Active => {}
-                    TokenState::Rotating => {
-                        return Ok(Err(RotationError::AlreadyRotating { rotation_id: old.rotation_id }))
-                    }
-                    state => return Ok(Err(RotationError::NotRotatable { state })),
+        let master = &self.0.master;
+        let not_found =
+            || RotationError::TokenNotFound { account: account.to_owned(), token: token_ref.to_owned() };
+        let old = self.0.store.find_token(account, token_ref).await?.ok_or_else(not_found)?;
+        match old.state(now) {
+            TokenState::Active => {}
+            TokenState::Rotating => {
+                return Err(RotationError::AlreadyRotating { rotation_id: old.rotation_id })
+            }
+            state => return Err(RotationError::NotRotatable { state }),
+        }
+        let spec = successor_spec(&old, expires_in_secs, now);
+        let old_new_name =
+            format!("{}~{}", old.name, tether_protocol::text::bounded(&old.id.simple().to_string(), 8));
+        let (mut successor, token) = new_token(master, account, &old.name, &spec, &actor, now);
+        successor.policy = old.policy;
+        let row = RotationRow {
+            id: rotation_id,
+            account_id: account.to_owned(),
+            old_token_id: old.id,
+            new_token_id: successor.id,
+            started_at: now,
+            started_by: actor.who.clone(),
+            deadline,
+            finished_at: None,
+            outcome: None,
+        };
+        let audit = actor.entry(
+            now,
+            "token.rotate",
+            &format!("token:{account}/{}", old.id),
+            &format!("rotation={rotation_id} successor={} grace_secs={grace_secs}", successor.id),
+        );
+        let plan = RotationPlan {
+            old: old.clone(),
+            old_new_name,
+            successor,
+            rotation: row.clone(),
+            sealed_successor: master.seal_successor(rotation_id, &token),
+            audit,
+        };
+        if !self.0.store.begin_rotation(plan).await? {
+            // The token changed between the read and the write (revoked, rotated or renamed by
+            // a concurrent request): say what it is now.
+            return Err(match self.0.store.token(old.id).await? {
+                Some(now_row) if now_row.state(now) == TokenState::Rotating => {
+                    RotationError::AlreadyRotating { rotation_id: now_row.rotation_id }
                 }
-                let spec = successor_spec(&old, expires_in_secs, now);
-                let old_name = format!(
-                    "{}~{}",
-                    old.name,
-                    tether_protocol::text::bounded(&old.id.simple().to_string(), 8)
-                );
-                tokens::set_rotation(&tx, old.id, &old_name, Some(rotation_id))?;
-                let (new_row, token) = new_token(&master, &account, &old.name, &spec, &actor, now);
-                tokens::insert(&tx, &new_row)?;
-                let row = RotationRow {
-                    id: rotation_id,
-                    account_id: account.clone(),
-                    old_token_id: old.id,
-                    new_token_id: new_row.id,
-                    started_at: now,
-                    started_by: actor.who.clone(),
-                    deadline,
-                    finished_at: None,
-                    outcome: None,
-                };
-                rotations::insert(&tx, &row)?;
-                rotations::set_sealed_successor(
-                    &tx,
-                    rotation_id,
-                    &master.seal_successor(rotation_id, &token),
-                )?;
-                actor.record(
-                    &tx,
-                    now,
-                    "token.rotate",
-                    &format!("token:{account}/{}", old.id),
-                    &format!("rotation={rotation_id} successor={} grace_secs={grace_secs}", new_row.id),
-                )?;
-                tx.commit()?;
-                Ok(Ok((row, token)))
-            })
-            .await??;
+                Some(now_row) if now_row.state(now) != TokenState::Active => {
+                    RotationError::NotRotatable { state: now_row.state(now) }
+                }
+                _ => not_found(),
+            });
+        }
         let token = Arc::new(token);
         let value = SecretString::new(token.expose().to_string());
         self.run(&row, Some(token));
@@ -319,11 +314,11 @@ impl Rotations {
     /// rotation whose successor cannot be opened (started by a manager before successors were
     /// stored, or a different master key) runs on to its deadline without one, and says so.
     pub async fn resume(&self) -> Result<usize, StoreError> {
-        let open = self.0.store.call(|c| rotations::list_unfinished(c, RESUME_LIMIT)).await?;
-        for row in &open {
+        let open = self.0.store.unfinished_rotations(RESUME_LIMIT).await?;
+        for (row, sealed) in &open {
             let id = row.id;
-            let successor = match self.0.store.call(move |c| rotations::sealed_successor(c, id)).await? {
-                Some(sealed) => match self.0.master.open_successor(id, &sealed) {
+            let successor = match sealed {
+                Some(sealed) => match self.0.master.open_successor(id, sealed) {
                     Ok(token) if token.id() == row.new_token_id => Some(Arc::new(token)),
                     Ok(_) | Err(_) => {
                         tracing::error!(rotation_id = %id, "the stored successor does not open under this master key; late delegates cannot be sent it");
@@ -357,11 +352,7 @@ impl Rotations {
     pub async fn on_authenticated(&self, info: &SessionInfo) {
         if let Some(rotation_id) = self.by_new(info.token_id) {
             let (instance, name, now) = (info.instance, info.name.clone(), now_unix());
-            let res = self
-                .0
-                .store
-                .call(move |c| rotations::reconnected(c, rotation_id, instance, &name, now))
-                .await;
+            let res = self.0.store.rotation_reconnected(rotation_id, instance, &name, now).await;
             if let Err(e) = res {
                 tracing::warn!(%rotation_id, error = %e, "cannot record a reconnection");
             }
@@ -372,8 +363,7 @@ impl Rotations {
                 self.track_and_push(rotation_id, info, now_unix()).await;
             } else {
                 let d = pending(info, now_unix());
-                if let Err(e) = self.0.store.call(move |c| rotations::add_delegate(c, rotation_id, &d)).await
-                {
+                if let Err(e) = self.0.store.add_rotation_delegate(rotation_id, d).await {
                     tracing::warn!(%rotation_id, error = %e, "cannot track a late delegate");
                 }
                 tracing::warn!(%rotation_id, session_id = %info.session_id,
@@ -398,17 +388,13 @@ impl Rotations {
         let detail = ack_detail(&detail);
         let (instance, now) = (info.instance, now_unix());
         let (account, token_id) = (info.account_id.clone(), info.token_id);
-        let matched = self
-            .0
-            .store
-            .call(move |c| {
-                let Some(row) = rotations::get(c, rotation_id)? else { return Ok(false) };
-                if row.finished_at.is_some() || !acks_from(&row, &account, token_id) {
-                    return Ok(false);
-                }
-                rotations::ack(c, rotation_id, instance, outcome, &detail, now)
-            })
-            .await;
+        let matched = match self.0.store.rotation(rotation_id).await {
+            Ok(Some(row)) if row.finished_at.is_none() && acks_from(&row, &account, token_id) => {
+                self.0.store.rotation_ack(rotation_id, instance, outcome, detail, now).await
+            }
+            Ok(_) => Ok(false),
+            Err(e) => Err(e),
+        };
         match matched {
             Ok(true) => {
                 tracing::info!(%rotation_id, session_id = %info.session_id, outcome = outcome.as_str(), "rotate ack");

@@ -130,6 +130,7 @@ mod tests {
             revoked_by: None,
             last_used_at: None,
             rotation_id: None,
+            policy: None,
         }
     }
 

@@ -10,7 +10,6 @@ use crate::clock::now_unix;
 use crate::metrics::Metrics;
 use crate::registry::{Registry, SessionInfo};
 use crate::store::audit::Actor;
-use crate::store::rotations;
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
@@ -32,11 +31,15 @@ fn shutdown_stops_the_drivers_and_leaves_the_rotation_to_resume() {
     let dir = tempfile::tempdir().unwrap();
     let data = crate::datadir::DataDir::open(dir.path()).unwrap();
     let master = data.master.clone();
-    let (_, token, _) = data
-        .store
-        .call_blocking(|c| {
-            crate::tokens::create_account(c, &master, "acme", "acme", &Actor::system("test"), now_unix())
-        })
+    let (_, token, _) = rt()
+        .block_on(crate::tokens::create_account(
+            &data.store,
+            &master,
+            "acme",
+            "acme",
+            &Actor::system("test"),
+            now_unix(),
+        ))
         .unwrap();
     rt().block_on(async {
         // A live delegate on the token that never acks nor moves (grace one hour).
@@ -60,7 +63,7 @@ fn shutdown_stops_the_drivers_and_leaves_the_rotation_to_resume() {
             .await
             .expect("shutdown is prompt");
         assert_eq!(Arc::strong_count(&rotations.0), 1, "no driver is left running");
-        let row = data.store.call(move |c| rotations::get(c, id)).await.unwrap().unwrap();
+        let row = data.store.rotation(id).await.unwrap().unwrap();
         assert_eq!(row.finished_at, None, "a shutdown does not finish the rotation");
         // The next start resumes it.
         let next = service(&data, &registry);

@@ -112,7 +112,7 @@ mod tests {
     #[test]
     fn insert_find_list_delete() {
         let dir = tempfile::tempdir().unwrap();
-        let store = crate::store::Store::open(&dir.path().join("t.db")).unwrap();
+        let store = crate::store::SqliteStore::open(&dir.path().join("t.db")).unwrap();
         let row = RestrictionRow {
             id: Uuid::new_v4(),
             name: "read-tokens".into(),

@@ -38,6 +38,19 @@ impl Actor {
         Self { who: who.into(), source_ip: None }
     }
 
+    /// The audit entry of `action` on `target` at `now` by this actor (to hand to the store).
+    pub fn entry(&self, now: u64, action: &str, target: &str, detail: &str) -> AuditEntry {
+        AuditEntry {
+            id: 0,
+            at: now,
+            actor: self.who.clone(),
+            action: action.to_owned(),
+            target: target.to_owned(),
+            source_ip: self.source_ip.clone(),
+            detail: detail.to_owned(),
+        }
+    }
+
     /// Records `action` on `target` at `now` through `conn` (inside the caller's transaction).
     pub fn record(
         &self,
@@ -53,6 +66,15 @@ impl Actor {
         )?;
         Ok(())
     }
+}
+
+/// Appends `e` (its id is ignored) through `conn` (inside the caller's transaction).
+pub fn append(conn: &Connection, e: &AuditEntry) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO audit(at, actor, action, target, source_ip, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![i64_of(e.at), e.actor, e.action, e.target, e.source_ip, e.detail],
+    )?;
+    Ok(())
 }
 
 /// The newest `limit` entries, newest first, optionally only those before id `before`.

@@ -96,6 +96,12 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE rotations ADD COLUMN sealed_successor BLOB;
     ALTER TABLE rotation_delegates ADD COLUMN rotate_sent_session TEXT;
     "#,
+    // 4: rotation policies: a token rotated by the manager itself every `rotate_every_secs`
+    // from its creation, with a grace window of `rotate_grace_secs` (both or neither).
+    r#"
+    ALTER TABLE tokens ADD COLUMN rotate_every_secs INTEGER;
+    ALTER TABLE tokens ADD COLUMN rotate_grace_secs INTEGER;
+    "#,
 ];
 
 /// Brings the database to the newest schema in one transaction per step.

@@ -58,6 +58,25 @@ pub struct TokenRow {
     pub last_used_at: Option<u64>,
     /// The unfinished rotation replacing this token.
     pub rotation_id: Option<Uuid>,
+    /// Its rotation policy, if any: the manager rotates it itself when due.
+    pub policy: Option<RotationPolicy>,
+}
+
+/// A token's rotation policy: a rotation starts `every` seconds after the token was created,
+/// with a grace window of `grace` seconds; the successor inherits the policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RotationPolicy {
+    /// Seconds from a token's creation to its rotation.
+    pub every: u64,
+    /// The rotation's grace window, seconds.
+    pub grace: u64,
+}
+
+impl RotationPolicy {
+    /// Unix seconds at which the token created at `created_at` is due.
+    pub fn due_at(&self, created_at: u64) -> u64 {
+        created_at.saturating_add(self.every)
+    }
 }
 
 impl TokenRow {
@@ -76,7 +95,7 @@ impl TokenRow {
 }
 
 const COLS: &str = "id, account_id, name, sealed_key, created_at, created_by, expires_at, allowed_cidrs, \
-                    revoked_at, revoked_by, last_used_at, rotation_id";
+                    revoked_at, revoked_by, last_used_at, rotation_id, rotate_every_secs, rotate_grace_secs";
 
 fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRow> {
     let id: String = r.get(0)?;
@@ -98,6 +117,12 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRow> {
         revoked_by: r.get(9)?,
         last_used_at: r.get::<_, Option<i64>>(10)?.map(u64_col),
         rotation_id: rotation.map(|s| s.parse().map_err(|_| bad(11, "rotation id"))).transpose()?,
+        policy: match (r.get::<_, Option<i64>>(12)?, r.get::<_, Option<i64>>(13)?) {
+            (Some(every), Some(grace)) => {
+                Some(RotationPolicy { every: u64_col(every), grace: u64_col(grace) })
+            }
+            _ => None,
+        },
     })
 }
 
@@ -111,7 +136,9 @@ pub fn insert(conn: &Connection, t: &TokenRow) -> Result<(), StoreError> {
     }
     let cidrs = serde_json::to_string(&t.allowed_cidrs).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     conn.execute(
-        &format!("INSERT INTO tokens({COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
+        &format!(
+            "INSERT INTO tokens({COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+        ),
         params![
             t.id.to_string(),
             t.account_id,
@@ -125,6 +152,8 @@ pub fn insert(conn: &Connection, t: &TokenRow) -> Result<(), StoreError> {
             t.revoked_by,
             t.last_used_at.map(i64_of),
             t.rotation_id.map(|r| r.to_string()),
+            t.policy.map(|p| i64_of(p.every)),
+            t.policy.map(|p| i64_of(p.grace)),
         ],
     )?;
     Ok(())
@@ -181,6 +210,21 @@ pub fn delete_revoked(conn: &Connection, id: Uuid) -> Result<bool, StoreError> {
 pub fn touch(conn: &Connection, id: Uuid, now: u64) -> Result<(), StoreError> {
     conn.execute("UPDATE tokens SET last_used_at = ?2 WHERE id = ?1", params![id.to_string(), i64_of(now)])?;
     Ok(())
+}
+
+/// Tokens whose rotation policy makes them due at `now` (see
+/// [`crate::store::StoreOps::tokens_due_for_rotation`]).
+pub fn due_for_rotation(conn: &Connection, now: u64, limit: u32) -> Result<Vec<TokenRow>, StoreError> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {COLS} FROM tokens
+         WHERE revoked_at IS NULL AND rotation_id IS NULL
+           AND rotate_every_secs IS NOT NULL AND rotate_grace_secs IS NOT NULL
+           AND (expires_at IS NULL OR expires_at > ?1)
+           AND created_at + rotate_every_secs <= ?1
+         ORDER BY created_at + rotate_every_secs, id LIMIT ?2"
+    ))?;
+    let rows = stmt.query_map(params![i64_of(now), limit], from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// Renames a token and marks it as replaced by `rotation_id` (or clears the mark).

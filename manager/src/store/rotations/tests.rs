@@ -2,9 +2,9 @@
 //! and the once-per-session claim, listing.
 use super::*;
 
-fn store() -> (tempfile::TempDir, crate::store::Store) {
+fn store() -> (tempfile::TempDir, crate::store::SqliteStore) {
     let dir = tempfile::tempdir().unwrap();
-    let store = crate::store::Store::open(&dir.path().join("t.db")).unwrap();
+    let store = crate::store::SqliteStore::open(&dir.path().join("t.db")).unwrap();
     let account = crate::store::accounts::Account {
         id: "acme".into(),
         name: "acme".into(),
