@@ -30,12 +30,11 @@ use zeroize::Zeroizing;
 use super::session::{random_id, Current, Ended, Notice};
 use super::view::{self, Section, Shell};
 use super::Console;
-#[allow(unused_imports)]
-use super::PreOps as _;
 use crate::api::auth::Caller;
 use crate::api::error::AppError;
 use crate::api::telemetry::CallerName;
 use crate::clock::now_unix;
+use crate::store::StoreOps;
 use crate::validate::ip_allowed;
 
 /// The session cookie.

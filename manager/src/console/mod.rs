@@ -30,7 +30,7 @@ use axum::Router;
 use crate::api::auth::Caller;
 use crate::state::AppState;
 use crate::store::audit::AuditEntry;
-use crate::store::StoreError;
+use crate::store::{StoreError, StoreOps};
 
 pub mod assets;
 pub mod auth;
@@ -120,34 +120,4 @@ pub fn internal(e: impl std::fmt::Display) -> Response {
         None,
         None,
     )
-}
-
-/// TEMPORARY until `StoreOps` lands from main: the two store methods the console uses.
-pub(crate) trait PreOps {
-    fn find_admin_token(
-        &self,
-        id: &str,
-    ) -> impl std::future::Future<Output = Result<Option<crate::store::admin::AdminTokenRow>, StoreError>> + Send;
-    fn append_audit(
-        &self,
-        entry: AuditEntry,
-    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send;
-}
-
-impl PreOps for crate::store::Store {
-    fn find_admin_token(
-        &self,
-        id: &str,
-    ) -> impl std::future::Future<Output = Result<Option<crate::store::admin::AdminTokenRow>, StoreError>> + Send
-    {
-        let id = id.to_owned();
-        self.call(move |c| crate::store::admin::find(c, &id))
-    }
-    fn append_audit(
-        &self,
-        e: AuditEntry,
-    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send {
-        let actor = crate::store::audit::Actor { who: e.actor, source_ip: e.source_ip };
-        self.call(move |c| actor.record(c, e.at, &e.action, &e.target, &e.detail))
-    }
 }
