@@ -106,8 +106,26 @@ async fn token_lifecycle() -> Result<()> {
     seen.keep(&b, "sign-in").await?;
     b.screenshot("01-sign-in").await?;
     sign_in(&b, &base, &admin).await?;
+    let cookies = b.client.get_all_cookies().await?;
+    let session = cookies.iter().find(|c| c.name() == "tether_session").context("no session cookie")?;
+    ensure!(
+        session.http_only() == Some(true)
+            && session.secure() == Some(true)
+            && session.path() == Some("/ui")
+            && format!("{:?}", session.same_site()) == "Some(Strict)",
+        "session cookie attributes: {session:?}"
+    );
     seen.keep(&b, "accounts").await?;
     b.screenshot("02-accounts").await?;
+
+    // A new account: its default token's value is shown once.
+    b.fill("#account-id", "console-acct").await?;
+    b.click("form[action='/ui/accounts'] button[type=submit]").await?;
+    b.wait_url("the account's value page", |u| u.contains("/ui/secret/")).await?;
+    let account_token = Token::parse(b.text("#secret-value").await?.trim())
+        .map_err(|e| anyhow::anyhow!("the account's default token: {e}"))?;
+    b.goto(&format!("{base}/ui/accounts")).await?;
+    ensure!(b.text("main").await?.contains("console-acct"), "the new account is not listed");
 
     // Create a token: the value is shown once.
     b.goto(&format!("{base}/ui/accounts/{account}")).await?;
@@ -210,9 +228,25 @@ async fn token_lifecycle() -> Result<()> {
     b.goto(&format!("{base}/ui/audit?action=token")).await?;
     seen.keep(&b, "audit").await?;
     b.screenshot("10-audit").await?;
+    // Admin tokens: create one (value once), then revoke it from the list.
+    b.goto(&format!("{base}/ui/admin-tokens")).await?;
+    b.fill("#admin-name", "console-made").await?;
+    b.fill("#expires", "7").await?;
+    b.click("form[action='/ui/admin-tokens'] button[type=submit]").await?;
+    b.wait_url("the admin token's value page", |u| u.contains("/ui/secret/")).await?;
+    let made = b.text("#secret-value").await?.trim().to_owned();
+    ensure!(made.starts_with("tat_"), "no admin token shown");
     b.goto(&format!("{base}/ui/admin-tokens")).await?;
     seen.keep(&b, "admin-tokens").await?;
     b.screenshot("11-admin-tokens").await?;
+    b.click("button[aria-label='Revoke admin token console-made']").await?;
+    poll::until("the admin token revoked", LIMIT, || async {
+        Ok(b.text(".notice").await.is_ok_and(|n| n.contains("console-made")).then_some(()))
+    })
+    .await?;
+    let (status, _) =
+        api_call(&manager.http(), &base, Method::GET, "/api/v1/accounts", Some(&made), None).await?;
+    ensure!(status == StatusCode::UNAUTHORIZED, "the revoked admin token still works: {status}");
     // Readable at 320 px.
     b.client.set_window_size(320, 800).await?;
     b.goto(&format!("{base}/ui/accounts/{account}")).await?;
@@ -221,7 +255,15 @@ async fn token_lifecycle() -> Result<()> {
 
     // Every action in the audit log, with the admin token's name and the browser's address.
     let entries = audit(&manager).await?;
-    for action in ["console.sign_in", "token.create", "token.rotate", "token.revoke"] {
+    for action in [
+        "console.sign_in",
+        "account.create",
+        "token.create",
+        "token.rotate",
+        "token.revoke",
+        "admin_token.create",
+        "admin_token.revoke",
+    ] {
         let found = entries.iter().any(|e| {
             e["action"] == action
                 && e["actor"].as_str().is_some_and(|a| a.starts_with("admin:"))
@@ -235,10 +277,17 @@ async fn token_lifecycle() -> Result<()> {
     let csrf_token = csrf(&b).await?;
     let mut needles = token_needles(&token);
     needles.extend(token_needles(&successor));
+    needles.extend(token_needles(&account_token));
     needles.extend(admin_needles(&admin));
+    needles.extend(admin_needles(&made));
     for (label, html) in &seen.0 {
         let hits = find_needles(label, html, &needles);
         ensure!(hits.is_empty(), "a secret on a console page: {hits:?}");
+        // The CSP forbids inline script and style; the pages have none to forbid.
+        ensure!(!html.contains(" style=") && !html.contains("<style"), "{label}: inline style");
+        let inline_script =
+            html.split("<script").skip(1).any(|tag| !tag.split('>').next().unwrap_or("").contains("src="));
+        ensure!(!inline_script, "{label}: inline script");
     }
     needles.push(cookie);
     needles.push(csrf_token);
@@ -279,6 +328,22 @@ async fn access() -> Result<()> {
     let account = manager.init.account_id.clone();
     let mut seen = Seen::default();
     let mut needles = admin_needles(&manager.init.admin_token);
+
+    // The security headers of a page.
+    let response = manager.http().get(format!("{base}/ui/sign-in")).send().await?;
+    let header =
+        |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let csp = header("content-security-policy");
+    ensure!(
+        csp.contains("default-src 'none'")
+            && csp.contains("script-src 'self'")
+            && csp.contains("frame-ancestors 'none'"),
+        "CSP: {csp}"
+    );
+    ensure!(!csp.contains("unsafe-inline"), "CSP allows inline code: {csp}");
+    ensure!(header("x-frame-options") == "DENY", "X-Frame-Options");
+    ensure!(header("referrer-policy") == "no-referrer", "Referrer-Policy");
+    ensure!(header("cache-control") == "no-store", "Cache-Control");
 
     // A bad token: a clear message, no session, nothing in the audit log.
     let before = audit(&manager).await?.len();

@@ -498,7 +498,10 @@ mod tests {
     fn cookies_are_found_by_exact_name() {
         let mut h = HeaderMap::new();
         h.append(header::COOKIE, HeaderValue::from_static("a=1; tether_session_x=2"));
-        h.append(header::COOKIE, HeaderValue::from_bytes("b=é; tether_session=abc".as_bytes()).expect("a header"));
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_bytes("b=é; tether_session=abc".as_bytes()).expect("a header"),
+        );
         assert_eq!(cookie(&h, SESSION_COOKIE), Some("abc"));
         assert_eq!(cookie(&h, "missing"), None);
     }
