@@ -314,7 +314,7 @@ impl<T: DeserializeOwned + Send> FromRequest<Console> for Action<T> {
 /// `GET /ui/`: the first page for who is signed in.
 pub async fn home(signed: Result<Signed, Response>) -> Response {
     match signed {
-        Ok(_) => Redirect::to("/ui/accounts").into_response(),
+        Ok(signed) => Redirect::to(view::first_page(&signed.caller)).into_response(),
         Err(_) => Redirect::to("/ui/sign-in").into_response(),
     }
 }
@@ -475,7 +475,7 @@ pub async fn sign_in(State(console): State<Console>, request: Request) -> Respon
     }
     let session = console.sessions.create(caller.id, now);
     tracing::info!(admin_token = %caller.name, "console sign-in");
-    let mut response = Redirect::to("/ui/accounts").into_response();
+    let mut response = Redirect::to(view::first_page(&caller)).into_response();
     let h = response.headers_mut();
     h.append(header::SET_COOKIE, set_cookie(SESSION_COOKIE, &session, None));
     h.append(header::SET_COOKIE, set_cookie(SIGNIN_COOKIE, "", Some(0)));

@@ -80,9 +80,9 @@ pub fn router(app: AppState) -> Router<AppState> {
         .with_state(console)
 }
 
-/// `GET /ui/` (routed beside the nested router, which serves `/ui` only): the first page.
+/// `GET /ui/` (routed beside the nested router, which serves `/ui` only): as `/ui`.
 pub async fn slash() -> Response {
-    axum::response::Redirect::to("/ui/accounts").into_response()
+    axum::response::Redirect::to("/ui").into_response()
 }
 
 /// No console page has this path.

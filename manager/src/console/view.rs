@@ -48,6 +48,16 @@ pub fn may(caller: &Caller, scope: Scope) -> bool {
     caller.require(scope).is_ok()
 }
 
+/// The first page for `caller`: the accounts, else the delegates (a token that may read
+/// neither sees the accounts page say which scope it lacks).
+pub fn first_page(caller: &Caller) -> &'static str {
+    if !may(caller, Scope::TokensRead) && may(caller, Scope::DelegatesRead) {
+        "/ui/delegates"
+    } else {
+        "/ui/accounts"
+    }
+}
+
 /// Whether `caller` may read the cluster-wide audit log.
 pub fn may_read_audit(caller: &Caller) -> bool {
     may(caller, Scope::Admin) && caller.account.is_none()

@@ -28,6 +28,7 @@ pub async fn show(
     signed: Signed,
     Path(flash): Path<String>,
     headers: HeaderMap,
+    uri: axum::http::Uri,
 ) -> Response {
     let Some(flash) = console.sessions.take_flash(&signed.session, &flash, now_unix()) else {
         let body = html! {
@@ -41,7 +42,11 @@ pub async fn show(
         );
     };
     // The address delegates use to reach this manager: as this browser reached it.
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("MANAGER_HOST:8443");
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| uri.authority().map(|a| a.as_str()))
+        .unwrap_or("MANAGER_HOST:8443");
     let host: String = host.chars().filter(|c| c.is_ascii_alphanumeric() || ".:-[]".contains(*c)).collect();
     let value = flash.value.as_str();
     let body = html! {
