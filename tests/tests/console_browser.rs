@@ -448,6 +448,37 @@ async fn access() -> Result<()> {
     ensure!(b.text(".notice").await?.contains("revoked"), "no message");
     seen.keep(&b, "revoked").await?;
 
+    // Failed sign-ins count against the address's admin lockout, like failed bearer tokens:
+    // after the limit even the right token is refused from there (another loopback address,
+    // so the rest of this test is not locked out).
+    let guesser = manager.http_from("127.0.0.2".parse()?)?;
+    let attempt = |token: String| {
+        let (guesser, base) = (guesser.clone(), base.clone());
+        async move {
+            let form = guesser.get(format!("{base}/ui/sign-in")).send().await?;
+            let cookie = form
+                .headers()
+                .get_all("set-cookie")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .find_map(|c| c.strip_prefix("tether_signin=")?.split(';').next().map(str::to_owned))
+                .context("no sign-in cookie")?;
+            let response = guesser
+                .post(format!("{base}/ui/sign-in"))
+                .header("cookie", format!("tether_signin={cookie}"))
+                .form(&[("_csrf", cookie.as_str()), ("token", token.as_str())])
+                .send()
+                .await?;
+            anyhow::Ok(response.status())
+        }
+    };
+    for i in 0..5 {
+        let status = attempt(format!("tat_wrong-guess-number-{i}-xxxxxxxxxxxxxxxx")).await?;
+        ensure!(status == StatusCode::UNAUTHORIZED, "guess {i}: {status}");
+    }
+    let status = attempt(manager.init.admin_token.clone()).await?;
+    ensure!(status == StatusCode::TOO_MANY_REQUESTS, "the right token after 5 failures: {status}");
+
     // Not even a REST call can use a console cookie: the API wants the bearer token.
     let (status, _) = api_call(&http, &base, Method::GET, "/api/v1/accounts", None, None).await?;
     ensure!(status == StatusCode::UNAUTHORIZED, "{status}");
