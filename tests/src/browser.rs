@@ -70,6 +70,15 @@ impl Drop for Browser {
 impl Browser {
     /// Starts chromedriver and a headless Chromium, `width` × `height` pixels.
     pub async fn start(width: u32, height: u32) -> Result<Self> {
+        Self::launch(width, height, &[]).await
+    }
+
+    /// [`Browser::start`] with JavaScript switched off (the pages must work without it).
+    pub async fn start_without_javascript(width: u32, height: u32) -> Result<Self> {
+        Self::launch(width, height, &["--blink-settings=scriptEnabled=false"]).await
+    }
+
+    async fn launch(width: u32, height: u32, extra_args: &[&str]) -> Result<Self> {
         use std::os::unix::process::CommandExt;
         let driver_bin = first_existing(DRIVERS, "chromedriver")?;
         let browser_bin = first_existing(BROWSERS, "chromium")?;
@@ -79,29 +88,34 @@ impl Browser {
         let mut driver = Proc::spawn("chromedriver", command)?;
         let profile = tempfile::tempdir()?;
         let url = format!("http://127.0.0.1:{port}");
+        let mut args: Vec<String> = [
+            "--headless=new",
+            // Tests run as root, where Chromium's sandbox cannot start.
+            "--no-sandbox",
+            "--disable-dev-shm-usage",
+            "--disable-gpu",
+            // The manager's self-signed CA is unknown to this throw-away profile (test browser
+            // only; see the module comment).
+            "--ignore-certificate-errors",
+            "--no-first-run",
+            "--disable-extensions",
+            "--disable-background-networking",
+            "--disable-sync",
+            "--disable-component-update",
+            "--password-store=basic",
+        ]
+        .iter()
+        .map(|a| (*a).to_owned())
+        .collect();
+        args.push(format!("--window-size={width},{height}"));
+        args.push(format!("--user-data-dir={}", profile.path().display()));
+        args.extend(extra_args.iter().map(|a| (*a).to_owned()));
         let capabilities = serde_json::json!({
             "browserName": "chrome",
             "acceptInsecureCerts": true,
             "goog:chromeOptions": {
                 "binary": browser_bin.display().to_string(),
-                "args": [
-                    "--headless=new",
-                    // Tests run as root, where Chromium's sandbox cannot start.
-                    "--no-sandbox",
-                    "--disable-dev-shm-usage",
-                    "--disable-gpu",
-                    // The manager's self-signed CA is unknown to this throw-away profile (test
-                    // browser only; see the module comment).
-                    "--ignore-certificate-errors",
-                    "--no-first-run",
-                    "--disable-extensions",
-                    "--disable-background-networking",
-                    "--disable-sync",
-                    "--disable-component-update",
-                    "--password-store=basic",
-                    format!("--window-size={width},{height}"),
-                    format!("--user-data-dir={}", profile.path().display()),
-                ],
+                "args": args,
             },
         });
         let serde_json::Value::Object(capabilities) = capabilities else {

@@ -448,6 +448,19 @@ async fn access() -> Result<()> {
     ensure!(b.text(".notice").await?.contains("revoked"), "no message");
     seen.keep(&b, "revoked").await?;
 
+    // With JavaScript off the pages still work: sign in, create a token, see its value once
+    // (only the copy buttons, which need the script, stay hidden).
+    let plain = Browser::start_without_javascript(1024, 800).await?;
+    sign_in(&plain, &base, &manager.init.admin_token).await?;
+    plain.goto(&format!("{base}/ui/accounts/{account}")).await?;
+    plain.fill("#token-name", "no-script").await?;
+    plain.click(&format!("form[action='/ui/accounts/{account}/tokens'] button[type=submit]")).await?;
+    plain.wait_url("the value's page", |u| u.contains("/ui/secret/")).await?;
+    let shown = plain.text("#secret-value").await?;
+    ensure!(Token::parse(shown.trim()).is_ok(), "no token shown without JavaScript");
+    ensure!(!plain.has("button[data-copy]:not([hidden])").await?, "a copy button without its script");
+    plain.close().await?;
+
     // Failed sign-ins count against the address's admin lockout, like failed bearer tokens:
     // after the limit even the right token is refused from there (another loopback address,
     // so the rest of this test is not locked out).
