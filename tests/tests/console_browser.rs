@@ -225,6 +225,12 @@ async fn token_lifecycle() -> Result<()> {
     seen.keep(&b, "token-revoked").await?;
 
     // Audit page and admin tokens page.
+    b.goto(&format!("{base}/ui/audit?action=token.revoke")).await?;
+    let filtered = b.text("table").await?;
+    ensure!(
+        filtered.contains("token.revoke") && !filtered.contains("token.create"),
+        "the action filter: {filtered}"
+    );
     b.goto(&format!("{base}/ui/audit?action=token")).await?;
     seen.keep(&b, "audit").await?;
     b.screenshot("10-audit").await?;
@@ -253,10 +259,19 @@ async fn token_lifecycle() -> Result<()> {
     seen.keep(&b, "tokens-narrow").await?;
     b.screenshot("12-tokens-320px").await?;
 
+    // The secret scan needs the session's cookie and CSRF token; then sign out.
+    let cookie = session_cookie(&b).await?.context("no session cookie")?;
+    let csrf_token = csrf(&b).await?;
+    b.click("form[action='/ui/sign-out'] button").await?;
+    b.wait_url("the sign-in page", |u| u.contains("/ui/sign-in?why=out")).await?;
+    b.goto(&format!("{base}/ui/accounts")).await?;
+    ensure!(b.url().await?.contains("/ui/sign-in"), "still signed in after signing out");
+
     // Every action in the audit log, with the admin token's name and the browser's address.
     let entries = audit(&manager).await?;
     for action in [
         "console.sign_in",
+        "console.sign_out",
         "account.create",
         "token.create",
         "token.rotate",
@@ -273,8 +288,6 @@ async fn token_lifecycle() -> Result<()> {
     }
 
     // The secret scan: no page but the one-time ones, and no log line, holds a secret.
-    let cookie = session_cookie(&b).await?.context("no session cookie")?;
-    let csrf_token = csrf(&b).await?;
     let mut needles = token_needles(&token);
     needles.extend(token_needles(&successor));
     needles.extend(token_needles(&account_token));
