@@ -24,6 +24,11 @@ fi
 if ! command -v chromedriver >/dev/null || ! command -v chromium >/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver
 fi
+# The PostgreSQL store's tests (manager/tests/store_conformance.rs) run a real server from
+# Debian's package binaries, as an unprivileged user in a temporary directory (tests/src/pg.rs).
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql
+fi
 # The metrics test validates /metrics with the parsers of PyPI's prometheus-client (both
 # exposition formats; Debian's promtool would pull in ~100 MB): pip, else Debian's package.
 if ! python3 -c 'import prometheus_client' 2>/dev/null; then

@@ -13,6 +13,7 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:8443";
 /// Every setting the file and the environment may carry (env name: `TETHER_` + upper case).
 pub const SETTINGS: &[&str] = &[
     "data_dir",
+    "database",
     "listen",
     "log_format",
     "heartbeat_secs",
@@ -32,6 +33,8 @@ pub const SETTINGS: &[&str] = &[
     "session_write_timeout_secs",
     "rotation_grace_secs",
     "max_rotation_grace_secs",
+    "min_rotate_every_secs",
+    "rotation_policy_check_secs",
     "drain_secs",
     "tls_cert",
     "tls_key",
@@ -55,6 +58,10 @@ pub enum LogFormat {
 pub struct ServeConfig {
     /// Database, master key and generated certificates live here.
     pub data_dir: PathBuf,
+    /// The PostgreSQL store (`postgres://…`), or `None` for the SQLite file in the data dir.
+    /// Its environment variable is `TETHER_DATABASE_URL`; it holds a password, so `Debug`
+    /// shows only whether it is set.
+    pub database: Option<DatabaseUrl>,
     /// Address of the one TLS port.
     pub listen: SocketAddr,
     /// Log format.
@@ -99,6 +106,11 @@ pub struct ServeConfig {
     pub rotation_grace_secs: u64,
     /// Longest grace window a request may ask for.
     pub max_rotation_grace_secs: u64,
+    /// Shortest `rotate_every` a token's rotation policy may have (default one hour; tests
+    /// lower it to seconds).
+    pub min_rotate_every_secs: u64,
+    /// How often the manager looks for tokens whose rotation policy makes them due.
+    pub rotation_policy_check_secs: u64,
     /// Bound on the graceful shutdown drain.
     pub drain_secs: u64,
     /// Certificate chain PEM; with none, a generated one in the data dir is used.
@@ -147,6 +159,12 @@ impl ServeConfig {
             }
             Some((v, _)) => PathBuf::from(v),
         };
+        let database = match src.get("database") {
+            None => None,
+            Some((v, origin)) => Some(
+                DatabaseUrl::parse(&v).map_err(|reason| ConfigError::invalid("database", origin, reason))?,
+            ),
+        };
         let tls_cert = src.get("tls_cert").map(|(v, _)| PathBuf::from(v));
         let tls_key = src.get("tls_key").map(|(v, _)| PathBuf::from(v));
         if tls_cert.is_some() != tls_key.is_some() {
@@ -173,6 +191,7 @@ impl ServeConfig {
         let cfg = Self {
             init,
             data_dir,
+            database,
             listen,
             log_format,
             heartbeat_secs: src.u64("heartbeat_secs", 30, 1, 3_600)?,
@@ -205,6 +224,8 @@ impl ServeConfig {
             session_write_timeout_secs: src.u64("session_write_timeout_secs", 10, 1, 300)?,
             rotation_grace_secs: src.u64("rotation_grace_secs", 3_600, 1, max_rotation_grace_secs)?,
             max_rotation_grace_secs,
+            min_rotate_every_secs: src.u64("min_rotate_every_secs", 3_600, 1, 365 * 86_400)?,
+            rotation_policy_check_secs: src.u64("rotation_policy_check_secs", 30, 1, 3_600)?,
             drain_secs: src.u64("drain_secs", 10, 1, 600)?,
             tls_cert,
             tls_key,
@@ -213,6 +234,41 @@ impl ServeConfig {
             admin_auth_lockout_secs: src.u64("admin_auth_lockout_secs", 900, 1, 86_400)?,
         };
         Ok(cfg)
+    }
+}
+
+/// A PostgreSQL URL (`postgres://` or `postgresql://`), checked for its scheme here and parsed
+/// in full when the manager connects. It holds the password: `Debug` and `Display` never show
+/// it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    /// Checks the scheme; the reason of a refusal never quotes the value.
+    pub fn parse(value: &str) -> Result<Self, String> {
+        let v = value.trim();
+        let lower: String = v.chars().take(13).collect::<String>().to_ascii_lowercase();
+        if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
+            Ok(Self(v.to_owned()))
+        } else {
+            Err("must be a PostgreSQL URL, postgres://USER:PASSWORD@HOST:PORT/DATABASE (leave it unset for the SQLite file in the data dir)".into())
+        }
+    }
+
+    /// The URL itself, to connect with. Never log it.
+    pub fn connect_string(&self) -> &str {
+        &self.0
+    }
+
+    /// The store location it names.
+    pub fn location(&self) -> crate::store::Location {
+        crate::store::Location::Postgres(self.0.clone())
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DatabaseUrl(<redacted>)")
     }
 }
 
@@ -300,7 +356,12 @@ impl Sources {
         }
         for (k, v) in env {
             if let Some(setting) = k.strip_prefix("TETHER_") {
-                let setting = setting.to_ascii_lowercase();
+                // The database URL's variable is named as libraries and platforms name it.
+                let setting = match setting {
+                    "DATABASE_URL" => "database".to_owned(),
+                    "DATABASE" => continue,
+                    other => other.to_ascii_lowercase(),
+                };
                 if SETTINGS.contains(&setting.as_str()) {
                     src.env.insert(setting, v);
                 }

@@ -59,6 +59,25 @@ fn warn_if_open(path: &Path) {
 impl DataDir {
     /// Opens `path`, creating the directory (0700), the master key (0600) and the database.
     pub fn open(path: &Path) -> Result<Self, DataDirError> {
+        let (path, master) = Self::open_files(path)?;
+        let store = Store::open(&path.join(DB_FILE))?;
+        Ok(Self { path, store, master })
+    }
+
+    /// Opens `path` (creating the directory and the master key as [`DataDir::open`] does)
+    /// with `store` as its store: the PostgreSQL store, where the data dir keeps only the
+    /// master key and the TLS files.
+    pub fn open_with(path: &Path, store: Store) -> Result<Self, DataDirError> {
+        let (path, master) = Self::open_files(path)?;
+        Ok(Self { path, store, master })
+    }
+
+    /// Whether `path` holds a master key (a data dir that `init` made), creating nothing.
+    pub fn has_master_key(path: &Path) -> bool {
+        path.join(MASTER_KEY_FILE).exists()
+    }
+
+    fn open_files(path: &Path) -> Result<(PathBuf, Arc<MasterKey>), DataDirError> {
         let io = |source| DataDirError::Io { path: path.display().to_string(), source };
         if !path.exists() {
             std::fs::create_dir_all(path).map_err(io)?;
@@ -67,8 +86,7 @@ impl DataDir {
         let path = std::fs::canonicalize(path).map_err(io)?;
         warn_if_open(&path);
         let (master, _) = MasterKey::load_or_create(&path.join(MASTER_KEY_FILE))?;
-        let store = Store::open(&path.join(DB_FILE))?;
-        Ok(Self { path, store, master: Arc::new(master) })
+        Ok((path, Arc::new(master)))
     }
 
     /// Whether `path` holds an initialised store, without creating anything.

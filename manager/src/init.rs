@@ -26,6 +26,8 @@ pub struct InitOptions {
     pub tls_sans: Vec<String>,
     /// The URL delegates and the CLI use to reach this manager.
     pub manager_url: String,
+    /// The PostgreSQL store, or `None` for the SQLite file in the data dir.
+    pub database: Option<crate::config::DatabaseUrl>,
 }
 
 /// What `init` made; printed once.
@@ -79,9 +81,18 @@ pub enum InitError {
         /// When.
         at: String,
     },
+    /// The PostgreSQL store is already initialised: nothing was changed.
+    #[error("the database (--database / TETHER_DATABASE_URL) is already initialised (at unix time {at}); refusing to initialise it again. Nothing was changed. A second manager of the same database needs a copy of the first one's data dir (master key and TLS files), not `init`.")]
+    DatabaseInitialised {
+        /// When.
+        at: String,
+    },
     /// Bad option.
     #[error(transparent)]
     Invalid(#[from] InvalidInput),
+    /// The store.
+    #[error(transparent)]
+    Store(#[from] StoreError),
     /// Data dir problems.
     #[error(transparent)]
     DataDir(#[from] DataDirError),
@@ -101,21 +112,33 @@ pub fn init(opts: &InitOptions) -> Result<InitOutput, InitError> {
             return Err(InvalidInput::new("tls-san", "must be a DNS name or an IP address").into());
         }
     }
-    if let Some(at) = DataDir::initialised_at(&opts.data_dir)? {
-        return Err(InitError::AlreadyInitialised { path: opts.data_dir.display().to_string(), at });
-    }
-    let (data, ca_cert) = prepare(&opts.data_dir, &opts.tls_sans)?;
-    let ca_fingerprint_sha256 = tls::fingerprint_sha256(&ca_cert)?;
-    let now = now_unix();
-    let actor = Actor::system("init");
-    let master = data.master.clone();
-    let account = opts.account.clone();
-    let store = data.store.clone();
-    let (token_row, token, admin_value) = block_on(async move {
-        let (_, row, token) =
-            crate::tokens::create_account(&store, &master, &account, &account, &actor, now).await?;
+    // Everything that touches the store runs on one runtime: a PostgreSQL connection lives
+    // on the runtime that made it.
+    let (data, ca_cert, token_row, token, admin_value) = block_on(async {
+        let store = match &opts.database {
+            None => None,
+            Some(url) => {
+                let store = Store::connect(&url.location()).await?;
+                if let Some(at) = store.meta_get("initialised_at").await? {
+                    return Err(InitError::DatabaseInitialised { at });
+                }
+                Some(store)
+            }
+        };
+        if store.is_none() {
+            if let Some(at) = DataDir::initialised_at(&opts.data_dir)? {
+                return Err(InitError::AlreadyInitialised { path: opts.data_dir.display().to_string(), at });
+            }
+        }
+        let (data, ca_cert) = prepare(&opts.data_dir, &opts.tls_sans, store)?;
+        let now = now_unix();
+        let actor = Actor::system("init");
+        let (store, master, account) = (&data.store, &data.master, &opts.account);
+        let (_, row, token) = crate::tokens::create_account(store, master, account, account, &actor, now)
+            .await
+            .map_err(DataDirError::from)?;
         let (_, admin) = crate::tokens::create_admin_token(
-            &store,
+            store,
             "init-admin",
             vec!["admin".into()],
             None,
@@ -123,11 +146,16 @@ pub fn init(opts: &InitOptions) -> Result<InitOutput, InitError> {
             &actor,
             now,
         )
-        .await?;
-        store.meta_set(vec![("initialised_at".into(), now.to_string())], vec![]).await?;
-        Ok::<_, StoreError>((row, token, admin))
-    })
-    .map_err(DataDirError::from)?;
+        .await
+        .map_err(DataDirError::from)?;
+        store
+            .meta_set(vec![("initialised_at".into(), now.to_string())], vec![])
+            .await
+            .map_err(DataDirError::from)?;
+        Ok((data, ca_cert, row, token, admin))
+    })?;
+    drop(data);
+    let ca_fingerprint_sha256 = tls::fingerprint_sha256(&ca_cert)?;
     Ok(InitOutput {
         account_id: opts.account.clone(),
         default_token: token.expose(),
@@ -139,10 +167,17 @@ pub fn init(opts: &InitOptions) -> Result<InitOutput, InitError> {
     })
 }
 
-/// Creates the data dir's files (directory, master key, database, CA and server certificate)
-/// and returns it opened, with the CA certificate's path.
-fn prepare(data_dir: &Path, tls_sans: &[String]) -> Result<(DataDir, PathBuf), InitError> {
-    let data = DataDir::open(data_dir)?;
+/// Creates the data dir's files (directory, master key, database unless `store` is given, CA
+/// and server certificate) and returns it opened, with the CA certificate's path.
+fn prepare(
+    data_dir: &Path,
+    tls_sans: &[String],
+    store: Option<Store>,
+) -> Result<(DataDir, PathBuf), InitError> {
+    let data = match store {
+        Some(store) => DataDir::open_with(data_dir, store)?,
+        None => DataDir::open(data_dir)?,
+    };
     let files = tls::reissue_server_cert(&data.path, tls_sans)?;
     let ca_cert = files.ca.clone().unwrap_or_else(|| data.path.join(tls::CA_CERT));
     Ok((data, ca_cert))
@@ -156,15 +191,27 @@ pub fn init_bare(data_dir: &Path) -> Result<PathBuf, InitError> {
     if let Some(at) = DataDir::initialised_at(data_dir)? {
         return Err(InitError::AlreadyInitialised { path: data_dir.display().to_string(), at });
     }
-    let (data, ca_cert) = prepare(data_dir, &[])?;
+    let (data, ca_cert) = prepare(data_dir, &[], None)?;
+    let store = data.store.clone();
+    block_on(mark_bare(store))?;
+    Ok(ca_cert)
+}
+
+/// [`init_bare`] with the PostgreSQL `store` (already connected, on the caller's runtime):
+/// the data dir gets the master key and TLS files, the store the `initialised_at` mark.
+pub async fn init_bare_with(data_dir: &Path, store: Store) -> Result<PathBuf, InitError> {
+    if let Some(at) = store.meta_get("initialised_at").await? {
+        return Err(InitError::DatabaseInitialised { at });
+    }
+    let (_, ca_cert) = prepare(data_dir, &[], Some(store.clone()))?;
+    mark_bare(store).await?;
+    Ok(ca_cert)
+}
+
+async fn mark_bare(store: Store) -> Result<(), InitError> {
     let now = now_unix();
     let audit = Actor::system("serve --init").entry(now, "data_dir.init", "data_dir", "no tokens made");
-    let store = data.store.clone();
-    block_on(
-        async move { store.meta_set(vec![("initialised_at".into(), now.to_string())], vec![audit]).await },
-    )
-    .map_err(DataDirError::from)?;
-    Ok(ca_cert)
+    Ok(store.meta_set(vec![("initialised_at".into(), now.to_string())], vec![audit]).await?)
 }
 
 /// What `admin-token create --offline` makes.
@@ -229,16 +276,16 @@ pub fn offline_admin_token(
     // The store takes the write lock first (waiting within the busy timeout while a running
     // manager writes), so the name check cannot go stale.
     let inserted = row.clone();
-    block_on(async move { store.create_admin_token(inserted, audit).await }).map_err(DataDirError::from)?;
+    block_on(async move { store.create_admin_token(inserted, audit).await.map_err(DataDirError::from) })?;
     Ok((row, value))
 }
 
 /// Runs a store future to completion on a small runtime of its own, on a thread of its own:
 /// `init` and the offline recovery run before (or without) the manager's runtime, and may be
 /// called from inside another runtime (tests), which must not be re-entered.
-fn block_on<T: Send>(
-    fut: impl std::future::Future<Output = Result<T, StoreError>> + Send,
-) -> Result<T, StoreError> {
+pub fn block_on<T: Send, E: Send + From<StoreError>>(
+    fut: impl std::future::Future<Output = Result<T, E>> + Send,
+) -> Result<T, E> {
     std::thread::scope(|s| {
         s.spawn(|| {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -248,7 +295,7 @@ fn block_on<T: Send>(
             rt.block_on(fut)
         })
         .join()
-        .unwrap_or(Err(StoreError::Task))
+        .unwrap_or(Err(E::from(StoreError::Task)))
     })
 }
 

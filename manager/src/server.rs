@@ -13,6 +13,7 @@ use axum_server::tls_rustls::RustlsConfig;
 use crate::config::ServeConfig;
 use crate::datadir::{DataDir, DataDirError};
 use crate::state::AppState;
+use crate::store::{Store, StoreOps};
 use crate::tls::{self, TlsError, TlsFiles};
 
 /// Why `serve` stopped with an error.
@@ -36,6 +37,23 @@ pub enum ServeError {
         /// The data dir as given.
         path: String,
     },
+    /// With the PostgreSQL store: the database is not initialised, or the data dir has no
+    /// master key. Nothing was created.
+    #[error("{}", if *.marked {
+        format!("data dir {path} has no master key, but the PostgreSQL store (--database / TETHER_DATABASE_URL) is initialised: copy the master key and TLS files from the data dir of the manager that initialised it (see OPERATIONS.md); nothing was created")
+    } else {
+        format!("the PostgreSQL store (--database / TETHER_DATABASE_URL) is not initialised; nothing was created. Run `tether-manager init --data-dir {path} --database URL` first (it prints the first admin token), or `tether-manager store copy` to move an SQLite installation onto it")
+    })]
+    NotInitialisedDatabase {
+        /// The data dir as given.
+        path: String,
+        /// Whether the database is initialised (then the data dir lacks the master key).
+        marked: bool,
+    },
+    /// The PostgreSQL store cannot be used (bad URL, unreachable, refused credentials, a
+    /// schema newer than this binary). The message never holds the password.
+    #[error("cannot use the PostgreSQL store (--database / TETHER_DATABASE_URL): {0}")]
+    Database(crate::store::StoreError),
     /// `--init` failed.
     #[error(transparent)]
     Init(#[from] crate::init::InitError),
@@ -53,18 +71,47 @@ pub async fn run(
     // blocking pool like every other store call.
     let (data_dir, tls_cert, tls_key, init) =
         (config.data_dir.clone(), config.tls_cert.clone(), config.tls_key.clone(), config.init);
-    let (data, files, rustls, fingerprint) = tokio::task::spawn_blocking(move || -> Result<_, ServeError> {
-        // A data dir that is not initialised (a typo, a missing volume) is refused before
-        // anything is created in it, unless initialising was asked for.
-        if DataDir::initialised_at(&data_dir)?.is_none() {
-            if !init {
-                return Err(ServeError::NotInitialised { path: data_dir.display().to_string() });
+    // The PostgreSQL store, connected (and migrated) on this runtime, where its connections
+    // live; a data dir without a master key, or a database `init` has not marked, is refused.
+    let postgres = match &config.database {
+        None => None,
+        Some(url) => {
+            let store = Store::connect(&url.location()).await.map_err(ServeError::Database)?;
+            let marked = store.meta_get("initialised_at").await.map_err(ServeError::Database)?.is_some();
+            if !(marked && DataDir::has_master_key(&data_dir)) {
+                if !init || marked {
+                    return Err(ServeError::NotInitialisedDatabase {
+                        path: data_dir.display().to_string(),
+                        marked,
+                    });
+                }
+                {
+                    let ca = crate::init::init_bare_with(&data_dir, store.clone()).await?;
+                    tracing::warn!(data_dir = %data_dir.display(), ca_cert = %ca.display(),
+                        "initialised the database (--init): no account and no admin token exist yet");
+                }
             }
-            let ca = crate::init::init_bare(&data_dir)?;
-            tracing::warn!(data_dir = %data_dir.display(), ca_cert = %ca.display(),
-                "initialised the data dir (--init): no account and no admin token exist yet; create the first admin token on this host with `tether-manager admin-token create NAME --offline --data-dir DIR` (it prints the value once)");
+            tracing::info!(store = "postgres", "connected to the PostgreSQL store");
+            Some(store)
         }
-        let data = DataDir::open(&data_dir)?;
+    };
+    let (data, files, rustls, fingerprint) = tokio::task::spawn_blocking(move || -> Result<_, ServeError> {
+        let data = match postgres {
+            Some(store) => DataDir::open_with(&data_dir, store)?,
+            None => {
+                // A data dir that is not initialised (a typo, a missing volume) is refused
+                // before anything is created in it, unless initialising was asked for.
+                if DataDir::initialised_at(&data_dir)?.is_none() {
+                    if !init {
+                        return Err(ServeError::NotInitialised { path: data_dir.display().to_string() });
+                    }
+                    let ca = crate::init::init_bare(&data_dir)?;
+                    tracing::warn!(data_dir = %data_dir.display(), ca_cert = %ca.display(),
+                        "initialised the data dir (--init): no account and no admin token exist yet; create the first admin token on this host with `tether-manager admin-token create NAME --offline --data-dir DIR` (it prints the value once)");
+                }
+                DataDir::open(&data_dir)?
+            }
+        };
         let files = match (tls_cert, tls_key) {
             (Some(cert), Some(key)) => TlsFiles { cert, key, ca: None },
             _ => tls::ensure_generated(&data.path, &[])?,
@@ -83,6 +130,7 @@ pub async fn run(
     if resumed > 0 {
         tracing::info!(rotations = resumed, "resumed unfinished rotations");
     }
+    state.rotations.spawn_policy(Duration::from_secs(config.rotation_policy_check_secs));
 
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;

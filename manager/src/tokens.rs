@@ -13,7 +13,7 @@ use crate::registry::Registry;
 use crate::store::accounts::Account;
 use crate::store::admin::AdminTokenRow;
 use crate::store::audit::Actor;
-use crate::store::tokens::TokenRow;
+use crate::store::tokens::{RotationPolicy, TokenRow};
 use crate::store::{DeleteOutcome, Store, StoreError, StoreOps};
 
 /// Name of the token every new account gets.
@@ -26,6 +26,8 @@ pub struct TokenSpec {
     pub expires_at: Option<u64>,
     /// Allowed source networks.
     pub allowed_cidrs: Vec<IpNet>,
+    /// Rotated by the manager itself, when set.
+    pub policy: Option<RotationPolicy>,
 }
 
 /// Makes a token and its row (key sealed under `master`).
@@ -51,7 +53,7 @@ pub fn new_token(
         revoked_by: None,
         last_used_at: None,
         rotation_id: None,
-        policy: None,
+        policy: spec.policy,
     };
     (row, token)
 }

@@ -131,6 +131,7 @@ async fn token_lifecycle() -> Result<()> {
     b.goto(&format!("{base}/ui/accounts/{account}")).await?;
     b.fill("#token-name", "console-e2e").await?;
     b.fill("#expires", "30").await?;
+    b.fill("#rotate", "20").await?;
     b.click(&format!("form[action='/ui/accounts/{account}/tokens'] button[type=submit]")).await?;
     let secret_url = b.wait_url("the value's page", |u| u.contains("/ui/secret/")).await?;
     let value = b.text("#secret-value").await?;
@@ -169,6 +170,8 @@ async fn token_lifecycle() -> Result<()> {
     .await
     .with_context(|| delegate.log())?;
     ensure!(b.text("#token-live-count").await?.trim() == "1", "live count is not 1");
+    let policy = b.text("#token-policy").await?;
+    ensure!(policy.contains("every 20 d"), "the rotation policy is not shown: {policy}");
     seen.keep(&b, "token").await?;
     b.screenshot("05-token").await?;
 

@@ -2,6 +2,7 @@
 //! store sealed under the master key, so delegates that reconnect on the old token after the
 //! restart still receive it, move, and the rotation completes with the old token revoked.
 //! Before, the successor lived in memory only: such delegates were cut off at the deadline.
+//! The same scenario runs on the SQLite file and on a real PostgreSQL server.
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use reqwest::Method;
 use serde_json::json;
 use tether_protocol::Token;
 use tether_tests::harness::delegate::{env_for, Delegate};
+use tether_tests::harness::manager::Options;
 use tether_tests::harness::{poll, Manager};
 use tether_tests::load::session::{self, HoldOptions, Identity};
 use tether_tests::secrets::{find_needles, token_needles};
@@ -32,6 +34,47 @@ async fn token_state(manager: &Manager, token_id: Uuid) -> Result<String> {
     body["state"].as_str().map(str::to_owned).ok_or_else(|| anyhow!("token without state: {body}"))
 }
 
+/// Where the manager under test keeps its store.
+enum Backend {
+    Sqlite,
+    Postgres(String),
+}
+
+impl Backend {
+    /// The sealed successors stored in the database.
+    async fn sealed_successors(&self, manager: &Manager) -> Result<Vec<Vec<u8>>> {
+        match self {
+            Self::Sqlite => sealed_successors(&manager.db_path()),
+            Self::Postgres(url) => {
+                let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+                tokio::spawn(connection);
+                let rows = client
+                    .query("SELECT sealed_successor FROM rotations WHERE sealed_successor IS NOT NULL", &[])
+                    .await?;
+                Ok(rows.iter().map(|r| r.get::<_, Vec<u8>>(0)).collect())
+            }
+        }
+    }
+
+    /// The SQLite files (database and WAL) that must hold no readable or leftover secret.
+    fn files(&self, manager: &Manager) -> Vec<std::path::PathBuf> {
+        match self {
+            Self::Sqlite => vec![manager.db_path(), manager.db_path().with_extension("db-wal")],
+            Self::Postgres(_) => Vec::new(),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delegates_that_reconnect_on_the_old_token_after_a_kill_9_still_move() -> Result<()> {
+    scenario(Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgresql_delegates_that_reconnect_on_the_old_token_after_a_kill_9_still_move() -> Result<()> {
+    scenario(Backend::Postgres(tether_tests::pg::database().await?)).await
+}
+
 /// The sealed successors stored in the database (through the `sqlite3` shell, which
 /// `tests/run.sh` installs).
 fn sealed_successors(db: &std::path::Path) -> Result<Vec<Vec<u8>>> {
@@ -52,9 +95,12 @@ fn identity(manager: &Manager, token: &Token, name: &str) -> Identity {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn delegates_that_reconnect_on_the_old_token_after_a_kill_9_still_move() -> Result<()> {
-    let mut manager = Manager::start(&[("TETHER_HEARTBEAT_SECS", "2")]).await?;
+async fn scenario(backend: Backend) -> Result<()> {
+    let mut options = Options::with_env(&[("TETHER_HEARTBEAT_SECS", "2")]);
+    if let Backend::Postgres(url) = &backend {
+        options.database = Some(url.clone());
+    }
+    let mut manager = Manager::start_with(options).await?;
     let old = manager.create_token(&manager.init.account_id.clone(), "fleet", json!({})).await?;
     let old_value = old.expose().to_string();
 
@@ -91,15 +137,14 @@ async fn delegates_that_reconnect_on_the_old_token_after_a_kill_9_still_move() -
     // A copy of the database taken now (file and WAL) holds the successor only sealed.
     let successor = Token::parse(&rotation.token).map_err(|e| anyhow!("successor: {e}"))?;
     let needles = token_needles(&successor);
-    let db = manager.db_path();
-    for path in [db.clone(), db.with_extension("db-wal")] {
+    for path in backend.files(&manager) {
         if let Ok(bytes) = std::fs::read(&path) {
             let text = String::from_utf8_lossy(&bytes);
             let hits = find_needles(&path.display().to_string(), &text, &needles);
             assert!(hits.is_empty(), "the successor is readable in {}: {hits:?}", path.display());
         }
     }
-    let sealed = sealed_successors(&db)?;
+    let sealed = backend.sealed_successors(&manager).await?;
     assert_eq!(sealed.len(), 1, "one rotation running, its successor stored sealed");
     for holder in holders {
         let ended = tokio::time::timeout(LIMIT, holder).await.context("a held session did not end")??;
@@ -162,8 +207,8 @@ async fn delegates_that_reconnect_on_the_old_token_after_a_kill_9_still_move() -
     assert!(manager.logs().contains("rotation resumed"), "{}", manager.logs());
     // The finished rotation left no copy of its sealed successor: not in its row, not in the
     // database file's free space, not in the WAL.
-    assert!(sealed_successors(&db)?.is_empty(), "the sealed successor is still stored");
-    for path in [db.clone(), db.with_extension("db-wal")] {
+    assert!(backend.sealed_successors(&manager).await?.is_empty(), "the sealed successor is still stored");
+    for path in backend.files(&manager) {
         if let Ok(bytes) = std::fs::read(&path) {
             assert!(
                 !bytes.windows(sealed[0].len()).any(|w| w == sealed[0].as_slice()),

@@ -80,6 +80,10 @@ pub struct TokenDto {
     pub live_delegates: usize,
     /// The rotation replacing it, while one runs.
     pub rotation_id: Option<Uuid>,
+    /// Its rotation policy, if any.
+    pub rotation_policy: Option<RotationPolicyDto>,
+    /// When its policy rotates it next (unix seconds), if it has one and is not revoked.
+    pub next_rotation_at: Option<u64>,
 }
 
 impl TokenDto {
@@ -98,8 +102,35 @@ impl TokenDto {
             last_used_at: t.last_used_at,
             live_delegates: live,
             rotation_id: t.rotation_id,
+            next_rotation_at: t.policy.map(|p| p.due_at(t.created_at)).filter(|_| t.revoked_at.is_none()),
+            rotation_policy: t
+                .policy
+                .map(|p| RotationPolicyDto { every_secs: p.every, grace_secs: Some(p.grace) }),
         }
     }
+}
+
+/// A token's rotation policy: the manager rotates the token itself `every_secs` after it was
+/// created, with a grace window of `grace_secs`; the successor inherits the policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotationPolicyDto {
+    /// Seconds from a token's creation to its rotation.
+    #[serde(deserialize_with = "super::extract::integer")]
+    pub every_secs: u64,
+    /// Each rotation's grace window (absent: the manager's `rotation_grace_secs`); shorter than
+    /// `every_secs`.
+    #[serde(default, deserialize_with = "super::extract::opt_integer")]
+    pub grace_secs: Option<u64>,
+}
+
+/// Change a token: its rotation policy (`null` clears it).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct UpdateToken {
+    /// The new rotation policy, or `null` for none.
+    #[serde(deserialize_with = "super::extract::nullable")]
+    #[schema(required = true)]
+    pub rotation_policy: Option<RotationPolicyDto>,
 }
 
 /// Create a delegate token.
@@ -113,6 +144,9 @@ pub struct CreateToken {
     /// Allowed source CIDRs (IPv4 or IPv6); empty or absent allows any.
     #[serde(default)]
     pub allowed_cidrs: Vec<String>,
+    /// Rotate this token automatically (absent: never).
+    #[serde(default)]
+    pub rotation_policy: Option<RotationPolicyDto>,
 }
 
 /// A created token with its value: shown exactly once.
@@ -478,6 +512,8 @@ mod tests {
             last_used_at: None,
             live_delegates: 0,
             rotation_id: None,
+            rotation_policy: None,
+            next_rotation_at: None,
         }
     }
 

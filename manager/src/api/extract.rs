@@ -98,6 +98,24 @@ where
     deserializer.deserialize_option(Integer::<T, false>(std::marker::PhantomData))
 }
 
+/// [`opt_integer`] for a field that must be present and an integer.
+pub fn integer<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: TryFrom<i128>,
+{
+    opt_integer(deserializer)?.ok_or_else(|| serde::de::Error::custom("expected an integer, got null"))
+}
+
+/// A field that must be present and may be `null` (use without `#[serde(default)]`).
+pub fn nullable<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    <Option<T> as serde::Deserialize>::deserialize(deserializer)
+}
+
 /// [`opt_integer`] for a query string parameter, whose value is always text: `60` or `60.0`.
 pub fn opt_query_integer<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
 where

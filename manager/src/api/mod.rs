@@ -45,6 +45,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/accounts/{account}/tokens"),
     ("get", "/api/v1/accounts/{account}/tokens/{token}"),
     ("delete", "/api/v1/accounts/{account}/tokens/{token}"),
+    ("patch", "/api/v1/accounts/{account}/tokens/{token}"),
     ("post", "/api/v1/accounts/{account}/tokens/{token}/revoke"),
     ("post", "/api/v1/accounts/{account}/tokens/{token}/rotate"),
     ("get", "/api/v1/rotations"),
@@ -76,7 +77,10 @@ pub fn app(state: AppState) -> Router {
         .route("/accounts", get(accounts::list).post(accounts::create))
         .route("/accounts/{account}", get(accounts::show))
         .route("/accounts/{account}/tokens", get(tokens::list).post(tokens::create))
-        .route("/accounts/{account}/tokens/{token}", get(tokens::show).delete(tokens::delete))
+        .route(
+            "/accounts/{account}/tokens/{token}",
+            get(tokens::show).delete(tokens::delete).patch(tokens::update),
+        )
         .route("/accounts/{account}/tokens/{token}/revoke", post(tokens::revoke))
         .route("/accounts/{account}/tokens/{token}/rotate", post(tokens::rotate))
         .route("/rotations", get(rotations::list))

@@ -21,7 +21,7 @@ use crate::validate;
     paths(
         health::healthz, health::readyz, health::metrics,
         accounts::list, accounts::create, accounts::show,
-        tokens::list, tokens::create, tokens::show, tokens::revoke, tokens::rotate, tokens::delete,
+        tokens::list, tokens::create, tokens::show, tokens::update, tokens::revoke, tokens::rotate, tokens::delete,
         rotations::list, rotations::show,
         delegates::list, delegates::disconnect, delegates::ping,
         admin_tokens::list, admin_tokens::create, admin_tokens::revoke,
@@ -31,7 +31,7 @@ use crate::validate;
     ),
     components(schemas(
         error::ErrorBody, error::ErrorDetail, dto::AccountDto, dto::CreateAccount, dto::CreatedAccount, dto::TokenDto,
-        dto::CreateToken, dto::CreatedToken, dto::RotateToken, dto::RotateResponse, dto::RevokeResponse,
+        dto::CreateToken, dto::UpdateToken, dto::RotationPolicyDto, dto::CreatedToken, dto::RotateToken, dto::RotateResponse, dto::RevokeResponse,
         dto::RotationDto, dto::RotationDelegateDto, dto::DelegateDto, dto::PingRequest, dto::PingResponse,
         dto::AdminTokenDto, dto::CreateAdminToken, dto::CreatedAdminToken, dto::AuditDto,
         dto::RestrictionDto, dto::CreateRestriction,
@@ -151,6 +151,8 @@ fn limit_bodies(doc: &mut Value, max_grace_secs: u64) {
     limit(doc, "CreateToken", "expires_in_secs", secs(expiry));
     limit(doc, "CreateToken", "allowed_cidrs", cidrs());
     limit(doc, "RotateToken", "grace_secs", secs(max_grace_secs));
+    limit(doc, "RotationPolicyDto", "every_secs", secs(tokens::MAX_ROTATE_EVERY_SECS));
+    limit(doc, "RotationPolicyDto", "grace_secs", secs(max_grace_secs));
     limit(doc, "RotateToken", "expires_in_secs", secs(expiry));
     limit(doc, "PingRequest", "payload", json!({ "maxLength": delegates::MAX_PING_PAYLOAD }));
     limit(doc, "CreateAdminToken", "name", name());

@@ -6,11 +6,15 @@ use axum::Json;
 use tether_protocol::SecretString;
 
 use super::auth::{Caller, Scope};
-use super::dto::{CreateToken, CreatedToken, RevokeResponse, RotateResponse, RotateToken, TokenDto};
+use super::dto::{
+    CreateToken, CreatedToken, RevokeResponse, RotateResponse, RotateToken, RotationPolicyDto, TokenDto,
+    UpdateToken,
+};
 use super::error::{AppError, ErrorBody};
 use super::extract::{Body, Path};
 use crate::clock::now_unix;
 use crate::state::AppState;
+use crate::store::tokens::RotationPolicy;
 use crate::store::StoreOps;
 use crate::tokens::TokenSpec;
 use crate::validate;
@@ -69,13 +73,64 @@ pub async fn create(
         .expires_in_secs
         .map(|s| validate::secs("expires_in_secs", s, 1, MAX_EXPIRY_SECS).map(|s| now + s))
         .transpose()?;
-    let spec = TokenSpec { expires_at, allowed_cidrs };
+    let policy = req.rotation_policy.map(|p| policy(&state, p)).transpose()?;
+    let spec = TokenSpec { expires_at, allowed_cidrs, policy };
     let (master, actor) = (state.master.clone(), caller.actor());
     let (row, token) =
         crate::tokens::create_token(&state.store, &master, &account, &req.name, &spec, &actor, now).await?;
     tracing::info!(token_id = %row.id, account = %row.account_id, "token created");
     let value = SecretString::new(token.expose().to_string());
     Ok((StatusCode::CREATED, Json(CreatedToken { token: TokenDto::from_row(row, now, 0), value })))
+}
+
+/// The longest `every_secs` of a rotation policy (ten years).
+pub const MAX_ROTATE_EVERY_SECS: u64 = 3_650 * 86_400;
+
+/// A rotation policy from its request form: `every_secs` within the manager's
+/// `min_rotate_every_secs` and ten years; `grace_secs` within the rotation grace bounds and
+/// shorter than `every_secs` (absent: the manager's `rotation_grace_secs`, at most half of
+/// `every_secs`).
+pub fn policy(state: &AppState, p: RotationPolicyDto) -> Result<RotationPolicy, validate::InvalidInput> {
+    let cfg = &state.config;
+    let every = validate::secs(
+        "rotation_policy.every_secs",
+        p.every_secs,
+        cfg.min_rotate_every_secs,
+        MAX_ROTATE_EVERY_SECS,
+    )?;
+    let grace = match p.grace_secs {
+        Some(g) => validate::secs("rotation_policy.grace_secs", g, 1, cfg.max_rotation_grace_secs)?,
+        None => cfg.rotation_grace_secs.min(every / 2).max(1),
+    };
+    if grace >= every {
+        return Err(validate::InvalidInput::new(
+            "rotation_policy.grace_secs",
+            "must be shorter than every_secs (a token is replaced before its successor is due)",
+        ));
+    }
+    Ok(RotationPolicy { every, grace })
+}
+
+/// Change a token (by id or name): set or clear its rotation policy.
+#[utoipa::path(patch, path = "/api/v1/accounts/{account}/tokens/{token}", operation_id = "update_token", tag = "tokens", request_body = UpdateToken,
+    params(("account" = String, Path, description = "Account id"), ("token" = String, Path, description = "Token id or name")),
+    responses((status = 200, body = TokenDto), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn update(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((account, token)): Path<(String, String)>,
+    Body(req): Body<UpdateToken>,
+) -> Result<Json<TokenDto>, AppError> {
+    caller.require(Scope::TokensWrite)?;
+    caller.check_account(&account)?;
+    let policy = req.rotation_policy.map(|p| policy(&state, p)).transpose()?;
+    let now = now_unix();
+    let row = state.store.set_token_policy(&account, &token, policy, now, &caller.actor()).await?;
+    tracing::info!(token_id = %row.id, account = %row.account_id, every_secs = policy.map(|p| p.every), "token rotation policy changed");
+    let live = state.registry.on_token(row.id).len();
+    Ok(Json(TokenDto::from_row(row, now, live)))
 }
 
 /// Show a token (by id or name).

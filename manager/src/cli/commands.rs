@@ -105,6 +105,7 @@ pub(super) fn init(args: InitArgs) -> ExitCode {
         account: args.account,
         tls_sans: args.tls_sans,
         manager_url: args.manager_url,
+        database: args.database,
     };
     match crate::init::init(&opts) {
         Ok(out) => {
@@ -132,6 +133,8 @@ pub(super) fn client_command(cmd: Command) -> ExitCode {
         | Command::Audit { client, .. } => client.clone(),
         Command::Init(_)
         | Command::Serve(_)
+        | Command::Migrate { .. }
+        | Command::Store { .. }
         | Command::Tls { .. }
         | Command::Completions { .. }
         | Command::Man => unreachable!("handled by cli::run"),
@@ -255,6 +258,8 @@ async fn execute(c: &ApiClient, cmd: Command) -> Result<Reply, ClientError> {
         Command::Audit { limit, .. } => get(c, &format!("/api/v1/audit?limit={limit}"), Kind::Audit).await,
         Command::Init(_)
         | Command::Serve(_)
+        | Command::Migrate { .. }
+        | Command::Store { .. }
         | Command::Tls { .. }
         | Command::Completions { .. }
         | Command::Man => unreachable!("handled by cli::run"),
@@ -263,10 +268,24 @@ async fn execute(c: &ApiClient, cmd: Command) -> Result<Reply, ClientError> {
 
 async fn token(c: &ApiClient, cmd: TokenCmd) -> Result<Reply, ClientError> {
     match cmd {
-        TokenCmd::Create { name, account, expires_in, allow_cidrs } => {
-            let body = CreateToken { name, expires_in_secs: expires_in, allowed_cidrs: allow_cidrs };
+        TokenCmd::Create { name, account, expires_in, allow_cidrs, rotate_every, grace } => {
+            let rotation_policy =
+                rotate_every.map(|every_secs| RotationPolicyDto { every_secs, grace_secs: grace });
+            let body = CreateToken {
+                name,
+                expires_in_secs: expires_in,
+                allowed_cidrs: allow_cidrs,
+                rotation_policy,
+            };
             post(c, &format!("/api/v1/accounts/{}/tokens", seg(&account)), Some(&body), Kind::TokenCreated)
                 .await
+        }
+        TokenCmd::Update { token, account, rotate_every, grace, no_rotation: _ } => {
+            let path = format!("/api/v1/accounts/{}/tokens/{}", seg(&account), seg(&token));
+            let rotation_policy =
+                rotate_every.map(|every_secs| RotationPolicyDto { every_secs, grace_secs: grace });
+            let body = UpdateToken { rotation_policy };
+            Ok(Reply::new(c.request(Method::PATCH, &path, Some(&body)).await?, Kind::Token))
         }
         TokenCmd::List { account } => {
             get(c, &format!("/api/v1/accounts/{}/tokens", seg(&account)), Kind::Tokens).await

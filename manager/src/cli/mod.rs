@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use tether_protocol::SecretString;
 
-use crate::config::DEFAULT_DATA_DIR;
+use crate::config::{DatabaseUrl, DEFAULT_DATA_DIR};
 
 mod client;
 mod commands;
@@ -20,6 +20,7 @@ pub mod duration;
 mod generated;
 mod render;
 mod serve;
+mod store_cmd;
 mod table;
 mod tls_show;
 
@@ -55,6 +56,28 @@ pub enum Command {
     Init(InitArgs),
     /// Run the manager.
     Serve(ServeArgs),
+    /// Apply the store's schema migrations and exit (idempotent): run it ahead of a rolling
+    /// upgrade, so managers of the new version start on a migrated schema.
+    Migrate {
+        /// Data directory (its SQLite file, when no --database is given).
+        #[arg(long, env = "TETHER_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+        /// PostgreSQL store, postgres://USER:PASSWORD@HOST:PORT/DB.
+        #[arg(long, env = "TETHER_DATABASE_URL", hide_env_values = true, value_parser = parse_database)]
+        database: Option<DatabaseUrl>,
+        /// Machine-readable errors.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Store maintenance.
+    Store {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: StoreCmd,
+        /// Machine-readable errors.
+        #[arg(long, global = true)]
+        json: bool,
+    },
     /// Delegate tokens.
     Token {
         #[command(flatten)]
@@ -133,6 +156,10 @@ pub struct InitArgs {
     /// Extra subject alternative name of the server certificate (repeatable).
     #[arg(long = "tls-san")]
     pub tls_sans: Vec<String>,
+    /// PostgreSQL store, postgres://USER:PASSWORD@HOST:PORT/DB (default: the SQLite file in
+    /// the data dir, which then keeps only the master key and TLS files).
+    #[arg(long, env = "TETHER_DATABASE_URL", hide_env_values = true, value_parser = parse_database)]
+    pub database: Option<DatabaseUrl>,
     /// The URL delegates and the CLI will use.
     #[arg(long, default_value = "https://127.0.0.1:8443")]
     pub manager_url: String,
@@ -181,6 +208,10 @@ pub struct ServeArgs {
     /// Data directory [env TETHER_DATA_DIR; default /var/lib/tether].
     #[arg(long)]
     pub data_dir: Option<String>,
+    /// PostgreSQL store, postgres://USER:PASSWORD@HOST:PORT/DB [env TETHER_DATABASE_URL;
+    /// default: the SQLite file in the data dir].
+    #[arg(long)]
+    pub database: Option<String>,
     /// Listen address [env TETHER_LISTEN; default 0.0.0.0:8443].
     #[arg(long)]
     pub listen: Option<String>,
@@ -228,6 +259,23 @@ impl ClientArgs {
     }
 }
 
+/// `store …`
+#[derive(Debug, Subcommand)]
+pub enum StoreCmd {
+    /// Copy an SQLite installation into an empty PostgreSQL store (accounts, tokens with their
+    /// sealed keys, admin tokens, restrictions, finished rotations, the audit log), then read it
+    /// back and compare. Refused while a rotation is running or when the target is not empty.
+    /// Stop the manager first; keep the data dir (its master key opens the copied tokens).
+    Copy {
+        /// The SQLite database: the data dir, or its tether.db.
+        #[arg(long)]
+        from: PathBuf,
+        /// The PostgreSQL store, postgres://USER:PASSWORD@HOST:PORT/DB.
+        #[arg(long, value_parser = parse_database)]
+        to: DatabaseUrl,
+    },
+}
+
 /// `token …`
 #[derive(Debug, Subcommand)]
 pub enum TokenCmd {
@@ -244,6 +292,32 @@ pub enum TokenCmd {
         /// Allowed source CIDR (repeatable).
         #[arg(long = "allow-cidr")]
         allow_cidrs: Vec<String>,
+        /// Rotate it automatically this long after creation (and each successor likewise):
+        /// seconds or a number with a unit: 12h, 30d, 2w.
+        #[arg(long, value_parser = duration::parse_secs, value_name = "DURATION")]
+        rotate_every: Option<u64>,
+        /// The grace window of those rotations (default: the manager's, at most half of
+        /// --rotate-every).
+        #[arg(long, requires = "rotate_every", value_parser = duration::parse_secs, value_name = "DURATION")]
+        grace: Option<u64>,
+    },
+    /// Change a token's rotation policy.
+    Update {
+        /// Token id or name.
+        token: String,
+        /// Account.
+        #[arg(long, default_value = "default")]
+        account: String,
+        /// Rotate it automatically this long after creation: 12h, 30d, 2w.
+        #[arg(long, value_parser = duration::parse_secs, value_name = "DURATION",
+              required_unless_present = "no_rotation", conflicts_with = "no_rotation")]
+        rotate_every: Option<u64>,
+        /// The grace window of those rotations.
+        #[arg(long, requires = "rotate_every", value_parser = duration::parse_secs, value_name = "DURATION")]
+        grace: Option<u64>,
+        /// Remove the rotation policy.
+        #[arg(long)]
+        no_rotation: bool,
     },
     /// List tokens (no values).
     List {
@@ -441,8 +515,15 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Init(args) => commands::init(args),
         Command::Serve(args) => serve::serve(args),
         Command::Tls { cmd } => tls_show::run(cmd),
+        Command::Migrate { data_dir, database, json } => store_cmd::migrate(data_dir, database, json),
+        Command::Store { cmd, json } => store_cmd::run(cmd, json),
         Command::Completions { shell } => generated::completions(shell),
         Command::Man => generated::man(),
         other => commands::client_command(other),
     }
+}
+
+/// Parses `--database` (the reason of a refusal never quotes the value).
+fn parse_database(v: &str) -> Result<DatabaseUrl, String> {
+    DatabaseUrl::parse(v)
 }

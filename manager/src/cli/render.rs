@@ -96,10 +96,11 @@ fn tokens(tokens: Vec<TokenDto>) -> String {
                 opt_time(t.last_used_at),
                 opt_time(t.expires_at),
                 if t.allowed_cidrs.is_empty() { "any".into() } else { t.allowed_cidrs.join(",") },
+                opt_time(t.next_rotation_at),
             ]
         })
         .collect();
-    table(&["ID", "NAME", "STATE", "LIVE", "LAST USED", "EXPIRES", "CIDRS"], &rows)
+    table(&["ID", "NAME", "STATE", "LIVE", "LAST USED", "EXPIRES", "CIDRS", "NEXT ROTATION"], &rows)
 }
 
 fn token(t: TokenDto) -> String {
@@ -107,6 +108,10 @@ fn token(t: TokenDto) -> String {
     out.push_str(&format!("created {} by {}", time(t.created_at), t.created_by));
     if let Some(r) = t.rotation_id {
         out.push_str(&format!("; rotating (rotation {r})"));
+    }
+    if let Some(p) = t.rotation_policy {
+        let grace = p.grace_secs.map_or_else(|| "default".to_owned(), |g| format!("{g}s"));
+        out.push_str(&format!("; rotated every {}s with a {grace} grace window", p.every_secs));
     }
     out.push('\n');
     out

@@ -10,6 +10,9 @@ pub(super) fn serve(args: ServeArgs) -> ExitCode {
     if let Some(v) = args.data_dir {
         flags.push(("data_dir", v));
     }
+    if let Some(v) = args.database {
+        flags.push(("database", v));
+    }
     if let Some(v) = args.listen {
         flags.push(("listen", v));
     }
@@ -64,7 +67,11 @@ pub(super) fn serve(args: ServeArgs) -> ExitCode {
             tracing::info!("stopped");
             ExitCode::SUCCESS
         }
-        Err(e @ crate::server::ServeError::NotInitialised { .. }) => {
+        Err(
+            e @ (crate::server::ServeError::NotInitialised { .. }
+            | crate::server::ServeError::NotInitialisedDatabase { .. }
+            | crate::server::ServeError::Database(_)),
+        ) => {
             tracing::error!(error = %e, "refusing to serve");
             eprintln!("tether-manager: {e}");
             ExitCode::from(EXIT_USAGE)

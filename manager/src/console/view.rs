@@ -158,6 +158,16 @@ pub fn utc(unix: u64) -> String {
     format!("{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC", t.year, t.month, t.day, t.hour, t.minute, t.second)
 }
 
+/// A length of time in its largest whole unit: `30 d`, `12 h`, `15 min`, `45 s`.
+pub fn span(secs: u64) -> String {
+    match secs {
+        s if s >= 86_400 && s % 86_400 == 0 => format!("{} d", s / 86_400),
+        s if s >= 3_600 && s % 3_600 == 0 => format!("{} h", s / 3_600),
+        s if s >= 60 && s % 60 == 0 => format!("{} min", s / 60),
+        s => format!("{s} s"),
+    }
+}
+
 /// How long ago (or ahead) `unix` is from `now`: `just now`, `3 min ago`, `in 2 h`.
 pub fn age(unix: u64, now: u64) -> String {
     let (secs, past) = if unix <= now { (now - unix, true) } else { (unix - now, false) };
@@ -214,6 +224,9 @@ mod tests {
         assert_eq!(age(0, 3 * 86_400), "3 d ago");
         assert_eq!(age(7_200, 0), "in 2 h");
         assert_eq!(utc(1_796_574_601), "2026-12-06 16:30:01 UTC");
+        assert_eq!(span(30 * 86_400), "30 d");
+        assert_eq!(span(90 * 60), "90 min");
+        assert_eq!(span(61), "61 s");
     }
 
     #[test]

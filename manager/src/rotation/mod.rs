@@ -37,8 +37,10 @@ use crate::store::{RotationPlan, Store, StoreError, StoreOps};
 use crate::tokens::new_token;
 
 mod drive;
+mod policy;
 mod rules;
 
+pub use policy::POLICY_ACTOR;
 pub use rules::{ack_detail, has_moved, MAX_ACK_DETAIL};
 use rules::{acks_from, pending, successor_spec};
 
@@ -254,8 +256,7 @@ impl Rotations {
         let spec = successor_spec(&old, expires_in_secs, now);
         let old_new_name =
             format!("{}~{}", old.name, tether_protocol::text::bounded(&old.id.simple().to_string(), 8));
-        let (mut successor, token) = new_token(master, account, &old.name, &spec, &actor, now);
-        successor.policy = old.policy;
+        let (successor, token) = new_token(master, account, &old.name, &spec, &actor, now);
         let row = RotationRow {
             id: rotation_id,
             account_id: account.to_owned(),

@@ -26,6 +26,7 @@ pub(super) fn successor_spec(old: &tokens::TokenRow, expires_in_secs: Option<u64
     TokenSpec {
         expires_at: lifetime.map(|l| now.saturating_add(l)),
         allowed_cidrs: old.allowed_cidrs.clone(),
+        policy: old.policy,
     }
 }
 

@@ -11,7 +11,7 @@ use super::ops::{
     AdminLookup, AdminRevoke, DeleteOutcome, RestrictionDelete, RotationPlan, Snapshot, StoreOps, Unfinished,
 };
 use super::rotations::{AckOutcome, Progress, RotationDelegate, RotationOutcome, RotationRow};
-use super::tokens::TokenRow;
+use super::tokens::{RotationPolicy, TokenRow};
 use super::{Backend, Store, StoreError};
 
 /// Calls `$method` on whichever backend `$self` holds.
@@ -19,6 +19,7 @@ macro_rules! dispatch {
     ($self:ident . $method:ident ( $($arg:expr),* )) => {
         match &*$self.backend {
             Backend::Sqlite(b) => b.$method($($arg),*).await,
+            Backend::Postgres(b) => b.$method($($arg),*).await,
         }
     };
 }
@@ -87,6 +88,17 @@ impl StoreOps for Store {
         actor: &Actor,
     ) -> Result<DeleteOutcome, StoreError> {
         dispatch!(self.delete_revoked_token(account, id_or_name, now, actor))
+    }
+
+    async fn set_token_policy(
+        &self,
+        account: &str,
+        id_or_name: &str,
+        policy: Option<RotationPolicy>,
+        now: u64,
+        actor: &Actor,
+    ) -> Result<TokenRow, StoreError> {
+        dispatch!(self.set_token_policy(account, id_or_name, policy, now, actor))
     }
 
     async fn touch_token(&self, id: Uuid, now: u64) -> Result<Option<TokenRow>, StoreError> {

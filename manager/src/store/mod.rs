@@ -12,12 +12,14 @@ pub mod admin;
 pub mod audit;
 mod dispatch;
 pub mod ops;
+pub mod postgres;
 pub mod rotations;
 mod schema;
 pub mod sqlite;
 pub mod tokens;
 
 pub use ops::{AdminRevoke, DeleteOutcome, RestrictionDelete, RotationPlan, Snapshot, StoreOps};
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 /// Database file name in the data dir.
@@ -92,6 +94,8 @@ impl std::fmt::Debug for Location {
 pub(crate) enum Backend {
     /// The embedded SQLite file.
     Sqlite(SqliteStore),
+    /// A PostgreSQL database.
+    Postgres(PgStore),
 }
 
 /// A handle to the store; cheap to clone.
@@ -106,11 +110,27 @@ impl Store {
         Ok(Self::from(SqliteStore::open(path)?))
     }
 
+    /// Connects to the store at `location`: opens (creating if needed) and migrates the SQLite
+    /// file, on the blocking pool, or connects to PostgreSQL and migrates its schema.
+    pub async fn connect(location: &Location) -> Result<Self, StoreError> {
+        match location {
+            Location::Sqlite(path) => {
+                let path = path.clone();
+                let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path))
+                    .await
+                    .map_err(|_| StoreError::Task)??;
+                Ok(Self::from(store))
+            }
+            Location::Postgres(url) => Ok(Self::from(PgStore::connect(url).await?)),
+        }
+    }
+
     /// The SQLite backend, when that is the one in use (for SQLite-only maintenance: WAL
     /// checkpoints, tests of the file itself).
     pub fn sqlite(&self) -> Option<&SqliteStore> {
         match &*self.backend {
             Backend::Sqlite(s) => Some(s),
+            Backend::Postgres(_) => None,
         }
     }
 
@@ -118,6 +138,7 @@ impl Store {
     pub fn kind(&self) -> &'static str {
         match &*self.backend {
             Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
         }
     }
 
@@ -125,6 +146,7 @@ impl Store {
     pub fn with_timing(&self, timing: Timing) -> Self {
         match &*self.backend {
             Backend::Sqlite(s) => Self::from(s.with_timing(timing)),
+            Backend::Postgres(p) => Self::from(p.with_timing(timing)),
         }
     }
 }
@@ -132,6 +154,12 @@ impl Store {
 impl From<SqliteStore> for Store {
     fn from(s: SqliteStore) -> Self {
         Self { backend: Arc::new(Backend::Sqlite(s)) }
+    }
+}
+
+impl From<PgStore> for Store {
+    fn from(p: PgStore) -> Self {
+        Self { backend: Arc::new(Backend::Postgres(p)) }
     }
 }
 

@@ -20,7 +20,7 @@ use super::accounts::Account;
 use super::admin::AdminTokenRow;
 use super::audit::{Actor, AuditEntry};
 use super::rotations::{AckOutcome, Progress, RotationDelegate, RotationOutcome, RotationRow};
-use super::tokens::TokenRow;
+use super::tokens::{RotationPolicy, TokenRow};
 use super::StoreError;
 
 /// An admin token found by hash and its restriction when it names one (`Some(None)`: it
@@ -203,6 +203,19 @@ pub trait StoreOps: Send + Sync {
         now: u64,
         actor: &Actor,
     ) -> impl Future<Output = Result<DeleteOutcome, StoreError>> + Send;
+
+    /// Sets (or, with `None`, clears) the rotation policy of a token of `account` (by id or
+    /// name) that is not revoked, with an audit entry `token.update` on `token:<account>/<id>`
+    /// by `actor`. Returns the row after the change; NotFound when there is no such token,
+    /// Conflict when it is revoked.
+    fn set_token_policy(
+        &self,
+        account: &str,
+        id_or_name: &str,
+        policy: Option<RotationPolicy>,
+        now: u64,
+        actor: &Actor,
+    ) -> impl Future<Output = Result<TokenRow, StoreError>> + Send;
 
     /// Records a successful handshake (`last_used_at = now`; a failure to record is logged, not
     /// returned) and reads the token again.

@@ -227,6 +227,23 @@ pub fn due_for_rotation(conn: &Connection, now: u64, limit: u32) -> Result<Vec<T
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// Sets or clears a token's rotation policy.
+pub fn set_policy(conn: &Connection, id: Uuid, policy: Option<RotationPolicy>) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE tokens SET rotate_every_secs = ?2, rotate_grace_secs = ?3 WHERE id = ?1",
+        params![id.to_string(), policy.map(|p| i64_of(p.every)), policy.map(|p| i64_of(p.grace))],
+    )?;
+    Ok(())
+}
+
+/// The audit detail of a policy change (the same words on every backend).
+pub fn policy_detail(policy: Option<RotationPolicy>) -> String {
+    match policy {
+        Some(p) => format!("rotate_every_secs={} grace_secs={}", p.every, p.grace),
+        None => "rotation policy cleared".to_owned(),
+    }
+}
+
 /// Renames a token and marks it as replaced by `rotation_id` (or clears the mark).
 pub fn set_rotation(
     conn: &Connection,

@@ -64,6 +64,7 @@ impl Manager {
             account: "acme".into(),
             tls_sans: vec![],
             manager_url: "https://127.0.0.1:0".into(),
+            database: None,
         })
         .unwrap();
         let mut config = ServeConfig::for_data_dir(dir.path());

@@ -58,6 +58,9 @@ pub struct Options {
     pub url_host: Option<String>,
     /// The manager binary; default: [`binary`]`("tether-manager")`.
     pub bin: Option<PathBuf>,
+    /// The PostgreSQL store (`init --database`, `TETHER_DATABASE_URL` for `serve`); default:
+    /// the SQLite file in the data dir.
+    pub database: Option<String>,
 }
 
 impl Default for Options {
@@ -69,6 +72,7 @@ impl Default for Options {
             env: Vec::new(),
             url_host: None,
             bin: None,
+            database: None,
         }
     }
 }
@@ -165,6 +169,9 @@ impl Manager {
         for san in &options.tls_sans {
             init.args(["--tls-san", san]);
         }
+        if let Some(db) = &options.database {
+            init.args(["--database", db]);
+        }
         let out = init.output().context("running tether-manager init")?;
         if !out.status.success() {
             bail!("tether-manager init failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
@@ -199,6 +206,9 @@ impl Manager {
         let mut serve = command(bin);
         serve.args(["serve", "--data-dir"]).arg(data_dir).args(["--listen", &listen.to_string()]);
         serve.env("RUST_LOG", "info");
+        if let Some(db) = &options.database {
+            serve.env("TETHER_DATABASE_URL", db);
+        }
         for (key, value) in &options.env {
             match key.as_str() {
                 "RUST_LOG" => serve.env(key, with_listening_line(value)),
@@ -294,7 +304,18 @@ impl Manager {
         self.serve().await
     }
 
-    /// The data directory.
+    /// Serves the next [`Manager::serve`] from the PostgreSQL store at `url` (or the SQLite
+    /// file, with `None`).
+    pub fn set_database(&mut self, url: Option<String>) {
+        self.options.database = url;
+    }
+
+    /// The manager binary.
+    pub fn bin(&self) -> &Path {
+        &self.bin
+    }
+
+    /// The data dir.
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }

@@ -1,5 +1,5 @@
 //! An account's tokens (`/ui/accounts/{account}`) and one token's page: its live delegates and
-//! its history; creating (value shown once), revoking (after a confirmation that names how many
+//! its history; creating (value shown once, with an optional rotation policy), revoking (after a confirmation that names how many
 //! live delegates will be cut), rotating and deleting. Through `crate::api::tokens`,
 //! `crate::api::delegates` and `crate::api::audit`.
 use axum::extract::{Path, Query, State};
@@ -31,6 +31,18 @@ pub struct ListQuery {
     /// Show revoked tokens too (`1`).
     #[serde(default)]
     pub revoked: Option<String>,
+}
+
+/// A token's rotation policy in words, with its next rotation.
+fn policy(t: &TokenDto, now: u64) -> Markup {
+    match &t.rotation_policy {
+        None => html! { span class="muted" { "none" } },
+        Some(p) => html! {
+            "every " (view::span(p.every_secs))
+            @if let Some(g) = p.grace_secs { ", grace " (view::span(g)) }
+            @if let Some(next) = t.next_rotation_at { br; span class="muted" { "next " (view::age(next, now)) } }
+        },
+    }
 }
 
 fn token_href(t: &TokenDto) -> String {
@@ -82,7 +94,8 @@ pub async fn list(
                     thead { tr {
                         th scope="col" { "Name" } th scope="col" { "Id" } th scope="col" { "State" }
                         th scope="col" { "Live delegates" } th scope="col" { "Last used" } th scope="col" { "Created" }
-                        th scope="col" { "Expires" } th scope="col" { "Allowed networks" } th scope="col" { "Actions" }
+                        th scope="col" { "Expires" } th scope="col" { "Allowed networks" } th scope="col" { "Rotation policy" }
+                        th scope="col" { "Actions" }
                     } }
                     tbody {
                         @for t in &rows {
@@ -95,10 +108,11 @@ pub async fn list(
                                 td { (view::when(t.created_at, now)) br; span class="muted" { "by " (t.created_by) } }
                                 td { (view::when_opt(t.expires_at, now, "never")) }
                                 td { @if t.allowed_cidrs.is_empty() { span class="muted" { "anywhere" } } @else { code { (t.allowed_cidrs.join(", ")) } } }
+                                td { (policy(t, now)) }
                                 td { (row_actions(t, writer, &signed.csrf)) }
                             }
                         }
-                        @if rows.is_empty() { tr { td colspan="9" class="muted" { "No tokens match." } } }
+                        @if rows.is_empty() { tr { td colspan="10" class="muted" { "No tokens match." } } }
                     }
                 }
             }
@@ -113,6 +127,8 @@ pub async fn list(
                     (duration_field("expires", "Expires in", "empty: never", "days"))
                     div { label for="cidrs" { "Allowed networks" span class="hint" { "CIDRs, comma separated; empty: anywhere" } }
                         input type="text" id="cidrs" name="cidrs" autocomplete="off" placeholder="10.0.0.0/8"; }
+                    (duration_field("rotate", "Rotate every", "empty: no rotation policy", "days"))
+                    (duration_field("policy-grace", "Each rotation's grace", "empty: the manager's default", "minutes"))
                     div { button type="submit" { "Create token" } }
                 }
                 p class="hint" { "The value is shown once, on the next page." }
@@ -150,6 +166,14 @@ pub struct CreateForm {
     expires_unit: Option<String>,
     #[serde(default)]
     cidrs: Option<String>,
+    #[serde(default)]
+    rotate: Option<String>,
+    #[serde(default, rename = "rotate-unit")]
+    rotate_unit: Option<String>,
+    #[serde(default, rename = "policy-grace")]
+    policy_grace: Option<String>,
+    #[serde(default, rename = "policy-grace-unit")]
+    policy_grace_unit: Option<String>,
 }
 
 /// `POST /ui/accounts/{account}/tokens`.
@@ -160,13 +184,18 @@ pub async fn create(
 ) -> Response {
     let Action { signed, form, .. } = action;
     let back = format!("/ui/accounts/{account}");
-    let request = duration_secs(form.expires.as_deref(), form.expires_unit.as_deref()).and_then(|expires| {
+    let request = (|| {
+        let expires = duration_secs(form.expires.as_deref(), form.expires_unit.as_deref())?;
+        let every = duration_secs(form.rotate.as_deref(), form.rotate_unit.as_deref())?;
+        let grace = duration_secs(form.policy_grace.as_deref(), form.policy_grace_unit.as_deref())?;
+        let policy = every.map(|every| serde_json::json!({ "every_secs": every, "grace_secs": grace }));
         body(serde_json::json!({
             "name": form.name.trim(),
             "expires_in_secs": expires,
             "allowed_cidrs": cidr_list(form.cidrs.as_deref()),
+            "rotation_policy": policy,
         }))
-    });
+    })();
     let request = match request {
         Ok(r) => r,
         Err(e) => return signed.fail(&console, e, &back),
@@ -271,6 +300,7 @@ pub async fn show(
                 dt { "Expires" } dd { (view::when_opt(t.expires_at, now, "never")) }
                 @if let Some(r) = t.revoked_at { dt { "Revoked" } dd { (view::when(r, now)) } }
                 dt { "Allowed networks" } dd { @if t.allowed_cidrs.is_empty() { "anywhere" } @else { code { (t.allowed_cidrs.join(", ")) } } }
+                dt { "Rotation policy" } dd id="token-policy" { (policy(&t, now)) }
                 @if let Some(r) = t.rotation_id { dt { "Rotation" } dd { a href={ "/ui/rotations/" (r) } { "in progress" } } }
             }
             @if let Some(delegates) = &delegates {

@@ -14,7 +14,7 @@ use crate::store::ops::{
     AdminLookup, AdminRevoke, DeleteOutcome, RestrictionDelete, RotationPlan, Snapshot, StoreOps, Unfinished,
 };
 use crate::store::rotations::{self, AckOutcome, Progress, RotationDelegate, RotationOutcome, RotationRow};
-use crate::store::tokens::{self, TokenRow};
+use crate::store::tokens::{self, policy_detail, RotationPolicy, TokenRow};
 use crate::store::{i64_of, StoreError};
 
 /// How many rows `snapshot` reads of one kind at most (a sanity bound, far above real use).
@@ -146,6 +146,37 @@ impl StoreOps for SqliteStore {
             actor.record(&tx, now, "token.delete", &format!("token:{account}/{}", row.id), &row.name)?;
             tx.commit()?;
             Ok(DeleteOutcome::Deleted(row))
+        })
+        .await
+    }
+
+    async fn set_token_policy(
+        &self,
+        account: &str,
+        id_or_name: &str,
+        policy: Option<RotationPolicy>,
+        now: u64,
+        actor: &Actor,
+    ) -> Result<TokenRow, StoreError> {
+        let (account, key, actor) = (account.to_owned(), id_or_name.to_owned(), actor.clone());
+        self.call(move |c| {
+            let tx = immediate(c)?;
+            let row = tokens::find(&tx, &account, &key)?
+                .ok_or_else(|| StoreError::NotFound(format!("token `{key}` in account `{account}`")))?;
+            if row.revoked_at.is_some() {
+                return Err(StoreError::Conflict(format!("token `{}` is revoked", row.name)));
+            }
+            tokens::set_policy(&tx, row.id, policy)?;
+            actor.record(
+                &tx,
+                now,
+                "token.update",
+                &format!("token:{account}/{}", row.id),
+                &policy_detail(policy),
+            )?;
+            let after = tokens::get(&tx, row.id)?.unwrap_or(row);
+            tx.commit()?;
+            Ok(after)
         })
         .await
     }
