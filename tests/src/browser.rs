@@ -45,10 +45,25 @@ pub fn available() -> bool {
     first_existing(DRIVERS, "chromedriver").is_ok() && first_existing(BROWSERS, "chromium").is_ok()
 }
 
-/// A free loopback port (bound, read, released: the driver binds it right after).
+/// A loopback port free on IPv4 and IPv6 (chromedriver binds both and exits when either is
+/// taken); bound, read, released: the driver binds it right after.
 fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    for _ in 0..20 {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        // No IPv6 loopback at all is fine: chromedriver then serves IPv4 only.
+        let v6_free = match TcpListener::bind(("::1", port)) {
+            Ok(_) => true,
+            Err(e) => e.kind() != std::io::ErrorKind::AddrInUse,
+        };
+        if v6_free {
+            return Ok(port);
+        }
+    }
+    bail!("no loopback port free on both IPv4 and IPv6")
 }
+
+/// How many times a driver that exits at once (its port taken meanwhile) is started again.
+const DRIVER_TRIES: usize = 3;
 
 /// A headless Chromium under chromedriver, with a WebDriver session.
 #[derive(Debug)]
@@ -79,13 +94,9 @@ impl Browser {
     }
 
     async fn launch(width: u32, height: u32, extra_args: &[&str]) -> Result<Self> {
-        use std::os::unix::process::CommandExt;
         let driver_bin = first_existing(DRIVERS, "chromedriver")?;
         let browser_bin = first_existing(BROWSERS, "chromium")?;
-        let port = free_port()?;
-        let mut command = Command::new(&driver_bin);
-        command.arg(format!("--port={port}")).arg("--allowed-ips=127.0.0.1").process_group(0);
-        let mut driver = Proc::spawn("chromedriver", command)?;
+        let (mut driver, port) = Self::driver(&driver_bin).await?;
         let profile = tempfile::tempdir()?;
         let url = format!("http://127.0.0.1:{port}");
         let mut args: Vec<String> = [
@@ -150,6 +161,37 @@ impl Browser {
             .await
             .context("setting the WebDriver timeouts")?;
         Ok(Self { client, driver, _profile: profile })
+    }
+
+    /// Starts chromedriver on a free port; once it listens, the process and the port.
+    async fn driver(driver_bin: &Path) -> Result<(Proc, u16)> {
+        use std::os::unix::process::CommandExt;
+        let mut last = String::new();
+        for _ in 0..DRIVER_TRIES {
+            let port = free_port()?;
+            let mut command = Command::new(driver_bin);
+            // No `--allowed-ips`: with it the driver listens on every interface (and its IPv6 bind can
+            // collide with its own IPv4 one); without it, on loopback only.
+            command.arg(format!("--port={port}")).process_group(0);
+            let mut driver = Proc::spawn("chromedriver", command)?;
+            let listening = poll::until("chromedriver to listen", START_WITHIN, || {
+                let exited = !driver.running();
+                let ready = driver.log().contains("started successfully");
+                async move {
+                    match (ready, exited) {
+                        (true, _) => Ok(Some(true)),
+                        (false, true) => Ok(Some(false)),
+                        (false, false) => Ok(None),
+                    }
+                }
+            })
+            .await?;
+            if listening {
+                return Ok((driver, port));
+            }
+            last = driver.log();
+        }
+        bail!("chromedriver did not start in {DRIVER_TRIES} tries; last log:\n{last}")
     }
 
     /// Opens `url` and waits for the load.
