@@ -20,6 +20,10 @@ command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
 if ! command -v sqlite3 >/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends sqlite3
 fi
+# The console tests (tests/tests/console_*.rs) drive Debian's Chromium through its WebDriver.
+if ! command -v chromedriver >/dev/null || ! command -v chromium >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver
+fi
 # The PostgreSQL store's tests (manager/tests/store_conformance.rs) run a real server from
 # Debian's package binaries, as an unprivileged user in a temporary directory (tests/src/pg.rs).
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then

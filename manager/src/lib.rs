@@ -14,6 +14,7 @@
 //! - [`registry`]: live sessions and the command channel into each.
 //! - [`gateway`]: the delegate WebSocket endpoint: handshake, rate limit, session loop.
 //! - [`api`]: the REST API (`app(state) -> Router`), admin auth, DTOs, errors, OpenAPI.
+//! - [`console`]: the web console under `/ui/`: HTML pages that call the REST handlers.
 //! - [`server`]: `run(config, listener, shutdown, on_ready)`: serve, then drain gracefully.
 //! - [`init`]: the `init` command.
 //! - [`cli`]: the command line and the API client.
@@ -24,6 +25,7 @@ pub mod api;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod datadir;
 pub mod gateway;
 pub mod init;

@@ -1,5 +1,6 @@
 //! The HTTP surface: [`app`] builds the one router for the REST API under `/api/v1`, health,
-//! metrics, the OpenAPI document and the delegate WebSocket endpoint.
+//! metrics, the OpenAPI document and the delegate WebSocket endpoint; the web console's pages
+//! are nested under `/ui` ([`crate::console`]).
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
@@ -99,6 +100,9 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .nest("/api/v1", api)
+        // The web console: HTML pages over the same handlers (see `crate::console`).
+        .nest("/ui", crate::console::router(state.clone()))
+        .route("/ui/", get(crate::console::slash))
         .method_not_allowed_fallback(error::method_not_allowed)
         .fallback(error::no_route)
         .layer(DefaultBodyLimit::max(MAX_BODY))

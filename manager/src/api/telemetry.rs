@@ -3,9 +3,9 @@
 //! carrying a request id taken from `X-Request-Id` when it is valid (visible ASCII, 1–128
 //! characters) or generated, and returned in the response's `X-Request-Id`.
 //!
-//! The route is always one of [`super::ROUTES`]' templates or `unmatched`, never the raw
-//! path; the caller is the admin token's name, set by admin authentication through
-//! [`CallerName`], never its value.
+//! The route is always one of [`super::ROUTES`]' templates, `/ui/*` (a console page) or
+//! `unmatched`, never the raw path; the caller is the admin token's name, set by admin
+//! authentication (or the console's session) through [`CallerName`], never its value.
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -64,11 +64,16 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
     }
 }
 
-/// The route template a request matched, as a `'static` label from [`super::ROUTES`].
+/// The one label of every web console page (`crate::console`).
+pub const CONSOLE: &str = "/ui/*";
+
+/// The route template a request matched, as a `'static` label from [`super::ROUTES`] (or
+/// [`CONSOLE`] for a console page).
 fn route_label(matched: Option<&MatchedPath>) -> &'static str {
+    let console = matched.is_some_and(|m| m.as_str() == "/ui" || m.as_str().starts_with("/ui/"));
     matched
         .and_then(|m| super::ROUTES.iter().find(|(_, route)| *route == m.as_str()))
-        .map_or(UNMATCHED, |(_, route)| route)
+        .map_or(if console { CONSOLE } else { UNMATCHED }, |(_, route)| route)
 }
 
 /// The layer: measures and logs the request, and sets the response's `X-Request-Id`.
