@@ -88,7 +88,10 @@ pub async fn run(
                 .await
                 .map_err(ServeError::Database)?;
             if !probed && !init {
-                return Err(ServeError::NotInitialisedDatabase { path: data_dir.display().to_string(), marked: false });
+                return Err(ServeError::NotInitialisedDatabase {
+                    path: data_dir.display().to_string(),
+                    marked: false,
+                });
             }
             let store = Store::connect(&url.location()).await.map_err(ServeError::Database)?;
             let marked = store.meta_get("initialised_at").await.map_err(ServeError::Database)?.is_some();

@@ -97,7 +97,9 @@ async fn review_snapshot_order_does_not_depend_on_the_database_collation() {
     let snapshot = source.snapshot().await.unwrap();
     target.restore(snapshot.clone()).await.unwrap();
     let copied = target.snapshot().await.unwrap();
-    let order = |s: &tether_manager::store::Snapshot| s.tokens.iter().map(|t| t.account_id.clone()).collect::<Vec<_>>();
+    let order = |s: &tether_manager::store::Snapshot| {
+        s.tokens.iter().map(|t| t.account_id.clone()).collect::<Vec<_>>()
+    };
     assert_eq!(order(&copied), order(&snapshot), "token order differs");
     assert!(copied == snapshot, "the snapshots of the same rows differ");
 }

@@ -122,7 +122,9 @@ where
 {
     match <Option<serde_json::Value> as serde::Deserialize>::deserialize(deserializer)? {
         None => Ok(None),
-        Some(v @ serde_json::Value::Object(_)) => serde_json::from_value(v).map(Some).map_err(de::Error::custom),
+        Some(v @ serde_json::Value::Object(_)) => {
+            serde_json::from_value(v).map(Some).map_err(de::Error::custom)
+        }
         Some(_) => Err(de::Error::custom("expected an object or null")),
     }
 }

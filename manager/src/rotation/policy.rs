@@ -57,7 +57,10 @@ impl Rotations {
         for token in due {
             let Some(policy) = token.policy else { continue };
             let id = token.id.to_string();
-            match self.start_as(&token.account_id, &id, policy.grace, None, Actor::system(POLICY_ACTOR), true).await {
+            match self
+                .start_as(&token.account_id, &id, policy.grace, None, Actor::system(POLICY_ACTOR), true)
+                .await
+            {
                 Ok(s) => {
                     started += 1;
                     tracing::info!(rotation_id = %s.rotation.id, token_id = %token.id, account = %token.account_id,
