@@ -131,6 +131,9 @@ pub fn init(opts: &InitOptions) -> Result<InitOutput, InitError> {
             }
         }
         let (data, ca_cert) = prepare(&opts.data_dir, &opts.tls_sans, store)?;
+        // The master key's check value first: of two `init`s racing on one database, the one
+        // whose key is not recorded stops here, before making anything.
+        claim_key(&data).await?;
         let now = now_unix();
         let actor = Actor::system("init");
         let (store, master, account) = (&data.store, &data.master, &opts.account);
@@ -192,8 +195,10 @@ pub fn init_bare(data_dir: &Path) -> Result<PathBuf, InitError> {
         return Err(InitError::AlreadyInitialised { path: data_dir.display().to_string(), at });
     }
     let (data, ca_cert) = prepare(data_dir, &[], None)?;
-    let store = data.store.clone();
-    block_on(mark_bare(store))?;
+    block_on(async {
+        claim_key(&data).await?;
+        mark_bare(data.store.clone()).await
+    })?;
     Ok(ca_cert)
 }
 
@@ -203,9 +208,23 @@ pub async fn init_bare_with(data_dir: &Path, store: Store) -> Result<PathBuf, In
     if let Some(at) = store.meta_get("initialised_at").await? {
         return Err(InitError::DatabaseInitialised { at });
     }
-    let (_, ca_cert) = prepare(data_dir, &[], Some(store.clone()))?;
+    let (data, ca_cert) = prepare(data_dir, &[], Some(store.clone()))?;
+    claim_key(&data).await?;
     mark_bare(store).await?;
     Ok(ca_cert)
+}
+
+/// Records the data dir's master-key check value in the store, or fails when another key's is
+/// there already.
+async fn claim_key(data: &DataDir) -> Result<(), InitError> {
+    let check = data.master.check_value();
+    let stored = data.store.meta_claim("master_key_check", &check).await?;
+    if stored != check {
+        let at =
+            data.store.meta_get("initialised_at").await?.unwrap_or_else(|| "now, by another init".into());
+        return Err(InitError::DatabaseInitialised { at });
+    }
+    Ok(())
 }
 
 async fn mark_bare(store: Store) -> Result<(), InitError> {

@@ -53,16 +53,17 @@ impl Modify for BearerAuth {
 #[utoipa::path(get, path = "/api/v1/openapi.json", operation_id = "openapi", tag = "meta",
     responses((status = 200, description = "OpenAPI 3.1 document", body = Object, content_type = "application/json")))]
 pub async fn openapi_json(State(state): State<AppState>) -> Json<Value> {
-    Json(document(state.config.max_rotation_grace_secs))
+    Json(document(state.config.max_rotation_grace_secs, state.config.min_rotate_every_secs))
 }
 
 /// The document: [`ApiDoc`] with the limits the handlers enforce (names, UUIDs, CIDRs, scopes,
-/// rules, lifetimes, the grace window up to `max_grace_secs` as configured, page sizes) and,
+/// rules, lifetimes, the grace window up to `max_grace_secs` and a rotation policy's period
+/// from `min_every_secs` as configured, page sizes) and,
 /// on every operation, the error answers it can give (400 for a bad parameter or body, 401 and
 /// 403 and 429 for an authenticated one, 413 and 415 for one with a body).
-pub fn document(max_grace_secs: u64) -> Value {
+pub fn document(max_grace_secs: u64, min_every_secs: u64) -> Value {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_else(|_| json!({}));
-    limit_bodies(&mut doc, max_grace_secs);
+    limit_bodies(&mut doc, max_grace_secs, min_every_secs);
     if let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) {
         for item in paths.values_mut().filter_map(Value::as_object_mut) {
             for op in item.values_mut().filter_map(Value::as_object_mut) {
@@ -138,7 +139,7 @@ fn limit(doc: &mut Value, schema: &str, field: &str, extra: Value) {
     }
 }
 
-fn limit_bodies(doc: &mut Value, max_grace_secs: u64) {
+fn limit_bodies(doc: &mut Value, max_grace_secs: u64, min_every_secs: u64) {
     let expiry = tokens::MAX_EXPIRY_SECS;
     limit(doc, "CreateAccount", "id", name());
     limit(
@@ -151,7 +152,12 @@ fn limit_bodies(doc: &mut Value, max_grace_secs: u64) {
     limit(doc, "CreateToken", "expires_in_secs", secs(expiry));
     limit(doc, "CreateToken", "allowed_cidrs", cidrs());
     limit(doc, "RotateToken", "grace_secs", secs(max_grace_secs));
-    limit(doc, "RotationPolicyDto", "every_secs", secs(tokens::MAX_ROTATE_EVERY_SECS));
+    limit(
+        doc,
+        "RotationPolicyDto",
+        "every_secs",
+        json!({ "minimum": min_every_secs, "maximum": tokens::MAX_ROTATE_EVERY_SECS }),
+    );
     limit(doc, "RotationPolicyDto", "grace_secs", secs(max_grace_secs));
     limit(doc, "RotateToken", "expires_in_secs", secs(expiry));
     limit(doc, "PingRequest", "payload", json!({ "maxLength": delegates::MAX_PING_PAYLOAD }));
@@ -257,7 +263,7 @@ mod tests {
 
     #[test]
     fn operation_ids_are_unique() {
-        let doc = document(3600);
+        let doc = document(3600, 3600);
         let mut ids = Vec::new();
         for item in doc["paths"].as_object().unwrap().values() {
             for op in item.as_object().unwrap().values() {

@@ -236,7 +236,11 @@ mod tests {
         assert_eq!(u.config.get_password(), Some(PASSWORD.as_bytes()));
         assert_eq!(u.config.get_dbname(), Some("tether"));
         assert_eq!(u.config.get_ports(), &[5433]);
-        assert_eq!(u.config.get_ssl_mode(), SslMode::Prefer);
+        assert_eq!(
+            u.config.get_ssl_mode(),
+            SslMode::Require,
+            "TLS is required unless the URL says otherwise"
+        );
         assert_eq!(u.config.get_connect_timeout(), Some(&CONNECT_TIMEOUT));
         assert_eq!(u.config.get_options(), Some("-c synchronous_commit=on"));
         assert!(u.root_cert.is_none());
