@@ -17,7 +17,7 @@ fn rotator() -> (Rotator, mpsc::Receiver<RotationDone>) {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let endpoint = Endpoint { host: "127.0.0.1".into(), port };
     let connector =
-        Connector::new(endpoint, Arc::new(crate::tls::client_config(&[]).unwrap()), "acme".into(), info());
+        Connector::new(vec![endpoint], Arc::new(crate::tls::client_config(&[]).unwrap()), "acme".into(), info());
     Rotator::new(connector, ApplyMode::Manual, None, Duration::from_secs(1))
 }
 
