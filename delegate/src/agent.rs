@@ -119,13 +119,13 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Exit {
     let state = StateDir::new(&config.state_dir);
     state.clear_health();
     let connector = Connector::new(
-        config.endpoint.clone(),
+        config.endpoints.clone(),
         config.tls.clone(),
         config.account_id.clone(),
         delegate_info(&config),
     );
     let mode = resolve_mode(&config).await;
-    tracing::info!(manager = %connector.endpoint().url(), mode = mode.name(), name = %config.delegate_name, "tether-delegate starting");
+    tracing::info!(manager = %connector.describe(), mode = mode.name(), name = %config.delegate_name, "tether-delegate starting");
     let docker = match &mode {
         ApplyMode::Docker(host) => Some(host.clone()),
         _ => None,
@@ -237,6 +237,7 @@ impl Agent<'_> {
                     continue;
                 }
                 SessionEnd::Ended(Ended::Goodbye(reason)) => {
+                    self.connector.note_goodbye();
                     let delay = backoff::after_goodbye(&mut rand::thread_rng());
                     tracing::info!(
                         ?reason,

@@ -110,8 +110,8 @@ pub struct Config {
     pub candidates: Vec<Candidate>,
     /// The token file, if configured.
     pub secret_file: Option<PathBuf>,
-    /// The manager's address.
-    pub endpoint: Endpoint,
+    /// The manager's addresses (one, or a replica set's), tried in turn.
+    pub endpoints: Vec<Endpoint>,
     /// Delegate name.
     pub delegate_name: String,
     /// Host name announced in the hello.
@@ -189,6 +189,28 @@ fn parse_secs(
             .map(Duration::from_secs)
             .ok_or_else(|| ConfigError::new(var, "expected a whole number of seconds up to 86400")),
     }
+}
+
+/// Most addresses `MANAGER_HOST_AND_PORT` may list.
+pub const MAX_ENDPOINTS: usize = 32;
+
+/// Parses `MANAGER_HOST_AND_PORT`: one address ([`parse_endpoint`]) or a comma-separated list
+/// of them (a replica set), at most [`MAX_ENDPOINTS`].
+pub fn parse_endpoints(text: &str) -> Result<Vec<Endpoint>, ConfigError> {
+    let parts: Vec<&str> = text.split(',').map(str::trim).filter(|p| !p.is_empty()).collect();
+    if parts.len() > MAX_ENDPOINTS {
+        return Err(ConfigError::new(
+            "MANAGER_HOST_AND_PORT",
+            format!("lists more than {MAX_ENDPOINTS} addresses"),
+        ));
+    }
+    if parts.is_empty() && text.contains(',') {
+        return Err(ConfigError::new("MANAGER_HOST_AND_PORT", "lists no address"));
+    }
+    if parts.len() <= 1 && !text.contains(',') {
+        return parse_endpoint(text).map(|e| vec![e]);
+    }
+    parts.into_iter().map(parse_endpoint).collect()
 }
 
 /// Parses `host:port`, `https://host:port` or `wss://host:port` (port 443 when omitted).
@@ -280,7 +302,7 @@ impl Config {
         let env_token = env_token(flags, env)?;
         let secret_file = secret_file(&flags.account_secret_file, env);
         let candidates = candidates(secret_file.as_deref(), env_token)?;
-        let endpoint = endpoint(flags, env)?;
+        let endpoints = endpoints(flags, env)?;
         let host = host(env);
         let delegate_name = delegate_name(flags, env, &host)?;
         let tls = manager_tls(flags, env)?;
@@ -305,7 +327,7 @@ impl Config {
             account_id,
             candidates,
             secret_file,
-            endpoint,
+            endpoints,
             delegate_name,
             host,
             tls,
@@ -389,10 +411,10 @@ fn candidates(
 }
 
 /// `MANAGER_HOST_AND_PORT`: required.
-fn endpoint(flags: &RunFlags, env: &dyn Strings) -> Result<Endpoint, ConfigError> {
+fn endpoints(flags: &RunFlags, env: &dyn Strings) -> Result<Vec<Endpoint>, ConfigError> {
     pick(&flags.manager_host_and_port, env, "MANAGER_HOST_AND_PORT")
         .ok_or_else(|| ConfigError::new("MANAGER_HOST_AND_PORT", "is not set"))
-        .and_then(|v| parse_endpoint(&v))
+        .and_then(|v| parse_endpoints(&v))
 }
 
 /// The host name announced in the hello: `HOSTNAME`, else the kernel's, else `unknown`.

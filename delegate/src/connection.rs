@@ -1,6 +1,7 @@
 //! One connection to the manager: TCP, TLS (as configured by [`crate::tls`]), the WebSocket
 //! upgrade with small buffers, and the v1 handshake through `tether-protocol`. The welcome is verified before anything else is accepted.
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -23,6 +24,7 @@ use tokio_tungstenite::WebSocketStream;
 use uuid::Uuid;
 
 use crate::config::Endpoint;
+use crate::dial::DialState;
 use crate::state::unix_now;
 
 /// The WebSocket over TLS over TCP.
@@ -34,6 +36,8 @@ pub const READ_BUFFER: usize = 8 * 1024;
 pub const MAX_WRITE_BUFFER: usize = 256 * 1024;
 /// Limit for TCP connect, TLS and the WebSocket upgrade together.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Limit for connect, TLS and upgrade to one address when there are several to try.
+pub const PER_ADDRESS_TIMEOUT: Duration = Duration::from_secs(5);
 /// Limit for each handshake message from the manager.
 pub const HANDSHAKE_STEP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -153,10 +157,11 @@ impl ConnectError {
     }
 }
 
-/// Opens connections to one manager for one account.
+/// Opens connections to the manager (one address, or any of a replica set's) for one account.
 #[derive(Clone)]
 pub struct Connector {
-    endpoint: Endpoint,
+    endpoints: Arc<[Endpoint]>,
+    dial: Arc<Mutex<DialState>>,
     tls: tokio_rustls::TlsConnector,
     account_id: String,
     info: DelegateInfo,
@@ -165,7 +170,7 @@ pub struct Connector {
 impl std::fmt::Debug for Connector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connector")
-            .field("endpoint", &self.endpoint)
+            .field("endpoints", &self.endpoints)
             .field("account_id", &self.account_id)
             .field("info", &self.info)
             .finish_non_exhaustive()
@@ -173,22 +178,32 @@ impl std::fmt::Debug for Connector {
 }
 
 impl Connector {
-    /// A connector for `account_id` at `endpoint`, announcing `info` in every hello.
-    pub fn new(endpoint: Endpoint, tls: Arc<ClientConfig>, account_id: String, info: DelegateInfo) -> Self {
+    /// A connector for `account_id` at `endpoints` (tried in turn; at least one), announcing
+    /// `info` in every hello.
+    pub fn new(
+        endpoints: Vec<Endpoint>,
+        tls: Arc<ClientConfig>,
+        account_id: String,
+        info: DelegateInfo,
+    ) -> Self {
         let tls = tokio_rustls::TlsConnector::from(tls);
-        Self { endpoint, tls, account_id, info }
+        Self { endpoints: endpoints.into(), dial: Arc::default(), tls, account_id, info }
     }
 
-    /// The manager's address.
-    pub fn endpoint(&self) -> &Endpoint {
-        &self.endpoint
+    /// The manager's addresses, for logs: their URLs, comma-separated.
+    pub fn describe(&self) -> String {
+        self.endpoints.iter().map(Endpoint::url).collect::<Vec<_>>().join(",")
+    }
+
+    /// The current session's manager said `goodbye` (it is draining): the next connection
+    /// tries its address last.
+    pub fn note_goodbye(&self) {
+        self.dial.lock().unwrap_or_else(|p| p.into_inner()).goodbye();
     }
 
     /// Connects and authenticates with `token`.
     pub async fn connect(&self, token: &Token) -> Result<Connection, ConnectError> {
-        let mut ws = tokio::time::timeout(CONNECT_TIMEOUT, self.open())
-            .await
-            .map_err(|_| ConnectError::Timeout("connect, TLS and WebSocket upgrade"))??;
+        let mut ws = self.open().await?;
         let handshake = ClientHandshake::new(self.account_id.clone(), token, self.info.clone());
         let challenge = next_binary(&mut ws, "waiting for the challenge").await?;
         let mut client_nonce = [0u8; 32];
@@ -202,18 +217,66 @@ impl Connector {
         Ok(Connection { link: Link { ws }, session, welcome, token_id: token.id() })
     }
 
+    /// Opens a WebSocket to the first address that answers: every address of every endpoint,
+    /// in [`DialState`]'s order, each within its own time limit. The error is the last one.
     async fn open(&self) -> Result<Ws, ConnectError> {
-        let Endpoint { host, port } = &self.endpoint;
-        let addr = format!("{host}:{port}");
-        let tcp = TcpStream::connect((host.as_str(), *port))
+        let single = self.endpoints.len() == 1;
+        let order = self.lock_dial().endpoint_order(self.endpoints.len(), &mut rand::thread_rng());
+        let mut last = None;
+        for index in order {
+            let Some(endpoint) = self.endpoints.get(index) else { continue };
+            let addr = format!("{}:{}", endpoint.host, endpoint.port);
+            let resolved = match tokio::time::timeout(
+                CONNECT_TIMEOUT,
+                tokio::net::lookup_host((endpoint.host.as_str(), endpoint.port)),
+            )
             .await
-            .map_err(|source| ConnectError::Tcp { addr: addr.clone(), source })?;
+            {
+                Ok(Ok(addrs)) => addrs.collect::<Vec<_>>(),
+                Ok(Err(source)) => {
+                    last = Some(ConnectError::Tcp { addr, source });
+                    continue;
+                }
+                Err(_) => {
+                    last = Some(ConnectError::Timeout("resolving the manager's name"));
+                    continue;
+                }
+            };
+            let addrs = self.lock_dial().address_order(resolved, &mut rand::thread_rng());
+            // One address keeps the whole limit; several share out time so one that drops
+            // packets cannot hold up the others for long.
+            let limit = if single && addrs.len() == 1 { CONNECT_TIMEOUT } else { PER_ADDRESS_TIMEOUT };
+            for sock in addrs {
+                match tokio::time::timeout(limit, self.open_at(endpoint, sock, &addr)).await {
+                    Ok(Ok(ws)) => {
+                        self.lock_dial().connected(index, sock);
+                        return Ok(ws);
+                    }
+                    Ok(Err(e)) => {
+                        tracing::debug!(manager = %sock, error = %e, "manager address did not answer; trying the next");
+                        last = Some(e);
+                    }
+                    Err(_) => last = Some(ConnectError::Timeout("connect, TLS and WebSocket upgrade")),
+                }
+            }
+        }
+        Err(last.unwrap_or(ConnectError::Timeout("connect, TLS and WebSocket upgrade")))
+    }
+
+    fn lock_dial(&self) -> std::sync::MutexGuard<'_, DialState> {
+        self.dial.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn open_at(&self, endpoint: &Endpoint, sock: SocketAddr, addr: &str) -> Result<Ws, ConnectError> {
+        let tcp = TcpStream::connect(sock)
+            .await
+            .map_err(|source| ConnectError::Tcp { addr: addr.to_owned(), source })?;
         let _ = tcp.set_nodelay(true);
-        let name = ServerName::try_from(host.clone())
+        let name = ServerName::try_from(endpoint.host.clone())
             .map_err(|_| ConnectError::Tls(std::io::Error::other("invalid server name")))?;
         let tls = self.tls.connect(name, tcp).await.map_err(ConnectError::Tls)?;
         let request =
-            self.endpoint.url().into_client_request().map_err(|e| ConnectError::WebSocket(Box::new(e)))?;
+            endpoint.url().into_client_request().map_err(|e| ConnectError::WebSocket(Box::new(e)))?;
         let config = WebSocketConfig::default()
             .read_buffer_size(READ_BUFFER)
             .write_buffer_size(0)

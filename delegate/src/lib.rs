@@ -8,6 +8,8 @@
 //! - [`connection`]: TCP, TLS, WebSocket and the v1 handshake, giving an authenticated session.
 //! - [`session`]: the socket loop of one session; [`session::driver`] holds its decisions
 //!   (heartbeats, pings, tasks, rotations, how it ends) without sockets or clocks.
+//! - [`dial`]: the order in which manager addresses are tried (several hosts, several
+//!   addresses per name, the one that said goodbye last).
 //! - [`agent`]: token choice at start, reconnects with backoff, fatal exit, shutdown.
 //! - [`rotation`]: prove and apply (kubernetes, docker, file, manual) a rotated token; its ledger
 //!   remembers applied, running and pending rotations.
@@ -28,6 +30,7 @@ pub mod backoff;
 pub mod cli;
 pub mod config;
 pub mod connection;
+pub mod dial;
 pub mod docker;
 pub mod health;
 pub mod kubernetes;

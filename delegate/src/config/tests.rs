@@ -29,7 +29,7 @@ fn valid_environment_loads() {
     let secret = token(1);
     let config = load(&base(&secret)).unwrap();
     assert_eq!(config.account_id, "acme");
-    assert_eq!(config.endpoint, Endpoint { host: "manager.example".into(), port: 8443 });
+    assert_eq!(config.endpoints, vec![Endpoint { host: "manager.example".into(), port: 8443 }]);
     assert_eq!(config.delegate_name, "d1");
     assert_eq!(config.candidates.len(), 1);
     assert_eq!(config.candidates[0].source, TokenSource::Env("ACCOUNT_SECRET"));
@@ -287,4 +287,27 @@ fn object_names_are_dns_subdomains() {
     for bad in ["", "A", "-a", "a-", "a_b", "a/b", "é", &"a".repeat(254)] {
         assert!(!is_object_name(bad), "{bad}");
     }
+}
+
+#[test]
+fn a_list_of_managers_is_parsed_and_each_address_is_checked_as_one() {
+    let list = parse_endpoints("m1.example:8443, https://m2.example:9443 ,[::1]:7000").unwrap();
+    assert_eq!(
+        list,
+        vec![
+            Endpoint { host: "m1.example".into(), port: 8443 },
+            Endpoint { host: "m2.example".into(), port: 9443 },
+            Endpoint { host: "::1".into(), port: 7000 },
+        ]
+    );
+    // One address keeps its own messages; a bad entry of a list says what is wrong with it.
+    assert_eq!(parse_endpoints("m1:8443").unwrap().len(), 1);
+    let e = parse_endpoints("m1:8443,m2:0").unwrap_err();
+    assert_eq!(e.var, "MANAGER_HOST_AND_PORT");
+    assert!(e.to_string().contains("port"), "{e}");
+    assert!(parse_endpoints(",").is_err(), "no address at all");
+    let many = vec!["m:1"; MAX_ENDPOINTS + 1].join(",");
+    assert!(parse_endpoints(&many).is_err());
+    // Multi-byte text is refused cleanly, never sliced.
+    assert!(parse_endpoints("mé:8443,ü:x").is_err());
 }

@@ -16,8 +16,12 @@ use crate::test_support::{info, session_pair, token};
 fn rotator() -> (Rotator, mpsc::Receiver<RotationDone>) {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let endpoint = Endpoint { host: "127.0.0.1".into(), port };
-    let connector =
-        Connector::new(endpoint, Arc::new(crate::tls::client_config(&[]).unwrap()), "acme".into(), info());
+    let connector = Connector::new(
+        vec![endpoint],
+        Arc::new(crate::tls::client_config(&[]).unwrap()),
+        "acme".into(),
+        info(),
+    );
     Rotator::new(connector, ApplyMode::Manual, None, Duration::from_secs(1))
 }
 

@@ -236,6 +236,38 @@ impl Manager {
         Ok((proc, bound))
     }
 
+    /// A second manager serving a copy of this one's data dir (the same master key and TLS
+    /// files) with the same options on another port: with a PostgreSQL store, a second
+    /// manager of the same store.
+    pub async fn replica(&self) -> Result<Self> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir()?;
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data)?;
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700))?;
+        for entry in std::fs::read_dir(self.data_dir())? {
+            let entry = entry?;
+            if entry.file_type()?.is_file() {
+                std::fs::copy(entry.path(), data.join(entry.file_name()))?;
+            }
+        }
+        let (proc, addr) = Self::launch(&self.bin, &data, &self.options, None).await?;
+        let target = Target::new(addr, "localhost", &self.init.ca_cert)?;
+        let replica = Self {
+            proc: Some(proc),
+            bin: self.bin.clone(),
+            dir,
+            addr,
+            init: self.init.clone(),
+            init_raw: self.init_raw.clone(),
+            options: self.options.clone(),
+            target,
+            earlier_logs: Vec::new(),
+        };
+        replica.wait_ready().await?;
+        Ok(replica)
+    }
+
     async fn wait_ready(&self) -> Result<()> {
         let url = format!("{}/readyz", self.url());
         let http = self.http();

@@ -1,0 +1,116 @@
+//! Which manager address to try next. `MANAGER_HOST_AND_PORT` may list several `host:port`
+//! (a replica set), and one name may resolve to several addresses (a DNS name or a compose
+//! alias shared by the replicas). Every address of every listed host is tried, in an order
+//! shuffled per attempt so reconnecting delegates spread over the replicas, beginning with the
+//! host that answered last, and with the address that last said `goodbye` (a draining replica)
+//! tried last. Pure: resolving and connecting are the caller's.
+use std::net::SocketAddr;
+
+use rand::seq::SliceRandom;
+use rand::Rng;
+
+/// What the dialer remembers between attempts.
+#[derive(Debug, Default, Clone)]
+pub struct DialState {
+    /// The index of the endpoint that answered last (tried first).
+    preferred: usize,
+    /// The address that said `goodbye` last (tried last).
+    avoid: Option<SocketAddr>,
+    /// The address of the current session.
+    current: Option<SocketAddr>,
+}
+
+impl DialState {
+    /// Endpoint indexes in the order to try: the preferred one first, then the others in a
+    /// shuffled order.
+    pub fn endpoint_order(&self, count: usize, rng: &mut impl Rng) -> Vec<usize> {
+        let first = if self.preferred < count { self.preferred } else { 0 };
+        let mut rest: Vec<usize> = (0..count).filter(|i| *i != first).collect();
+        rest.shuffle(rng);
+        let mut order = Vec::with_capacity(count);
+        if count > 0 {
+            order.push(first);
+        }
+        order.extend(rest);
+        order
+    }
+
+    /// The resolved addresses of one endpoint in the order to try: shuffled, the address to
+    /// avoid last; duplicates dropped.
+    pub fn address_order(&self, mut addrs: Vec<SocketAddr>, rng: &mut impl Rng) -> Vec<SocketAddr> {
+        addrs.sort();
+        addrs.dedup();
+        addrs.shuffle(rng);
+        if let Some(avoid) = self.avoid {
+            if let Some(i) = addrs.iter().position(|a| *a == avoid) {
+                let a = addrs.remove(i);
+                addrs.push(a);
+            }
+        }
+        addrs
+    }
+
+    /// A session was opened to `addr` of endpoint `index`.
+    pub fn connected(&mut self, index: usize, addr: SocketAddr) {
+        self.preferred = index;
+        self.current = Some(addr);
+        if self.avoid == Some(addr) {
+            self.avoid = None;
+        }
+    }
+
+    /// The current session's manager said `goodbye`: try its address last next time.
+    pub fn goodbye(&mut self) {
+        self.avoid = self.current.take();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+
+    use super::*;
+
+    fn addr(last: u8) -> SocketAddr {
+        SocketAddr::from(([10, 0, 0, last], 8443))
+    }
+
+    #[test]
+    fn every_endpoint_once_the_preferred_first() {
+        let mut rng = StdRng::seed_from_u64(1);
+        let mut s = DialState::default();
+        for count in 0..6 {
+            let mut order = s.endpoint_order(count, &mut rng);
+            assert_eq!(order.first().copied(), (count > 0).then_some(0));
+            order.sort();
+            assert_eq!(order, (0..count).collect::<Vec<_>>());
+        }
+        s.connected(3, addr(1));
+        assert_eq!(s.endpoint_order(5, &mut rng)[0], 3);
+        // A shorter list (configuration changed): back to the first.
+        assert_eq!(s.endpoint_order(2, &mut rng)[0], 0);
+    }
+
+    #[test]
+    fn addresses_are_spread_and_the_goodbye_address_comes_last() {
+        let mut rng = StdRng::seed_from_u64(7);
+        let mut s = DialState::default();
+        let all = vec![addr(1), addr(2), addr(3), addr(2)];
+        let mut firsts = std::collections::HashSet::new();
+        for _ in 0..50 {
+            let order = s.address_order(all.clone(), &mut rng);
+            assert_eq!(order.len(), 3, "duplicates dropped");
+            firsts.insert(order[0]);
+        }
+        assert_eq!(firsts.len(), 3, "reconnects spread over every address");
+        s.connected(0, addr(2));
+        s.goodbye();
+        for _ in 0..20 {
+            assert_eq!(s.address_order(all.clone(), &mut rng).last(), Some(&addr(2)));
+        }
+        // Connecting there again (the only one left) clears it.
+        s.connected(0, addr(2));
+        assert!(s.avoid.is_none());
+    }
+}
