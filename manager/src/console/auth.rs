@@ -167,7 +167,7 @@ impl Signed {
         let message = error.to_string();
         let _ = error.into_response(); // logs an internal error's detail, as the API does
         self.notify(console, true, message);
-        Redirect::to(back).into_response()
+        Redirect::to(&view::location(back)).into_response()
     }
 }
 

@@ -23,6 +23,9 @@ pub const IDLE_SECS: u64 = 30 * 60;
 pub const ABSOLUTE_SECS: u64 = 12 * 3_600;
 /// Most sessions kept at once.
 pub const MAX_SESSIONS: usize = 10_000;
+
+/// Most live sessions of one admin token (browsers signed in with it).
+pub const MAX_SESSIONS_PER_TOKEN: usize = 16;
 /// Most one-time secrets waiting in one session.
 pub const MAX_FLASHES: usize = 8;
 /// A one-time secret not shown within this long is dropped.
@@ -136,6 +139,18 @@ impl Sessions {
         };
         let mut map = self.lock();
         map.retain(|_, s| live(s, now).is_ok());
+        // One admin token holds at most MAX_SESSIONS_PER_TOKEN sessions: its own oldest goes,
+        // so signing in over and over evicts only the signer's sessions, never anyone else's.
+        let own: Vec<_> = map
+            .iter()
+            .filter(|(_, s)| s.admin_token_id == admin_token_id)
+            .map(|(k, s)| (*k, s.last_seen))
+            .collect();
+        if own.len() >= MAX_SESSIONS_PER_TOKEN {
+            if let Some((oldest, _)) = own.iter().min_by_key(|(_, seen)| *seen) {
+                map.remove(oldest);
+            }
+        }
         if map.len() >= MAX_SESSIONS {
             if let Some(oldest) = map.iter().min_by_key(|(_, s)| s.last_seen).map(|(k, _)| *k) {
                 map.remove(&oldest);
@@ -257,6 +272,23 @@ mod tests {
         sessions.end(&id);
         assert_eq!(sessions.touch(&id, 1_000).err(), Some(Ended::Unknown));
         assert_eq!(sessions.touch("not-a-session", 1_000).err(), Some(Ended::Unknown));
+    }
+
+    #[test]
+    fn signing_in_again_and_again_evicts_only_the_signers_own_sessions() {
+        // Outside review: any admin token that could sign in pushed every other browser out by
+        // filling the global cap with fresh sessions.
+        let sessions = Sessions::default();
+        let (victim, flooder) = (Uuid::new_v4(), Uuid::new_v4());
+        let kept = sessions.create(victim, 1_000);
+        let first = sessions.create(flooder, 1_000);
+        for i in 0..(MAX_SESSIONS_PER_TOKEN as u64 * 3) {
+            sessions.create(flooder, 1_001 + i);
+        }
+        assert!(sessions.touch(&kept, 1_100).is_ok(), "the other token's session stays");
+        assert_eq!(sessions.touch(&first, 1_100).err(), Some(Ended::Unknown), "the flooder's oldest went");
+        let flooders = sessions.lock().values().filter(|s| s.admin_token_id == flooder).count();
+        assert_eq!(flooders, MAX_SESSIONS_PER_TOKEN);
     }
 
     #[test]

@@ -48,6 +48,24 @@ pub fn may(caller: &Caller, scope: Scope) -> bool {
     caller.require(scope).is_ok()
 }
 
+/// `target` made safe as a `Location`: every character but unreserved ones and `/?=&%` is
+/// percent-encoded (UTF-8 bytes), so a path value holding a control character or non-ASCII
+/// text still redirects (to a page that answers 404) instead of failing the response.
+pub fn location(target: &str) -> String {
+    let mut out = String::with_capacity(target.len());
+    for c in target.chars() {
+        if c.is_ascii_alphanumeric() || "-._~/?=&%".contains(c) {
+            out.push(c);
+        } else {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+    }
+    out
+}
+
 /// The first page for `caller`: the accounts, else the delegates (a token that may read
 /// neither sees the accounts page say which scope it lacks).
 pub fn first_page(caller: &Caller) -> &'static str {
@@ -214,6 +232,14 @@ pub fn badge(state: &str) -> Markup {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn locations_hold_no_control_character_or_raw_non_ascii() {
+        assert_eq!(location("/ui/accounts/acme?revoked=1"), "/ui/accounts/acme?revoked=1");
+        assert_eq!(location("/ui/accounts/\n\r/tokens"), "/ui/accounts/%0A%0D/tokens");
+        assert_eq!(location("/ui/accounts/é x"), "/ui/accounts/%C3%A9%20x");
+        assert!(axum::http::HeaderValue::from_str(&location("/ui/\u{0}\u{7f}ü\u{202e}")).is_ok());
+    }
 
     #[test]
     fn ages_read_naturally() {

@@ -360,7 +360,7 @@ pub async fn show(
                                 tr { td { (view::when(e.at, now)) } td { (e.actor) } td { code { (e.action) } }
                                      td { (e.source_ip.as_deref().unwrap_or("-")) } td { (e.detail) } }
                             }
-                            @if entries.is_empty() { tr { td colspan="5" class="muted" { "No entries." } } }
+                            @if entries.is_empty() { tr { td colspan="5" class="muted" { "No entries among the newest " (HISTORY_SCAN) " audit entries (the Audit page searches them all)." } } }
                         }
                     }
                 }
@@ -420,7 +420,7 @@ pub async fn revoke(
                 false,
                 format!("Token `{}` revoked; live delegates cut: {}.", r.token.name, r.sessions_closed),
             );
-            Redirect::to(&token_href(&r.token)).into_response()
+            Redirect::to(&view::location(&token_href(&r.token))).into_response()
         }
         Err(e) => signed.fail(&console, e, &back),
     }
@@ -487,7 +487,7 @@ pub async fn delete(
     match rest::delete(app(&console), signed.caller.clone(), path).await {
         Ok(_) => {
             signed.notify(&console, false, "Token deleted.");
-            Redirect::to(&format!("{back}?revoked=1")).into_response()
+            Redirect::to(&view::location(&format!("{back}?revoked=1"))).into_response()
         }
         Err(e) => signed.fail(&console, e, &back),
     }
