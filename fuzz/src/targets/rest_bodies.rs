@@ -45,6 +45,7 @@ fn fixture() -> &'static Fixture {
             account: "fuzz".into(),
             tls_sans: vec![],
             manager_url: "https://127.0.0.1:8443".into(),
+            database: None,
         })
         .expect("init");
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
