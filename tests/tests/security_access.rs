@@ -51,6 +51,7 @@ fn body_for(method: &str, path: &str) -> Option<Value> {
         ("post", p) if p.ends_with("/rotate") => Some(json!({"grace_secs": 60})),
         ("post", p) if p.ends_with("/ping") => Some(json!({"payload": "walk"})),
         ("post", _) => Some(json!({})),
+        ("patch", p) if p.ends_with("/tokens/{token}") => Some(json!({"rotation_policy": null})),
         _ => None,
     }
 }
