@@ -287,8 +287,7 @@ impl FromRequestParts<AppState> for Caller {
         };
         let hash = admin_token_hash(value);
         let request = Arc::new(RequestLine::of(parts));
-        let line = request.clone();
-        let found = lookup(&state.store, &hash, ip, now, &line).await?;
+        let found = lookup(&state.store, &hash, ip, now, &request).await?;
         let (row, restriction) = match found {
             Lookup::Valid(row, restriction) => {
                 // The access log names the caller (the token's name, never its value).
