@@ -201,9 +201,19 @@ impl Connector {
         self.dial.lock().unwrap_or_else(|p| p.into_inner()).goodbye();
     }
 
-    /// Connects and authenticates with `token`.
+    /// Connects and authenticates with `token`. A manager that refuses the handshake (an
+    /// unsigned reject: cut off from its database, full, rate limiting) is tried last next
+    /// time, so a delegate that knows several replicas goes to another one.
     pub async fn connect(&self, token: &Token) -> Result<Connection, ConnectError> {
-        let mut ws = self.open().await?;
+        let ws = self.open().await?;
+        let result = self.authenticate(ws, token).await;
+        if result.is_err() {
+            self.note_goodbye();
+        }
+        result
+    }
+
+    async fn authenticate(&self, mut ws: Ws, token: &Token) -> Result<Connection, ConnectError> {
         let handshake = ClientHandshake::new(self.account_id.clone(), token, self.info.clone());
         let challenge = next_binary(&mut ws, "waiting for the challenge").await?;
         let mut client_nonce = [0u8; 32];

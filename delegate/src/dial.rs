@@ -2,8 +2,9 @@
 //! (a replica set), and one name may resolve to several addresses (a DNS name or a compose
 //! alias shared by the replicas). Every address of every listed host is tried, in an order
 //! shuffled per attempt so reconnecting delegates spread over the replicas, beginning with the
-//! host that answered last, and with the address that last said `goodbye` (a draining replica)
-//! tried last. Pure: resolving and connecting are the caller's.
+//! host that answered last, and with the address that last said `goodbye` or refused the
+//! handshake (a draining replica, or one cut off from its database) tried last, its host too.
+//! Pure: resolving and connecting are the caller's.
 use std::net::SocketAddr;
 
 use rand::seq::SliceRandom;
@@ -16,8 +17,10 @@ pub struct DialState {
     preferred: usize,
     /// The address that said `goodbye` last (tried last).
     avoid: Option<SocketAddr>,
-    /// The address of the current session.
-    current: Option<SocketAddr>,
+    /// The endpoint of that address (tried last among the endpoints).
+    avoid_endpoint: Option<usize>,
+    /// The endpoint and address of the current session (or of the handshake under way).
+    current: Option<(usize, SocketAddr)>,
 }
 
 impl DialState {
@@ -25,13 +28,16 @@ impl DialState {
     /// shuffled order.
     pub fn endpoint_order(&self, count: usize, rng: &mut impl Rng) -> Vec<usize> {
         let first = if self.preferred < count { self.preferred } else { 0 };
-        let mut rest: Vec<usize> = (0..count).filter(|i| *i != first).collect();
+        let first = (self.avoid_endpoint != Some(first)).then_some(first);
+        let mut rest: Vec<usize> = (0..count).filter(|i| Some(*i) != first).collect();
         rest.shuffle(rng);
         let mut order = Vec::with_capacity(count);
-        if count > 0 {
-            order.push(first);
-        }
+        order.extend(first.filter(|_| count > 0));
         order.extend(rest);
+        if let Some(i) = self.avoid_endpoint.and_then(|a| order.iter().position(|e| *e == a)) {
+            let e = order.remove(i);
+            order.push(e);
+        }
         order
     }
 
@@ -53,15 +59,20 @@ impl DialState {
     /// A session was opened to `addr` of endpoint `index`.
     pub fn connected(&mut self, index: usize, addr: SocketAddr) {
         self.preferred = index;
-        self.current = Some(addr);
+        self.current = Some((index, addr));
         if self.avoid == Some(addr) {
             self.avoid = None;
+            self.avoid_endpoint = None;
         }
     }
 
-    /// The current session's manager said `goodbye`: try its address last next time.
+    /// The current session's manager said `goodbye`, or refused the handshake: try its address
+    /// (and its endpoint) last next time.
     pub fn goodbye(&mut self) {
-        self.avoid = self.current.take();
+        if let Some((index, addr)) = self.current.take() {
+            self.avoid = Some(addr);
+            self.avoid_endpoint = Some(index);
+        }
     }
 }
 
@@ -112,5 +123,26 @@ mod tests {
         // Connecting there again (the only one left) clears it.
         s.connected(0, addr(2));
         assert!(s.avoid.is_none());
+    }
+
+    #[test]
+    fn the_endpoint_that_said_goodbye_or_refused_goes_last_even_when_preferred() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut s = DialState::default();
+        s.connected(0, addr(1));
+        s.goodbye();
+        for _ in 0..20 {
+            let order = s.endpoint_order(3, &mut rng);
+            assert_eq!(order.last(), Some(&0), "{order:?}");
+            let mut sorted = order.clone();
+            sorted.sort();
+            assert_eq!(sorted, vec![0, 1, 2]);
+        }
+        // One endpoint only: it is still tried.
+        assert_eq!(s.endpoint_order(1, &mut rng), vec![0]);
+        // Connected elsewhere: that one is preferred, the refusing one still last.
+        s.connected(2, addr(3));
+        let order = s.endpoint_order(3, &mut rng);
+        assert_eq!((order[0], order[2]), (2, 0));
     }
 }
