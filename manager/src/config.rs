@@ -35,6 +35,7 @@ pub const SETTINGS: &[&str] = &[
     "max_rotation_grace_secs",
     "min_rotate_every_secs",
     "rotation_policy_check_secs",
+    "fail_closed_secs",
     "drain_secs",
     "tls_cert",
     "tls_key",
@@ -111,6 +112,10 @@ pub struct ServeConfig {
     pub min_rotate_every_secs: u64,
     /// How often the manager looks for tokens whose rotation policy makes them due.
     pub rotation_policy_check_secs: u64,
+    /// With the PostgreSQL store: how long a replica may go without reaching the database
+    /// (and so without learning of revocations) before it says `goodbye` to its sessions,
+    /// refuses handshakes and fails `/readyz`.
+    pub fail_closed_secs: u64,
     /// Bound on the graceful shutdown drain.
     pub drain_secs: u64,
     /// Certificate chain PEM; with none, a generated one in the data dir is used.
@@ -226,6 +231,7 @@ impl ServeConfig {
             max_rotation_grace_secs,
             min_rotate_every_secs: src.u64("min_rotate_every_secs", 3_600, 1, 365 * 86_400)?,
             rotation_policy_check_secs: src.u64("rotation_policy_check_secs", 30, 1, 3_600)?,
+            fail_closed_secs: src.u64("fail_closed_secs", 10, 2, 300)?,
             drain_secs: src.u64("drain_secs", 10, 1, 600)?,
             tls_cert,
             tls_key,

@@ -12,6 +12,8 @@
 //! - [`tokens`]: create / revoke / delete operations (durable first, then applied to sessions).
 //! - [`rotation`]: rotations: successor, `rotate` push, per-delegate tracking, the driver.
 //! - [`registry`]: live sessions and the command channel into each.
+//! - [`cluster`]: the replica set on PostgreSQL: change feed, fail-closed, jobs lease,
+//!   presence and the cluster-wide view.
 //! - [`gateway`]: the delegate WebSocket endpoint: handshake, rate limit, session loop.
 //! - [`api`]: the REST API (`app(state) -> Router`), admin auth, DTOs, errors, OpenAPI.
 //! - [`console`]: the web console under `/ui/`: HTML pages that call the REST handlers.
@@ -24,6 +26,7 @@
 pub mod api;
 pub mod cli;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod console;
 pub mod datadir;

@@ -187,6 +187,14 @@ pub struct Metrics {
     pub api_request_duration: HistogramFamily<RouteLabels>,
     /// Store calls by phase (`wait`, `run`).
     pub store_duration: HistogramFamily<PhaseLabel>,
+    /// Times this replica failed closed (lost the database for the fail-closed window).
+    pub fail_closed: Counter,
+    /// Change log rows from other replicas applied here.
+    pub changes_applied: Counter,
+    /// Sessions here closed by a revocation made through another replica.
+    pub remote_revocations: Counter,
+    /// 1 while this replica accepts delegate sessions, 0 while it fails closed.
+    pub accepting: Gauge,
 }
 
 impl Default for Metrics {
@@ -332,6 +340,30 @@ impl Metrics {
             "Store calls: wait (for the blocking pool and the connection) and run, by phase",
             store_duration.clone(),
         );
+        let fail_closed = Counter::default();
+        registry.register(
+            "fail_closed",
+            "Times this replica failed closed: it could not reach the database for the fail-closed window",
+            fail_closed.clone(),
+        );
+        let changes_applied = Counter::default();
+        registry.register(
+            "cluster_changes_applied",
+            "Change log rows written by other replicas and applied here",
+            changes_applied.clone(),
+        );
+        let remote_revocations = Counter::default();
+        registry.register(
+            "remote_revocations",
+            "Live sessions here closed by a revocation made through another replica",
+            remote_revocations.clone(),
+        );
+        let accepting = Gauge::default();
+        registry.register(
+            "accepting",
+            "1 while this manager accepts delegate sessions, 0 while it fails closed or has not caught up",
+            accepting.clone(),
+        );
         let metrics = Self {
             registry,
             rotations_read_at: std::sync::Mutex::new(None),
@@ -359,6 +391,10 @@ impl Metrics {
             api_requests,
             api_request_duration,
             store_duration,
+            fail_closed,
+            changes_applied,
+            remote_revocations,
+            accepting,
         };
         metrics.initialise();
         metrics

@@ -154,6 +154,12 @@ pub async fn run(
         tracing::info!(rotations = resumed, "resumed unfinished rotations");
     }
     state.rotations.spawn_policy(Duration::from_secs(config.rotation_policy_check_secs));
+    // In a replica set: the change feed (sessions are accepted once it has caught up), the
+    // fail-closed watchdog, the jobs lease and presence.
+    state.cluster.spawn(&state);
+    if state.cluster.postgres().is_none() {
+        state.metrics.accepting.set(1);
+    }
 
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
@@ -211,8 +217,10 @@ pub async fn run(
 /// HTTP server.
 async fn drain(state: &AppState, handle: &axum_server::Handle<SocketAddr>, limit: Duration) {
     state.set_draining();
-    // Rotation drivers stop first; an unfinished rotation resumes at the next start.
+    // Rotation drivers stop first; an unfinished rotation resumes at the next start. A replica
+    // then gives up the jobs lease and leaves the cluster view.
     state.rotations.shutdown().await;
+    state.cluster.shutdown().await;
     let started = Instant::now();
     let told = state.registry.shutdown_all();
     tracing::info!(sessions = told, "shutting down: goodbye sent to every delegate");

@@ -2,6 +2,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use crate::cluster::Cluster;
 use crate::config::ServeConfig;
 use crate::datadir::DataDir;
 use crate::gateway::connections::ConnectionLimits;
@@ -35,6 +36,8 @@ pub struct Inner {
     pub connections: ConnectionLimits,
     /// The rotation service (rotations in progress and their drivers).
     pub rotations: Rotations,
+    /// The replica set (with the SQLite store: this manager alone).
+    pub cluster: Cluster,
     ready: AtomicBool,
     draining: AtomicBool,
 }
@@ -60,11 +63,16 @@ impl AppState {
         let connections = ConnectionLimits::from_config(&config, &metrics);
         let registry = Registry::default();
         let store = data.store.with_timing(metrics.store_timing());
+        let cluster = match store.postgres() {
+            Some(pg) => Cluster::replica(pg.clone(), std::time::Duration::from_secs(config.fail_closed_secs)),
+            None => Cluster::single(),
+        };
         let rotations = Rotations::new(
             store.clone(),
             registry.clone(),
             data.master.clone(),
             RotationMetrics::of(&metrics),
+            cluster.clone(),
         );
         Self(Arc::new(Inner {
             config,
@@ -75,14 +83,16 @@ impl AppState {
             limiter,
             connections,
             rotations,
+            cluster,
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
         }))
     }
 
-    /// Whether `/readyz` answers 200.
+    /// Whether `/readyz` answers 200: started, not draining, and (in a replica set) in touch
+    /// with the database.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst) && !self.is_draining()
+        self.ready.load(Ordering::SeqCst) && !self.is_draining() && self.cluster.accepting()
     }
 
     /// Marks the manager ready.

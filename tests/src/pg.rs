@@ -299,6 +299,25 @@ impl PgServer {
         Ok(())
     }
 
+    /// Restarts the server as a crash would (`pg_ctl restart -m immediate`): every connection
+    /// is cut, nothing committed is lost; returns once it accepts connections again.
+    pub fn restart(&self) -> Result<()> {
+        let data = self.dir.join("data");
+        let log = self.dir.join("server.log");
+        run_ok(
+            as_user(self.user.as_deref(), &self.bin.join("pg_ctl"))
+                .arg("restart")
+                .arg("-D")
+                .arg(&data)
+                .arg("-l")
+                .arg(&log)
+                .args(["-m", "immediate", "-w", "-t", "60"]),
+            START_LIMIT + Duration::from_secs(5),
+        )
+        .context("pg_ctl restart")
+        .map(drop)
+    }
+
     /// The URL of database `db` as [`ROLE`] (TLS off: loopback).
     pub fn url(&self, db: &str) -> String {
         format!("postgres://{ROLE}:{}@127.0.0.1:{}/{db}?sslmode=disable", self.password, self.port)

@@ -149,8 +149,9 @@ async fn review_store_copy_does_not_write_its_source() -> Result<()> {
 /// successor and, on its next handshake, is refused (`revoked`) and exits 78. With the policy
 /// loop on every replica this happens by itself, audited as `system`. (Cross-replica fan-out is
 /// out of scope of this change; this is its consequence for rotations, which the policy loop
-/// makes automatic.) Here the rotation is started through A's API, as the loop would.
-#[ignore = "open until the replica set (issue 13): a rotation is pushed only to the sessions of the manager that started it; run one manager per store meanwhile (OPERATIONS.md)"]
+/// makes automatic.) Here the rotation is started through A's API, as the loop would. Fixed by
+/// the replica set (issue 13): B learns of the rotation from the change log and sends the
+/// successor, and the driver counts B's sessions (the cluster view) before it completes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn review_rotation_on_one_replica_does_not_strand_delegates_on_another() -> Result<()> {
     let url = tether_tests::pg::database().await?;

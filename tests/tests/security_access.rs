@@ -40,6 +40,7 @@ fn parameterless(method: &str, path: &str) -> Option<(Expect, Value)> {
             (Expect::Refused, json!({"name": "walk-restriction", "allow": ["GET /api/v1/accounts"]}))
         }
         ("get", "/api/v1/audit") => (Expect::Refused, Value::Null),
+        ("get", "/api/v1/replicas") => (Expect::Refused, Value::Null),
         _ => return None,
     })
 }

@@ -17,6 +17,7 @@ use crate::clock::now_unix;
 use crate::registry::{SessionCommand, SessionInfo};
 use crate::state::AppState;
 use crate::store::audit::Actor;
+use crate::store::cluster::Change;
 use crate::store::StoreOps;
 use crate::validate;
 
@@ -49,7 +50,9 @@ pub async fn list(
     // A bound token asking for another account gets what that filter and its binding have in
     // common: nothing.
     let account = q.account.as_deref().or(caller.account.as_deref());
-    let list = state.registry.list(account).into_iter().filter(|s| caller.sees(&s.account_id));
+    // Every replica's sessions (this one's from its registry, the others' from the store).
+    let list = state.cluster.sessions(&state.registry, account).await?;
+    let list = list.into_iter().filter(|s| caller.sees(&s.account_id));
     Ok(Json(list.map(Into::into).collect()))
 }
 
@@ -57,13 +60,26 @@ fn parse_session(id: &str) -> Result<Uuid, AppError> {
     id.parse().map_err(|_| AppError::BadRequest("invalid `session_id`: expected a UUID".into()))
 }
 
-/// The live session `id`, if the caller may see it (404 otherwise, as if it did not exist).
-fn visible_session(state: &AppState, caller: &Caller, id: Uuid) -> Result<SessionInfo, AppError> {
-    state
-        .registry
-        .get(id)
-        .filter(|s| caller.sees(&s.account_id))
-        .ok_or_else(|| AppError::NotFound(format!("delegate session `{id}`")))
+/// The live session `id` on any replica, if the caller may see it (404 otherwise, as if it
+/// did not exist), and whether this replica holds it.
+async fn visible_session(
+    state: &AppState,
+    caller: &Caller,
+    id: Uuid,
+) -> Result<(SessionInfo, bool), AppError> {
+    let not_found = || AppError::NotFound(format!("delegate session `{id}`"));
+    if let Some(info) = state.registry.get(id) {
+        return caller.sees(&info.account_id).then_some((info, true)).ok_or_else(not_found);
+    }
+    if state.cluster.postgres().is_none() {
+        return Err(not_found());
+    }
+    let elsewhere = state.cluster.sessions(&state.registry, None).await?;
+    elsewhere
+        .into_iter()
+        .find(|s| s.session_id == id && caller.sees(&s.account_id))
+        .map(|s| (s, false))
+        .ok_or_else(not_found)
 }
 
 /// Disconnect a delegate session (`goodbye`, then close); the delegate reconnects.
@@ -78,14 +94,19 @@ pub async fn disconnect(
 ) -> Result<StatusCode, AppError> {
     caller.require(Scope::DelegatesWrite)?;
     let id = parse_session(&session_id)?;
-    let info = visible_session(&state, &caller, id)?;
+    let (info, here) = visible_session(&state, &caller, id).await?;
     let actor: Actor = caller.actor();
     let now = now_unix();
     let target = format!("session:{id}");
     let detail = format!("{} token={}", info.name, info.token_id);
     state.store.append_audit(actor.entry(now, "delegate.disconnect", &target, &detail)).await?;
-    if !state.registry.send(id, SessionCommand::Disconnect) {
-        return Err(AppError::NotFound(format!("delegate session `{id}`")));
+    if here {
+        if !state.registry.send(id, SessionCommand::Disconnect) {
+            return Err(AppError::NotFound(format!("delegate session `{id}`")));
+        }
+    } else {
+        // Held by another replica: through the change log, applied there within moments.
+        state.cluster.publish(Change::Disconnect(id)).await?;
     }
     Ok(StatusCode::NO_CONTENT)
 }
@@ -94,7 +115,7 @@ pub async fn disconnect(
 #[utoipa::path(post, path = "/api/v1/delegates/{session_id}/ping", operation_id = "ping_delegate", tag = "delegates", request_body = PingRequest,
     params(("session_id" = String, Path, description = "Session id")),
     responses((status = 200, body = PingResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 504, body = ErrorBody)),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 504, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn ping(
     State(state): State<AppState>,
@@ -104,7 +125,12 @@ pub async fn ping(
 ) -> Result<Json<PingResponse>, AppError> {
     caller.require(Scope::DelegatesWrite)?;
     let id = parse_session(&session_id)?;
-    visible_session(&state, &caller, id)?;
+    let (_, here) = visible_session(&state, &caller, id).await?;
+    if !here {
+        return Err(AppError::Conflict(format!(
+            "delegate session `{id}` is held by another replica of the set; ping it through that replica (`replica list`, and the delegate's address in `delegate list`)"
+        )));
+    }
     let payload = req.payload.unwrap_or_else(|| "ping".into());
     if payload.chars().count() > MAX_PING_PAYLOAD {
         return Err(AppError::BadRequest(format!(

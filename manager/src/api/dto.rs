@@ -283,6 +283,46 @@ impl From<RotationDelegate> for RotationDelegateDto {
     }
 }
 
+/// A manager of the replica set.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ReplicaDto {
+    /// Its id (new at every start).
+    pub id: Uuid,
+    /// Whether it is the manager that answered.
+    pub this: bool,
+    /// Its version.
+    pub version: String,
+    /// Its host name.
+    pub host: String,
+    /// Unix seconds.
+    pub started_at: u64,
+    /// Unix seconds of its last report (every 2 s while it runs).
+    pub last_seen: u64,
+    /// Live delegate sessions at its last report.
+    pub sessions: u64,
+    /// Whether it accepts delegate sessions (false while it fails closed or drains).
+    pub accepting: bool,
+    /// Whether its last report is recent enough (10 s) for it to count as running.
+    pub alive: bool,
+}
+
+impl ReplicaDto {
+    /// The DTO of `r`, as seen from replica `me`.
+    pub fn from_row(r: crate::store::cluster::ReplicaRow, me: Uuid) -> Self {
+        Self {
+            id: r.id,
+            this: r.id == me,
+            version: r.version,
+            host: r.host,
+            started_at: r.started_at,
+            last_seen: r.last_seen,
+            sessions: r.sessions,
+            accepting: r.accepting,
+            alive: r.alive,
+        }
+    }
+}
+
 /// A live delegate session.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct DelegateDto {

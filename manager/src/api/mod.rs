@@ -22,6 +22,7 @@ pub mod extract;
 pub mod health;
 pub mod lockout;
 pub mod openapi;
+pub mod replicas;
 pub mod restrictions;
 pub mod rotations;
 pub mod telemetry;
@@ -53,6 +54,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/delegates"),
     ("delete", "/api/v1/delegates/{session_id}"),
     ("post", "/api/v1/delegates/{session_id}/ping"),
+    ("get", "/api/v1/replicas"),
     ("get", "/api/v1/admin-tokens"),
     ("post", "/api/v1/admin-tokens"),
     ("post", "/api/v1/admin-tokens/{admin_token}/revoke"),
@@ -88,6 +90,7 @@ pub fn app(state: AppState) -> Router {
         .route("/delegates", get(delegates::list))
         .route("/delegates/{session_id}", delete(delegates::disconnect))
         .route("/delegates/{session_id}/ping", post(delegates::ping))
+        .route("/replicas", get(replicas::list))
         .route("/admin-tokens", get(admin_tokens::list).post(admin_tokens::create))
         .route("/admin-tokens/{admin_token}/revoke", post(admin_tokens::revoke))
         .route("/restrictions", get(restrictions::list).post(restrictions::create))

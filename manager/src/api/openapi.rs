@@ -8,8 +8,8 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    access, accounts, admin_tokens, audit, auth, delegates, dto, error, health, restrictions, rotations,
-    tokens,
+    access, accounts, admin_tokens, audit, auth, delegates, dto, error, health, replicas, restrictions,
+    rotations, tokens,
 };
 use crate::state::AppState;
 use crate::validate;
@@ -23,7 +23,7 @@ use crate::validate;
         accounts::list, accounts::create, accounts::show,
         tokens::list, tokens::create, tokens::show, tokens::update, tokens::revoke, tokens::rotate, tokens::delete,
         rotations::list, rotations::show,
-        delegates::list, delegates::disconnect, delegates::ping,
+        delegates::list, delegates::disconnect, delegates::ping, replicas::list,
         admin_tokens::list, admin_tokens::create, admin_tokens::revoke,
         restrictions::list, restrictions::create, restrictions::delete,
         audit::list,
@@ -32,7 +32,7 @@ use crate::validate;
     components(schemas(
         error::ErrorBody, error::ErrorDetail, dto::AccountDto, dto::CreateAccount, dto::CreatedAccount, dto::TokenDto,
         dto::CreateToken, dto::UpdateToken, dto::RotationPolicyDto, dto::CreatedToken, dto::RotateToken, dto::RotateResponse, dto::RevokeResponse,
-        dto::RotationDto, dto::RotationDelegateDto, dto::DelegateDto, dto::PingRequest, dto::PingResponse,
+        dto::RotationDto, dto::RotationDelegateDto, dto::DelegateDto, dto::ReplicaDto, dto::PingRequest, dto::PingResponse,
         dto::AdminTokenDto, dto::CreateAdminToken, dto::CreatedAdminToken, dto::AuditDto,
         dto::RestrictionDto, dto::CreateRestriction,
     )),

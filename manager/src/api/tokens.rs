@@ -40,7 +40,7 @@ pub async fn list(
         .tokens(&account)
         .await?
         .ok_or_else(|| AppError::NotFound(format!("account `{account}`")))?;
-    let counts = state.registry.counts_by_token();
+    let counts = state.cluster.counts_by_token(&state.registry).await?;
     let now = now_unix();
     Ok(Json(
         list.into_iter()
@@ -129,7 +129,7 @@ pub async fn update(
     let now = now_unix();
     let row = state.store.set_token_policy(&account, &token, policy, now, &caller.actor()).await?;
     tracing::info!(token_id = %row.id, account = %row.account_id, every_secs = policy.map(|p| p.every), "token rotation policy changed");
-    let live = state.registry.on_token(row.id).len();
+    let live = state.cluster.live_on_token(&state.registry, row.id).await?;
     Ok(Json(TokenDto::from_row(row, now, live)))
 }
 
@@ -150,7 +150,7 @@ pub async fn show(
         .find_token(&account, &token)
         .await?
         .ok_or_else(|| AppError::NotFound(format!("token `{token}` in account `{account}`")))?;
-    let live = state.registry.on_token(row.id).len();
+    let live = state.cluster.live_on_token(&state.registry, row.id).await?;
     Ok(Json(TokenDto::from_row(row, now_unix(), live)))
 }
 

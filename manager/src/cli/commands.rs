@@ -34,6 +34,8 @@ pub(super) enum Kind {
     Delegates,
     /// `PingResponse`.
     Pong,
+    /// `[ReplicaDto]`.
+    Replicas,
     /// `[AccountDto]`.
     Accounts,
     /// One `AccountDto`.
@@ -130,6 +132,7 @@ pub(super) fn client_command(cmd: Command) -> ExitCode {
     let client_args = match &cmd {
         Command::Token { client, .. }
         | Command::Delegate { client, .. }
+        | Command::Replica { client, .. }
         | Command::Account { client, .. }
         | Command::AdminToken { client, .. }
         | Command::Restriction { client, .. }
@@ -260,6 +263,7 @@ async fn execute(c: &ApiClient, cmd: Command) -> Result<Reply, ClientError> {
     match cmd {
         Command::Token { cmd, .. } => token(c, cmd).await,
         Command::Delegate { cmd, .. } => delegate(c, cmd).await,
+        Command::Replica { cmd: ReplicaCmd::List, .. } => get(c, "/api/v1/replicas", Kind::Replicas).await,
         Command::Account { cmd, .. } => account(c, cmd).await,
         Command::AdminToken { cmd, .. } => admin_token(c, cmd).await,
         Command::Restriction { cmd, .. } => restriction(c, cmd).await,

@@ -92,6 +92,13 @@ pub enum Command {
         #[command(subcommand)]
         cmd: DelegateCmd,
     },
+    /// The managers of a replica set on one PostgreSQL store.
+    Replica {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        cmd: ReplicaCmd,
+    },
     /// Accounts.
     Account {
         #[command(flatten)]
@@ -388,6 +395,13 @@ pub enum DelegateCmd {
         #[arg(long)]
         payload: Option<String>,
     },
+}
+
+/// `replica …`
+#[derive(Debug, Subcommand)]
+pub enum ReplicaCmd {
+    /// List the replicas: version, host, last report, live sessions, whether they accept.
+    List,
 }
 
 /// `account …`

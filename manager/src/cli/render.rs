@@ -63,6 +63,7 @@ pub(super) fn reply(reply: &Reply, format: OutputFormat) -> Result<String, Clien
         Kind::Rotation => rotation(&decode(v)?),
         Kind::Delegates => delegates(decode(v)?),
         Kind::Pong => pong(decode(v)?),
+        Kind::Replicas => replicas(decode(v)?),
         Kind::Accounts => accounts(decode(v)?),
         Kind::Account => accounts(vec![decode(v)?]),
         Kind::AccountCreated => account_created(decode(v)?),
@@ -245,6 +246,29 @@ fn delegates(list: Vec<DelegateDto>) -> String {
         })
         .collect();
     table(&["SESSION", "ACCOUNT", "NAME", "TOKEN", "IP", "VERSION", "CONNECTED", "LAST HEARTBEAT"], &rows)
+}
+
+fn replicas(list: Vec<ReplicaDto>) -> String {
+    let rows: Vec<Vec<String>> = list
+        .into_iter()
+        .map(|r| {
+            let state = match (r.alive, r.accepting) {
+                (false, _) => "silent",
+                (true, true) => "accepting",
+                (true, false) => "not accepting",
+            };
+            vec![
+                format!("{}{}", r.id, if r.this { " *" } else { "" }),
+                r.host,
+                r.version,
+                state.to_owned(),
+                r.sessions.to_string(),
+                time(r.started_at),
+                time(r.last_seen),
+            ]
+        })
+        .collect();
+    table(&["REPLICA", "HOST", "VERSION", "STATE", "SESSIONS", "STARTED", "LAST SEEN"], &rows)
 }
 
 fn pong(p: PingResponse) -> String {

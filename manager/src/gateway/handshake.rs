@@ -127,6 +127,22 @@ impl Refusal {
         }
     }
 
+    /// This replica cannot reach its database (it fails closed) or has not caught up with the
+    /// change log yet: unsigned and retryable, so the delegate goes to another replica; never
+    /// a signed, final reject because of a database error.
+    fn unavailable() -> Self {
+        Self {
+            reject: Reject::Unsigned(
+                RejectCode::RateLimited,
+                "this manager cannot reach its database; try another replica or retry later".into(),
+            ),
+            close: Some((close::RATE_LIMITED, "unavailable")),
+            failure: false,
+            outcome: Some(RejectCode::RateLimited),
+            log: Log::Quiet,
+        }
+    }
+
     /// A write to the peer failed: it is gone.
     fn gone() -> Self {
         Self { reject: Reject::Nothing, close: None, failure: false, outcome: None, log: Log::Quiet }
@@ -203,6 +219,7 @@ pub async fn run(state: &AppState, mut socket: WebSocket, ip: IpAddr) -> Option<
     let attempt = state.limiter.try_begin(ip, now_unix());
     let accepted = match attempt {
         None => Err(Refusal::rate_limited()),
+        Some(_) if !state.cluster.accepting() => Err(Refusal::unavailable()),
         Some(_) => authenticate(state, &mut socket, ip, write_timeout).await,
     };
     let Accepted { session, welcome, guard, commands, expires_at } = match accepted {
@@ -275,6 +292,10 @@ async fn authenticate<'a>(
             return Err(Refusal::session_cap(hit));
         }
     };
+    if !state.cluster.accepting() {
+        // The replica failed closed while this handshake ran.
+        return Err(Refusal::unavailable());
+    }
     if let Some((code, message)) = late_refusal_of(recheck(state, row.id, now).await?) {
         return Err(Refusal::signed(verified, code, message));
     }

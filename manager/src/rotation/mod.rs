@@ -27,6 +27,7 @@ use tokio::task::JoinSet;
 use uuid::Uuid;
 
 use crate::clock::now_unix;
+use crate::cluster::Cluster;
 use crate::keys::MasterKey;
 use crate::metrics::{Metrics, OutcomeLabel};
 use crate::registry::{Registry, SessionCommand, SessionInfo};
@@ -112,6 +113,9 @@ struct Inner {
     registry: Registry,
     master: Arc<MasterKey>,
     metrics: RotationMetrics,
+    /// Whether this replica holds the jobs lease (finishing rotations, policies), and the
+    /// sessions of the other replicas.
+    cluster: Cluster,
     active: Mutex<HashMap<Uuid, Active>>,
     drivers: Mutex<JoinSet<()>>,
     /// `true` once [`Rotations::shutdown`] ran: drivers stop waiting and return.
@@ -140,12 +144,19 @@ const RESUME_LIMIT: u32 = 10_000;
 
 impl Rotations {
     /// The service over these handles, with no rotation running.
-    pub fn new(store: Store, registry: Registry, master: Arc<MasterKey>, metrics: RotationMetrics) -> Self {
+    pub fn new(
+        store: Store,
+        registry: Registry,
+        master: Arc<MasterKey>,
+        metrics: RotationMetrics,
+        cluster: Cluster,
+    ) -> Self {
         Self(Arc::new(Inner {
             store,
             registry,
             master,
             metrics,
+            cluster,
             active: Mutex::new(HashMap::new()),
             drivers: Mutex::new(JoinSet::new()),
             stop: watch::Sender::new(false),
@@ -332,9 +343,24 @@ impl Rotations {
     /// rotation whose successor cannot be opened (started by a manager before successors were
     /// stored, or a different master key) runs on to its deadline without one, and says so.
     pub async fn resume(&self) -> Result<usize, StoreError> {
+        self.resume_where(|_| true).await
+    }
+
+    /// [`Rotations::resume`] of the unfinished rotations this replica does not track yet
+    /// (started on another replica of the set).
+    pub async fn resume_missing(&self) -> Result<usize, StoreError> {
+        self.resume_where(|id| !self.lock().contains_key(&id)).await
+    }
+
+    async fn resume_where(&self, wanted: impl Fn(Uuid) -> bool) -> Result<usize, StoreError> {
         let open = self.0.store.unfinished_rotations(RESUME_LIMIT).await?;
+        let mut resumed = 0;
         for (row, sealed) in &open {
             let id = row.id;
+            if !wanted(id) {
+                continue;
+            }
+            resumed += 1;
             let successor = match sealed {
                 Some(sealed) => match self.0.master.open_successor(id, sealed) {
                     Ok(token) if token.id() == row.new_token_id => Some(Arc::new(token)),
@@ -351,7 +377,36 @@ impl Rotations {
             tracing::info!(rotation_id = %id, successor = successor.is_some(), deadline = row.deadline, "rotation resumed");
             self.run(row, successor);
         }
-        Ok(open.len())
+        Ok(resumed)
+    }
+
+    /// A rotation another replica started: tracked here too (with its successor opened from
+    /// the store), and its successor sent to this replica's sessions on the old token.
+    pub async fn adopt(&self, rotation_id: Uuid) -> Result<(), StoreError> {
+        if !self.lock().contains_key(&rotation_id) {
+            self.resume_missing().await?;
+        }
+        let Some(old_token) = self.lock().get(&rotation_id).map(|a| a.old_token) else {
+            // Finished already (or beyond the resume limit): nothing to send.
+            return Ok(());
+        };
+        let now = now_unix();
+        let mut told = 0;
+        for s in self.0.registry.on_token(old_token) {
+            if self.track_and_push(rotation_id, &s, now).await {
+                told += 1;
+            }
+        }
+        tracing::info!(%rotation_id, %old_token, delegates = told, "rotation started on another replica; delegates here told");
+        Ok(())
+    }
+
+    /// A rotation another replica finished: no longer tracked here (its driver returns).
+    pub fn forget(&self, rotation_id: Uuid) {
+        if let Some(a) = self.lock().remove(&rotation_id) {
+            a.notify.notify_one();
+            tracing::debug!(%rotation_id, "rotation finished on another replica");
+        }
     }
 
     /// Stops every driver and waits for them: a driver finishing its rotation completes that

@@ -1,8 +1,9 @@
 //! Automatic rotation: a loop that starts the rotation of every token whose rotation policy
 //! makes it due, exactly as a manual rotate does (audited by `system`, the successor inherits
-//! the policy, name, CIDRs and relative expiry). Several managers on one store may run it at
-//! once: a token is rotated once, since starting a rotation is a conditional write and the
-//! loser sees the token rotating.
+//! the policy, name, CIDRs and relative expiry). In a replica set the holder of the jobs lease
+//! runs it; should two run a pass at once (a lease changing hands), a token is still rotated
+//! once, since starting a rotation is a conditional write and the loser sees the token
+//! rotating.
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -31,7 +32,10 @@ impl Rotations {
             if *stop.borrow_and_update() {
                 return;
             }
-            self.policy_pass().await;
+            // One replica of a set runs the policies: the holder of the jobs lease.
+            if self.0.cluster.holds_jobs() {
+                self.policy_pass().await;
+            }
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}
                 changed = stop.changed() => {

@@ -21,7 +21,13 @@ fn session(token_id: Uuid) -> SessionInfo {
 
 fn service(data: &crate::datadir::DataDir, registry: &Registry) -> Rotations {
     let metrics = Metrics::new();
-    Rotations::new(data.store.clone(), registry.clone(), data.master.clone(), RotationMetrics::of(&metrics))
+    Rotations::new(
+        data.store.clone(),
+        registry.clone(),
+        data.master.clone(),
+        RotationMetrics::of(&metrics),
+        crate::cluster::Cluster::single(),
+    )
 }
 
 #[test]

@@ -10,6 +10,7 @@ pub mod access;
 pub mod accounts;
 pub mod admin;
 pub mod audit;
+pub mod cluster;
 mod dispatch;
 pub mod ops;
 pub mod postgres;
@@ -131,6 +132,15 @@ impl Store {
         match &*self.backend {
             Backend::Sqlite(s) => Some(s),
             Backend::Postgres(_) => None,
+        }
+    }
+
+    /// The PostgreSQL backend, when that is the one in use (the replica set's feed, leases
+    /// and cluster view live there).
+    pub fn postgres(&self) -> Option<&PgStore> {
+        match &*self.backend {
+            Backend::Postgres(p) => Some(p),
+            Backend::Sqlite(_) => None,
         }
     }
 

@@ -240,6 +240,17 @@ impl Manager {
     /// files) with the same options on another port: with a PostgreSQL store, a second
     /// manager of the same store.
     pub async fn replica(&self) -> Result<Self> {
+        self.replica_with(self.options.clone()).await
+    }
+
+    /// The options this manager was started with.
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
+    /// [`Manager::replica`] with other options (another database URL to the same store, e.g.
+    /// through a proxy).
+    pub async fn replica_with(&self, options: Options) -> Result<Self> {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir()?;
         let data = dir.path().join("data");
@@ -251,7 +262,7 @@ impl Manager {
                 std::fs::copy(entry.path(), data.join(entry.file_name()))?;
             }
         }
-        let (proc, addr) = Self::launch(&self.bin, &data, &self.options, None).await?;
+        let (proc, addr) = Self::launch(&self.bin, &data, &options, None).await?;
         let target = Target::new(addr, "localhost", &self.init.ca_cert)?;
         let replica = Self {
             proc: Some(proc),
@@ -260,7 +271,7 @@ impl Manager {
             addr,
             init: self.init.clone(),
             init_raw: self.init_raw.clone(),
-            options: self.options.clone(),
+            options,
             target,
             earlier_logs: Vec::new(),
         };

@@ -11,6 +11,7 @@
 //! - [`api`]: the admin REST API calls.
 //! - [`delegate`]: the delegate process.
 //! - [`docker`]: a Docker test run (unique names, drop-guard cleanup, the delegate image).
+//! - [`proxy`]: a TCP proxy that can cut a manager off its database silently.
 //! - [`poll`]: bounded polling, the one way to wait for state.
 //! - [`probe`]: an honest client's view during an attack (a metric, `/healthz`, a handshake).
 //! - [`cli`]: the admin CLI's `--json` output, read with the field names the manager emits.
@@ -24,6 +25,7 @@ pub mod manager;
 pub mod poll;
 pub mod probe;
 pub mod process;
+pub mod proxy;
 
 pub use api::api_call;
 pub use clock::unix_now;

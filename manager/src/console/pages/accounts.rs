@@ -24,6 +24,12 @@ pub async fn list(State(console): State<Console>, signed: Signed) -> Response {
         Err(e) => return signed.error(e, "/ui/"),
     };
     let now = now_unix();
+    // Live delegates on every replica of the set, counted per account.
+    let mut live: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    match console.app.cluster.sessions(&console.app.registry, None).await {
+        Ok(sessions) => sessions.into_iter().for_each(|s| *live.entry(s.account_id).or_default() += 1),
+        Err(e) => tracing::warn!(error = %e, "cannot read the cluster's sessions for the accounts page"),
+    }
     let may_create = may(&signed.caller, Scope::Admin) && signed.caller.account.is_none();
     let body = html! {
         div class="table-wrap" {
@@ -36,7 +42,7 @@ pub async fn list(State(console): State<Console>, signed: Signed) -> Response {
                         tr {
                             td { a href={ "/ui/accounts/" (a.id) } { code { (a.id) } } }
                             td { (a.name) }
-                            td class="num" { (console.app.registry.list(Some(&a.id)).len()) }
+                            td class="num" { (live.get(&a.id).copied().unwrap_or(0)) }
                             td { (view::when(a.created_at, now)) }
                             td { (a.created_by) }
                         }

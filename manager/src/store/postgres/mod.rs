@@ -12,6 +12,7 @@
 //! - `rows`: reading rows back.
 //! - `error`: PostgreSQL errors as store errors, without secrets.
 //! - `ops`: the [`super::StoreOps`] implementation.
+//! - `cluster`: the replica set's change log, listener, leases and cluster-wide view.
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -22,6 +23,9 @@ use error::Failure;
 use tls::MakeRustls;
 use url::PgUrl;
 
+pub use cluster::Listener;
+
+mod cluster;
 mod error;
 mod ops;
 mod rows;
@@ -46,6 +50,11 @@ pub struct PgStore {
     timing: Option<std::sync::Arc<Timing>>,
     /// Host and database, for logs (no user, no password).
     target: String,
+    /// This process's id in the replica set (new at every connect).
+    replica: uuid::Uuid,
+    /// For connections of their own (the change listener).
+    config: std::sync::Arc<tokio_postgres::Config>,
+    tls: MakeRustls,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -74,7 +83,7 @@ impl PgStore {
         Self::migrate_with(&url, &tls).await?;
         let manager = Manager::from_config(
             url.config.clone(),
-            tls,
+            tls.clone(),
             ManagerConfig { recycling_method: RecyclingMethod::Fast },
         );
         let pool = Pool::builder(manager)
@@ -84,7 +93,14 @@ impl PgStore {
             .create_timeout(Some(POOL_WAIT))
             .build()
             .map_err(|e| StoreError::Postgres(format!("connection pool: {e}")))?;
-        let store = Self { pool, timing: None, target: target(&url.config) };
+        let store = Self {
+            pool,
+            timing: None,
+            target: target(&url.config),
+            replica: uuid::Uuid::new_v4(),
+            config: std::sync::Arc::new(url.config.clone()),
+            tls,
+        };
         // One pooled connection now, so a store that connected also serves.
         drop(store.pool.get().await.map_err(|e| url.redact_error(Failure::from(e).into_store()))?);
         Ok(store)
@@ -162,6 +178,11 @@ impl PgStore {
     /// connection and the transaction's run.
     pub fn with_timing(&self, timing: Timing) -> Self {
         Self { timing: Some(std::sync::Arc::new(timing)), ..self.clone() }
+    }
+
+    /// This process's id in the replica set: the origin of the changes it logs.
+    pub fn replica_id(&self) -> uuid::Uuid {
+        self.replica
     }
 
     /// A pooled connection (the wait is recorded).

@@ -29,11 +29,13 @@ use super::super::rotations::{
 };
 use super::super::tokens::{policy_detail, RotationPolicy, TokenRow};
 use super::super::{i64_of, u64_col, StoreError};
+use super::cluster::log_change;
 use super::error::{conflict, Failure};
 use super::rows::{
     self, ACCOUNT_COLS, ADMIN_COLS, AUDIT_COLS, DELEGATE_COLS, RESTRICTION_COLS, ROTATION_COLS, TOKEN_COLS,
 };
 use super::PgStore;
+use crate::store::cluster::Change;
 
 type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 
@@ -295,7 +297,9 @@ async fn is_empty(c: &impl GenericClient) -> Result<bool, Failure> {
 
 impl PgStore {
     /// A READ COMMITTED transaction on a pooled connection.
-    async fn write<'c>(client: &'c mut deadpool_postgres::Object) -> Result<Transaction<'c>, Failure> {
+    pub(super) async fn write<'c>(
+        client: &'c mut deadpool_postgres::Object,
+    ) -> Result<Transaction<'c>, Failure> {
         Ok(client.build_transaction().isolation_level(IsolationLevel::ReadCommitted).start().await?)
     }
 
@@ -508,6 +512,7 @@ impl StoreOps for PgStore {
                 rows::token(&tx.query_one(&sql, &[&row.id.to_string(), &i64_of(now), &actor.who]).await?)?;
             record(&*tx, actor, now, "token.revoke", &format!("token:{account}/{}", row.id), &row.name)
                 .await?;
+            log_change(&*tx, self.replica, Change::Token(row.id), now).await?;
             tx.commit().await?;
             Ok((updated, true))
         })
@@ -533,6 +538,7 @@ impl StoreOps for PgStore {
             tx.execute("DELETE FROM tokens WHERE id = $1", &[&row.id.to_string()]).await?;
             record(&*tx, actor, now, "token.delete", &format!("token:{account}/{}", row.id), &row.name)
                 .await?;
+            log_change(&*tx, self.replica, Change::Token(row.id), now).await?;
             tx.commit().await?;
             Ok(DeleteOutcome::Deleted(row))
         })
@@ -840,6 +846,8 @@ impl StoreOps for PgStore {
             insert_token(&*tx, &plan.successor).await?;
             insert_rotation(&*tx, &plan.rotation, Some(plan.sealed_successor.as_slice())).await?;
             insert_audit(&*tx, &plan.audit).await?;
+            let change = Change::RotationStarted(plan.rotation.id);
+            log_change(&*tx, self.replica, change, plan.rotation.started_at).await?;
             tx.commit().await?;
             Ok(true)
         })
@@ -1021,6 +1029,7 @@ impl StoreOps for PgStore {
                         .await?;
                         let target = format!("token:{}/{old_token}", old.account_id);
                         record(&*tx, actor, now, "token.revoke", &target, outcome.as_str()).await?;
+                        log_change(&*tx, self.replica, Change::Token(old_token), now).await?;
                     }
                     tx.execute(
                         "UPDATE tokens SET rotation_id = NULL WHERE id = $1",
@@ -1038,6 +1047,7 @@ impl StoreOps for PgStore {
                         outcome.as_str(),
                     )
                     .await?;
+                    log_change(&*tx, self.replica, Change::RotationFinished(rotation), now).await?;
                 }
                 tx.commit().await?;
                 Ok(finished)

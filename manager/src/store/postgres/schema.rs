@@ -14,8 +14,8 @@ const MIGRATION_LOCK: i64 = 0x7465_7468_6572_0001;
 /// The oldest server this schema and its queries are written for (`server_version_num`).
 pub(super) const MIN_SERVER_VERSION: i32 = 130_000;
 
-/// Each entry migrates from version `index` to `index + 1`; version 4 matches the SQLite
-/// file's version 4 (rotation policies).
+/// Each entry migrates from version `index` to `index + 1`; version 1 matches the SQLite
+/// file's version 4 (rotation policies), version 2 adds the replica set's tables.
 const MIGRATIONS: &[&str] = &[
     // 1: the whole schema as of SQLite's version 4 (a PostgreSQL store starts there). Every
     // text column sorts and compares bytewise (`COLLATE "C"`), as SQLite does, whatever the
@@ -105,6 +105,50 @@ const MIGRATIONS: &[&str] = &[
         source_ip TEXT COLLATE "C",
         detail TEXT COLLATE "C" NOT NULL DEFAULT ''
     );
+    "#,
+    // 2: the replica set. `changes` is the numbered change log live sessions must see (written
+    // in the transaction of the change, under an advisory lock so numbers commit in order);
+    // `leases` holds single-runner jobs; `replicas` and `cluster_sessions` are the cluster-wide
+    // view of live sessions (rows of a dead replica are reaped once its lease is over).
+    r#"
+    CREATE TABLE changes (
+        seq BIGINT PRIMARY KEY,
+        kind TEXT COLLATE "C" NOT NULL,
+        subject TEXT COLLATE "C" NOT NULL,
+        origin TEXT COLLATE "C" NOT NULL,
+        at BIGINT NOT NULL
+    );
+    CREATE TABLE leases (
+        name TEXT COLLATE "C" PRIMARY KEY,
+        owner TEXT COLLATE "C" NOT NULL,
+        fence BIGINT NOT NULL,
+        expires_at TIMESTAMPTZ NOT NULL
+    );
+    CREATE TABLE replicas (
+        id TEXT COLLATE "C" PRIMARY KEY,
+        version TEXT COLLATE "C" NOT NULL,
+        host TEXT COLLATE "C" NOT NULL,
+        started_at BIGINT NOT NULL,
+        last_seen BIGINT NOT NULL,
+        seen_at TIMESTAMPTZ NOT NULL,
+        sessions BIGINT NOT NULL DEFAULT 0,
+        accepting BOOLEAN NOT NULL DEFAULT TRUE
+    );
+    CREATE TABLE cluster_sessions (
+        session_id TEXT COLLATE "C" PRIMARY KEY,
+        replica_id TEXT COLLATE "C" NOT NULL,
+        account_id TEXT COLLATE "C" NOT NULL,
+        token_id TEXT COLLATE "C" NOT NULL,
+        name TEXT COLLATE "C" NOT NULL,
+        instance TEXT COLLATE "C" NOT NULL,
+        host TEXT COLLATE "C" NOT NULL,
+        version TEXT COLLATE "C" NOT NULL,
+        ip TEXT COLLATE "C" NOT NULL,
+        connected_at BIGINT NOT NULL,
+        last_heartbeat BIGINT NOT NULL
+    );
+    CREATE INDEX cluster_sessions_replica ON cluster_sessions (replica_id);
+    CREATE INDEX cluster_sessions_token ON cluster_sessions (token_id);
     "#,
 ];
 

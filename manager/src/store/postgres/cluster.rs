@@ -1,0 +1,458 @@
+//! The replica set's tables on PostgreSQL: the change log (a row written inside the
+//! transaction of each change, numbered gaplessly in commit order under an advisory lock, then
+//! `NOTIFY tether_changes` with its number), a [`Listener`] connection of its own per replica
+//! that `LISTEN`s and reads the log, the single-runner leases (a row with an owner, a fence and
+//! an expiry in the database's clock), and the cluster-wide view of replicas and sessions.
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+use tokio_postgres::{AsyncMessage, GenericClient};
+use uuid::Uuid;
+
+use super::super::cluster::{Change, ClusterSession, LoggedChange, Presence, ReplicaRow};
+use super::super::{i64_of, u64_col, StoreError};
+use super::error::{self, Failure};
+use super::PgStore;
+
+/// The advisory lock that orders change log writers ("tether" in ASCII, then 2): held from the
+/// number's choice to the commit, so numbers become visible in order and without gaps.
+const CHANGE_LOCK: i64 = 0x7465_7468_6572_0002;
+
+/// The notification channel.
+const CHANNEL: &str = "tether_changes";
+
+/// How long one query of the listener may take before its connection counts as dead (a
+/// silent, half-open connection otherwise hangs until TCP gives up).
+const QUERY_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Appends `change` to the log within the caller's transaction and notifies listeners (the
+/// notification is delivered at commit, and dropped with a rollback).
+pub(super) async fn log_change(
+    c: &impl GenericClient,
+    origin: Uuid,
+    change: Change,
+    now: u64,
+) -> Result<(), Failure> {
+    c.execute("SELECT pg_advisory_xact_lock($1)", &[&CHANGE_LOCK]).await?;
+    c.execute(
+        "WITH c AS (INSERT INTO changes (seq, kind, subject, origin, at)
+                    SELECT COALESCE(MAX(seq), 0) + 1, $1, $2, $3, $4 FROM changes RETURNING seq)
+         SELECT pg_notify('tether_changes', seq::text) FROM c",
+        &[&change.kind(), &change.subject().to_string(), &origin.to_string(), &i64_of(now)],
+    )
+    .await?;
+    Ok(())
+}
+
+fn logged(row: &tokio_postgres::Row) -> Result<LoggedChange, StoreError> {
+    let corrupt = |what: &str| StoreError::Corrupt(format!("change log: {what}"));
+    let seq: i64 = row.try_get(0).map_err(|_| corrupt("seq"))?;
+    let kind: String = row.try_get(1).map_err(|_| corrupt("kind"))?;
+    let subject: String = row.try_get(2).map_err(|_| corrupt("subject"))?;
+    let origin: String = row.try_get(3).map_err(|_| corrupt("origin"))?;
+    Ok(LoggedChange {
+        seq,
+        change: Change::parse(&kind, &subject),
+        origin: Uuid::parse_str(&origin).unwrap_or_else(|_| Uuid::nil()),
+    })
+}
+
+/// A connection of its own that listens for change numbers and reads the log.
+pub struct Listener {
+    client: tokio_postgres::Client,
+    notes: mpsc::UnboundedReceiver<i64>,
+    driver: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listener").finish_non_exhaustive()
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
+
+impl Listener {
+    /// The next notified change number; `None` once the connection is gone (everything
+    /// notified meanwhile is lost: read the log from the last applied number).
+    pub async fn next_note(&mut self) -> Option<i64> {
+        self.notes.recv().await
+    }
+
+    /// Up to `limit` changes after `after`, in order.
+    pub async fn changes_after(&self, after: i64, limit: u32) -> Result<Vec<LoggedChange>, StoreError> {
+        let rows = self
+            .query(
+                "SELECT seq, kind, subject, origin FROM changes WHERE seq > $1 ORDER BY seq LIMIT $2",
+                &[&after, &i64::from(limit)],
+            )
+            .await?;
+        rows.iter().map(logged).collect()
+    }
+
+    /// The lowest and highest numbers in the log (0, 0 when it is empty).
+    pub async fn bounds(&self) -> Result<(i64, i64), StoreError> {
+        let rows =
+            self.query("SELECT COALESCE(MIN(seq), 0), COALESCE(MAX(seq), 0) FROM changes", &[]).await?;
+        let row = rows.first().ok_or_else(|| StoreError::Postgres("no row".into()))?;
+        let get = |i| row.try_get::<_, i64>(i).map_err(|e| Failure::from(e).into_store());
+        Ok((get(0)?, get(1)?))
+    }
+
+    async fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
+        match tokio::time::timeout(QUERY_TIMEOUT, self.client.query(sql, params)).await {
+            Ok(r) => r.map_err(|e| Failure::from(e).into_store()),
+            Err(_) => Err(StoreError::Postgres("the listener connection did not answer in time".into())),
+        }
+    }
+}
+
+impl PgStore {
+    /// Opens a listener: a connection of its own, `LISTEN` issued before it returns (so a
+    /// change committed after this is notified, and one committed before is in the log).
+    pub async fn listen(&self) -> Result<Listener, StoreError> {
+        let mut config = (*self.config).clone();
+        config.connect_timeout(QUERY_TIMEOUT).keepalives(true).keepalives_idle(Duration::from_secs(5));
+        let connect = config.connect(self.tls.clone());
+        let (client, mut connection) = match tokio::time::timeout(QUERY_TIMEOUT * 2, connect).await {
+            Ok(r) => r.map_err(|e| Failure::from(e).into_store())?,
+            Err(_) => return Err(StoreError::Postgres("connecting the listener timed out".into())),
+        };
+        let (tx, notes) = mpsc::unbounded_channel();
+        let driver = tokio::spawn(async move {
+            let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+            while let Some(message) = messages.next().await {
+                match message {
+                    Ok(AsyncMessage::Notification(n)) if n.channel() == CHANNEL => {
+                        if let Ok(seq) = n.payload().parse::<i64>() {
+                            if tx.send(seq).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::debug!(error = %error::describe(&e), "listener connection closed");
+                        return;
+                    }
+                }
+            }
+        });
+        let listener = Listener { client, notes, driver };
+        match tokio::time::timeout(QUERY_TIMEOUT, listener.client.batch_execute("LISTEN tether_changes"))
+            .await
+        {
+            Ok(r) => r.map_err(|e| Failure::from(e).into_store())?,
+            Err(_) => return Err(StoreError::Postgres("LISTEN timed out".into())),
+        }
+        Ok(listener)
+    }
+
+    /// Logs `change` on its own (a change with no row of its own to write, such as a
+    /// disconnect asked of a session another replica holds).
+    pub async fn publish(&self, change: Change) -> Result<(), StoreError> {
+        let origin = self.replica;
+        self.run("publish_change", || async move {
+            let mut client = self.client().await?;
+            let tx = Self::write(&mut client).await?;
+            log_change(&*tx, origin, change, crate::clock::now_unix()).await?;
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Takes or renews the lease `name` for this replica for `ttl`; returns its fence (a number
+    /// that grows at every change of owner) while this replica holds it, `None` while another
+    /// does. Expiry is judged by the database's clock, so replicas' clocks do not matter.
+    pub async fn renew_lease(&self, name: &str, ttl: Duration) -> Result<Option<i64>, StoreError> {
+        let owner = self.replica.to_string();
+        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+        self.run("renew_lease", || {
+            let owner = owner.clone();
+            async move {
+                let client = self.client().await?;
+                let row = client
+                    .query_opt(
+                        "INSERT INTO leases (name, owner, fence, expires_at)
+                         VALUES ($1, $2, 1, clock_timestamp() + $3::float8 * interval '1 millisecond')
+                         ON CONFLICT (name) DO UPDATE
+                           SET owner = EXCLUDED.owner,
+                               fence = leases.fence + CASE WHEN leases.owner = EXCLUDED.owner THEN 0 ELSE 1 END,
+                               expires_at = EXCLUDED.expires_at
+                           WHERE leases.owner = EXCLUDED.owner OR leases.expires_at < clock_timestamp()
+                         RETURNING fence",
+                        &[&name, &owner, &(ttl_ms as f64)],
+                    )
+                    .await?;
+                Ok(row.map(|r| r.try_get::<_, i64>(0)).transpose()?)
+            }
+        })
+        .await
+    }
+
+    /// Gives the lease `name` up if this replica holds it (a clean shutdown: the next replica
+    /// need not wait for it to expire).
+    pub async fn release_lease(&self, name: &str) -> Result<(), StoreError> {
+        let owner = self.replica.to_string();
+        self.run("release_lease", || {
+            let owner = owner.clone();
+            async move {
+                let client = self.client().await?;
+                client.execute("DELETE FROM leases WHERE name = $1 AND owner = $2", &[&name, &owner]).await?;
+                Ok(())
+            }
+        })
+        .await
+    }
+
+    /// Records this replica's presence: its row, and its sessions' rows changed since the last
+    /// sync (one transaction, whatever the number of heartbeats).
+    pub async fn sync_presence(&self, p: &Presence) -> Result<(), StoreError> {
+        self.run("sync_presence", || async move {
+            let mut client = self.client().await?;
+            let tx = Self::write(&mut client).await?;
+            let id = p.replica_id.to_string();
+            tx.execute(
+                "INSERT INTO replicas (id, version, host, started_at, last_seen, seen_at, sessions, accepting)
+                 VALUES ($1, $2, $3, $4, $5, clock_timestamp(), $6, $7)
+                 ON CONFLICT (id) DO UPDATE SET last_seen = EXCLUDED.last_seen, seen_at = EXCLUDED.seen_at,
+                     sessions = EXCLUDED.sessions, accepting = EXCLUDED.accepting",
+                &[&id, &p.version, &p.host, &i64_of(p.started_at), &i64_of(p.now), &i64_of(p.sessions), &p.accepting],
+            )
+            .await?;
+            if !p.removed.is_empty() {
+                let gone: Vec<String> = p.removed.iter().map(Uuid::to_string).collect();
+                tx.execute(
+                    "DELETE FROM cluster_sessions WHERE replica_id = $1 AND session_id = ANY($2)",
+                    &[&id, &gone],
+                )
+                .await?;
+            }
+            for s in &p.added {
+                tx.execute(
+                    "INSERT INTO cluster_sessions (session_id, replica_id, account_id, token_id, name, instance,
+                         host, version, ip, connected_at, last_heartbeat)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                     ON CONFLICT (session_id) DO NOTHING",
+                    &[
+                        &s.session_id.to_string(),
+                        &id,
+                        &s.account_id,
+                        &s.token_id.to_string(),
+                        &s.name,
+                        &s.instance.to_string(),
+                        &s.host,
+                        &s.version,
+                        &s.ip.to_string(),
+                        &i64_of(s.connected_at),
+                        &i64_of(s.last_heartbeat),
+                    ],
+                )
+                .await?;
+            }
+            // Heartbeats are the replica's: its sessions are as fresh as its last report.
+            tx.execute(
+                "UPDATE cluster_sessions SET last_heartbeat = $2 WHERE replica_id = $1 AND last_heartbeat < $2",
+                &[&id, &i64_of(p.now)],
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Forgets this replica (a clean shutdown): its row and its sessions' rows.
+    pub async fn leave(&self) -> Result<(), StoreError> {
+        let id = self.replica.to_string();
+        self.run("leave", || {
+            let id = id.clone();
+            async move {
+                let mut client = self.client().await?;
+                let tx = Self::write(&mut client).await?;
+                tx.execute("DELETE FROM cluster_sessions WHERE replica_id = $1", &[&id]).await?;
+                tx.execute("DELETE FROM replicas WHERE id = $1", &[&id]).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+        })
+        .await
+    }
+
+    /// Deletes the rows of replicas silent for longer than `lease` (and their sessions'), and
+    /// change log rows older than `keep_secs` (the newest row always stays, to carry the
+    /// numbering on). Returns the replicas reaped.
+    pub async fn reap(&self, lease: Duration, keep_secs: u64) -> Result<u64, StoreError> {
+        let lease_ms = lease.as_millis() as f64;
+        let cutoff = i64_of(crate::clock::now_unix().saturating_sub(keep_secs));
+        self.run("reap", || async move {
+            let mut client = self.client().await?;
+            let tx = Self::write(&mut client).await?;
+            tx.execute(
+                "DELETE FROM cluster_sessions WHERE replica_id IN (SELECT id FROM replicas
+                     WHERE seen_at < clock_timestamp() - $1::float8 * interval '1 millisecond')
+                   OR replica_id NOT IN (SELECT id FROM replicas)",
+                &[&lease_ms],
+            )
+            .await?;
+            let reaped = tx
+                .execute("DELETE FROM replicas WHERE seen_at < clock_timestamp() - $1::float8 * interval '1 millisecond'", &[
+                    &lease_ms,
+                ])
+                .await?;
+            tx.execute(
+                "DELETE FROM changes WHERE at < $1 AND seq < (SELECT MAX(seq) FROM changes)",
+                &[&cutoff],
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(reaped)
+        })
+        .await
+    }
+
+    /// Every replica recorded, newest start first; `alive` when its last report is within
+    /// `lease`.
+    pub async fn replicas(&self, lease: Duration) -> Result<Vec<ReplicaRow>, StoreError> {
+        let lease_ms = lease.as_millis() as f64;
+        self.run("replicas", || async move {
+            let client = self.client().await?;
+            let rows = client
+                .query(
+                    "SELECT id, version, host, started_at, last_seen, sessions, accepting,
+                            seen_at >= clock_timestamp() - $1::float8 * interval '1 millisecond'
+                     FROM replicas ORDER BY started_at DESC, id",
+                    &[&lease_ms],
+                )
+                .await?;
+            let mut out = Vec::with_capacity(rows.len());
+            for r in &rows {
+                let id: String = r.try_get(0)?;
+                out.push(ReplicaRow {
+                    id: Uuid::parse_str(&id).map_err(|_| StoreError::Corrupt("replica id".into()))?,
+                    version: r.try_get(1)?,
+                    host: r.try_get(2)?,
+                    started_at: u64_col(r.try_get(3)?),
+                    last_seen: u64_col(r.try_get(4)?),
+                    sessions: u64_col(r.try_get(5)?),
+                    accepting: r.try_get(6)?,
+                    alive: r.try_get(7)?,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Live sessions of the other replicas still within `lease` (of `account` only, if given).
+    pub async fn sessions_elsewhere(
+        &self,
+        account: Option<&str>,
+        lease: Duration,
+    ) -> Result<Vec<ClusterSession>, StoreError> {
+        let (me, lease_ms) = (self.replica.to_string(), lease.as_millis() as f64);
+        self.run("sessions_elsewhere", || {
+            let me = me.clone();
+            async move {
+                let client = self.client().await?;
+                let rows = client
+                    .query(
+                        "SELECT s.replica_id, s.session_id, s.account_id, s.token_id, s.name, s.instance, s.host,
+                                s.version, s.ip, s.connected_at, s.last_heartbeat
+                         FROM cluster_sessions s JOIN replicas r ON r.id = s.replica_id
+                         WHERE s.replica_id <> $1 AND ($2::text IS NULL OR s.account_id = $2)
+                           AND r.seen_at >= clock_timestamp() - $3::float8 * interval '1 millisecond'
+                         ORDER BY s.account_id, s.name, s.session_id",
+                        &[&me, &account, &lease_ms],
+                    )
+                    .await?;
+                rows.iter().map(session).collect::<Result<Vec<_>, StoreError>>().map_err(Failure::from)
+            }
+        })
+        .await
+    }
+
+    /// Live sessions per token on the other replicas still within `lease`.
+    pub async fn counts_elsewhere(&self, lease: Duration) -> Result<HashMap<Uuid, usize>, StoreError> {
+        let (me, lease_ms) = (self.replica.to_string(), lease.as_millis() as f64);
+        self.run("counts_elsewhere", || {
+            let me = me.clone();
+            async move {
+                let client = self.client().await?;
+                let rows = client
+                    .query(
+                        "SELECT s.token_id, COUNT(*) FROM cluster_sessions s JOIN replicas r ON r.id = s.replica_id
+                         WHERE s.replica_id <> $1 AND r.seen_at >= clock_timestamp() - $2::float8 * interval '1 millisecond'
+                         GROUP BY s.token_id",
+                        &[&me, &lease_ms],
+                    )
+                    .await?;
+                let mut out = HashMap::new();
+                for r in &rows {
+                    let token: String = r.try_get(0)?;
+                    let n: i64 = r.try_get(1)?;
+                    if let Ok(id) = Uuid::parse_str(&token) {
+                        out.insert(id, usize::try_from(n).unwrap_or(0));
+                    }
+                }
+                Ok(out)
+            }
+        })
+        .await
+    }
+
+    /// The replica holding session `id`, if another live one does.
+    pub async fn holder_of(&self, session: Uuid, lease: Duration) -> Result<Option<Uuid>, StoreError> {
+        let lease_ms = lease.as_millis() as f64;
+        self.run("holder_of", || async move {
+            let client = self.client().await?;
+            let row = client
+                .query_opt(
+                    "SELECT s.replica_id FROM cluster_sessions s JOIN replicas r ON r.id = s.replica_id
+                     WHERE s.session_id = $1 AND r.seen_at >= clock_timestamp() - $2::float8 * interval '1 millisecond'",
+                    &[&session.to_string(), &lease_ms],
+                )
+                .await?;
+            let id: Option<String> = row.map(|r| r.try_get(0)).transpose()?;
+            Ok(id.and_then(|s| Uuid::parse_str(&s).ok()))
+        })
+        .await
+    }
+}
+
+fn session(r: &tokio_postgres::Row) -> Result<ClusterSession, StoreError> {
+    let corrupt = |what: &str| StoreError::Corrupt(format!("cluster session: {what}"));
+    let uuid = |i: usize, what: &str| -> Result<Uuid, StoreError> {
+        let s: String = r.try_get(i).map_err(|_| corrupt(what))?;
+        Uuid::parse_str(&s).map_err(|_| corrupt(what))
+    };
+    let text =
+        |i: usize, what: &str| -> Result<String, StoreError> { r.try_get(i).map_err(|_| corrupt(what)) };
+    let num = |i: usize, what: &str| -> Result<u64, StoreError> {
+        r.try_get::<_, i64>(i).map(u64_col).map_err(|_| corrupt(what))
+    };
+    Ok(ClusterSession {
+        replica_id: uuid(0, "replica")?,
+        session_id: uuid(1, "session")?,
+        account_id: text(2, "account")?,
+        token_id: uuid(3, "token")?,
+        name: text(4, "name")?,
+        instance: uuid(5, "instance")?,
+        host: text(6, "host")?,
+        version: text(7, "version")?,
+        ip: text(8, "ip")?.parse().map_err(|_| corrupt("ip"))?,
+        connected_at: num(9, "connected_at")?,
+        last_heartbeat: num(10, "last_heartbeat")?,
+    })
+}

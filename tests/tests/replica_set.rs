@@ -1,0 +1,354 @@
+//! Several real managers on one real PostgreSQL (issue 13): a revoke through one replica
+//! closes the sessions every other replica holds, the cluster-wide view lists them all, a
+//! replica cut off from the database (a silent TCP proxy, as a network partition) fails closed
+//! and rejoins, a change it missed while its listener was cut is applied when it reconnects,
+//! a rotation started on one replica finishes when the holder of the jobs lease is killed, and
+//! a restart of PostgreSQL loses no acknowledged change.
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use tether_protocol::Token;
+use tether_tests::harness::delegate::{env_for, Delegate};
+use tether_tests::harness::manager::Options;
+use tether_tests::harness::proxy::Proxy;
+use tether_tests::harness::{poll, Manager};
+use tether_tests::load::session::{self, Ended, HoldOptions, Identity};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// Options of a replica on `database`, heartbeats every 2 s, failing closed after
+/// `fail_closed` seconds.
+fn options(database: &str, fail_closed: u64) -> Options {
+    let fail = fail_closed.to_string();
+    Options {
+        database: Some(database.to_owned()),
+        ..Options::with_env(&[("TETHER_HEARTBEAT_SECS", "2"), ("TETHER_FAIL_CLOSED_SECS", fail.as_str())])
+    }
+}
+
+/// Another replica of `first`'s store, reaching the database at `database`.
+async fn replica_via(first: &Manager, database: &str) -> Result<Manager> {
+    let mut options = first.options().clone();
+    options.database = Some(database.to_owned());
+    first.replica_with(options).await
+}
+
+fn identity(manager: &Manager, token: &Token, name: &str) -> Identity {
+    Identity {
+        account_id: manager.init.account_id.clone(),
+        token: Arc::new(token.duplicate()),
+        name: name.into(),
+    }
+}
+
+/// `count` in-process sessions of `token` on `manager`, held until they end.
+async fn hold_sessions(
+    manager: &Manager,
+    token: &Token,
+    prefix: &str,
+    count: usize,
+    stop: &watch::Receiver<bool>,
+) -> Result<Vec<JoinHandle<Ended>>> {
+    let target = manager.target()?;
+    let mut held = Vec::new();
+    for i in 0..count {
+        let who = identity(manager, token, &format!("{prefix}-{i}"));
+        let opened = session::open_as(&target, None, &who, Uuid::new_v4(), LIMIT).await?;
+        let opts = HoldOptions {
+            follow_rotation: false,
+            target: None,
+            source: None,
+            max_time: Duration::from_secs(120),
+        };
+        held.push(tokio::spawn(session::hold(opened, who, opts, stop.clone())));
+    }
+    Ok(held)
+}
+
+/// The upstream address of a loopback PostgreSQL URL.
+fn upstream(url: &str) -> Result<SocketAddr> {
+    let at = url.rfind('@').context("URL without credentials")?;
+    let rest = &url[at + 1..];
+    let end = rest.find('/').context("URL without a database")?;
+    rest[..end].parse().context("URL host is not an address")
+}
+
+async fn readyz(manager: &Manager) -> Result<StatusCode> {
+    Ok(manager.http().get(format!("{}/readyz", manager.url())).send().await?.status())
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoke_through_one_replica_closes_every_session_on_the_others() -> Result<()> {
+    let db = tether_tests::pg::database().await?;
+    let a = Manager::start_with(options(&db, 10)).await?;
+    let b = a.replica().await?;
+    let c = a.replica().await?;
+    let account = a.init.account_id.clone();
+    let token = a.create_token(&account, "fleet", json!({})).await?;
+
+    // Real delegates on B and on C, and in-process sessions on both.
+    let dirs = [tempfile::tempdir()?, tempfile::tempdir()?];
+    let mut delegates = Vec::new();
+    for (dir, (m, name)) in dirs.iter().zip([(&b, "on-b"), (&c, "on-c")]) {
+        delegates.push(Delegate::start(&env_for(m, name, &token.expose(), dir.path()), &[])?);
+    }
+    let (_stop_tx, stop) = watch::channel(false);
+    let mut held = hold_sessions(&b, &token, "b", 20, &stop).await?;
+    held.extend(hold_sessions(&c, &token, "c", 20, &stop).await?);
+
+    // The cluster-wide view, from A, which holds none of them.
+    let listed = poll::until("A to list every session of B and C", LIMIT, || async {
+        let list = a.delegates().await?;
+        Ok((list.iter().filter(|d| d.token_id == token.id()).count() == 42).then_some(list))
+    })
+    .await?;
+    assert!(listed.iter().any(|d| d.name == "on-b") && listed.iter().any(|d| d.name == "on-c"));
+    let (_, tokens) = a.api(Method::GET, &format!("/api/v1/accounts/{account}/tokens"), None).await?;
+    let live = tokens.as_array().and_then(|ts| ts.iter().find(|t| t["id"] == token.id().to_string()));
+    assert_eq!(live.map(|t| t["live_delegates"].clone()), Some(json!(42)), "{tokens}");
+    let (status, replicas) = a.api(Method::GET, "/api/v1/replicas", None).await?;
+    assert_eq!(status, StatusCode::OK, "{replicas}");
+    let alive = replicas.as_array().map_or(0, |r| r.iter().filter(|r| r["alive"] == true).count());
+    assert_eq!(alive, 3, "three replicas alive: {replicas}");
+    let out = a.cli(&["replica", "list"])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("accepting"), "replica list: {text}");
+
+    a.revoke(token.id()).await?;
+    let answered = Instant::now();
+    let mut closes = Vec::new();
+    for h in held {
+        let ended = tokio::time::timeout(LIMIT, h).await.context("a session on B or C was not closed")??;
+        assert!(ended.revoked, "a session ended without a signed revoked: {ended:?}");
+        closes.push(ended.at.saturating_duration_since(answered));
+    }
+    closes.sort();
+    let (p50, p99, max) = (percentile(&closes, 0.5), percentile(&closes, 0.99), closes[closes.len() - 1]);
+    println!("revoke through A: 40 sessions on B and C closed; from the API answer p50 {p50:?}, p99 {p99:?}, max {max:?}");
+    assert!(p99 < Duration::from_secs(5), "p99 {p99:?}");
+    for mut d in delegates {
+        let (status, _) = d.wait_exit(LIMIT).await.with_context(|| d.log())?;
+        assert_eq!(status.code(), Some(78), "a revoked delegate exits 78: {}", d.log());
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_cut_off_from_the_database_fails_closed_and_rejoins() -> Result<()> {
+    let db = tether_tests::pg::database().await?;
+    let pg = upstream(&db)?;
+    let a = Manager::start_with(options(&db, 3)).await?;
+    let proxy = Proxy::start(pg).await?;
+    let b = replica_via(&a, &proxy.url_for(&db, pg)).await?;
+    let account = a.init.account_id.clone();
+    let mover = a.create_token(&account, "mover", json!({})).await?;
+    let stayer = a.create_token(&account, "stayer", json!({})).await?;
+
+    // `mover` knows both replicas (B first); `stayer` knows only B.
+    let dirs = [tempfile::tempdir()?, tempfile::tempdir()?];
+    let mut env = env_for(&b, "mover", &mover.expose(), dirs[0].path());
+    env.retain(|(k, _)| k != "MANAGER_HOST_AND_PORT");
+    env.push((
+        "MANAGER_HOST_AND_PORT".into(),
+        format!("localhost:{},localhost:{}", b.addr.port(), a.addr.port()),
+    ));
+    let moving = Delegate::start(&env, &[])?;
+    let mut staying = Delegate::start(&env_for(&b, "stayer", &stayer.expose(), dirs[1].path()), &[])?;
+    b.wait_for_session("mover", mover.id(), LIMIT).await.with_context(|| moving.log())?;
+    b.wait_for_session("stayer", stayer.id(), LIMIT).await.with_context(|| staying.log())?;
+
+    proxy.blackhole();
+    let cut = Instant::now();
+    a.wait_for_session("mover", mover.id(), LIMIT).await.with_context(|| moving.log())?;
+    let moved = cut.elapsed();
+    println!(
+        "cut off: the delegate was on the other replica {moved:?} after the cut (fail-closed window 3 s)"
+    );
+    assert!(moved < Duration::from_secs(15), "moved after {moved:?}");
+    assert_eq!(readyz(&b).await?, StatusCode::SERVICE_UNAVAILABLE, "a replica failing closed is not ready");
+    // A revoke meanwhile (through A): the session B held is gone already, and when B rejoins it
+    // refuses the token (signed revoked: exit 78).
+    a.revoke(stayer.id()).await?;
+
+    proxy.restore();
+    let restored = Instant::now();
+    poll::until("B ready again", LIMIT, || async { Ok((readyz(&b).await? == StatusCode::OK).then_some(())) })
+        .await
+        .with_context(|| b.logs())?;
+    println!("B rejoined {:?} after the database came back", restored.elapsed());
+    let (status, _) = staying.wait_exit(LIMIT).await.with_context(|| staying.log())?;
+    assert_eq!(status.code(), Some(78), "the revoked delegate of B exits 78: {}", staying.log());
+    let logs = b.logs();
+    assert!(logs.contains("failing closed"), "B said why it closed: {logs}");
+    let (status, replicas) = a.api(Method::GET, "/api/v1/replicas", None).await?;
+    assert_eq!(status, StatusCode::OK);
+    poll::until("B accepting in the replica list", LIMIT, || async {
+        let (_, list) = a.api(Method::GET, "/api/v1/replicas", None).await?;
+        let ok = list
+            .as_array()
+            .is_some_and(|r| r.iter().filter(|r| r["accepting"] == true && r["alive"] == true).count() == 2);
+        Ok(ok.then_some(()))
+    })
+    .await
+    .with_context(|| format!("{replicas}"))?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoke_missed_while_the_listener_was_cut_is_applied_on_reconnect() -> Result<()> {
+    let db = tether_tests::pg::database().await?;
+    let pg = upstream(&db)?;
+    // A long fail-closed window: the session must be closed by the catch-up, not by failing closed.
+    let a = Manager::start_with(options(&db, 60)).await?;
+    let proxy = Proxy::start(pg).await?;
+    let b = replica_via(&a, &proxy.url_for(&db, pg)).await?;
+    let token = a.create_token(&a.init.account_id.clone(), "missed", json!({})).await?;
+    let (_stop_tx, stop) = watch::channel(false);
+    let held = hold_sessions(&b, &token, "missed", 3, &stop).await?;
+
+    proxy.blackhole();
+    a.revoke(token.id()).await?;
+    // B heard nothing: its sessions are still open a moment later.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(held.iter().all(|h| !h.is_finished()), "B cannot have learnt of the revoke while cut off");
+    proxy.restore();
+    let restored = Instant::now();
+    for h in held {
+        let ended =
+            tokio::time::timeout(LIMIT, h).await.context("a session survived the missed revoke")??;
+        assert!(ended.revoked, "closed with a signed revoked: {ended:?}");
+    }
+    println!(
+        "catch-up: the missed revoke closed B's sessions {:?} after the database came back",
+        restored.elapsed()
+    );
+    Ok(())
+}
+
+/// The replica id holding the jobs lease, read from the table.
+async fn lease_holder(db: &str) -> Result<String> {
+    let (client, connection) = tokio_postgres::connect(db, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    let row = client
+        .query_opt("SELECT owner FROM leases WHERE name = 'jobs' AND expires_at > clock_timestamp()", &[])
+        .await?;
+    row.map(|r| r.get::<_, String>(0)).ok_or_else(|| anyhow!("no one holds the jobs lease"))
+}
+
+async fn replica_id(m: &Manager) -> Result<String> {
+    let (_, list) = m.api(Method::GET, "/api/v1/replicas", None).await?;
+    list.as_array()
+        .and_then(|r| r.iter().find(|r| r["this"] == true))
+        .and_then(|r| r["id"].as_str().map(str::to_owned))
+        .ok_or_else(|| anyhow!("no replica says `this`: {list}"))
+}
+
+/// A real delegate in token-file mode (it follows rotations) that knows `managers`.
+fn follower(
+    first: &Manager,
+    managers: &[&Manager],
+    name: &str,
+    token: &str,
+    dir: &std::path::Path,
+) -> Result<Delegate> {
+    let mut env = env_for(first, name, token, dir);
+    env.retain(|(k, _)| k != "TETHER_APPLY_MODE" && k != "MANAGER_HOST_AND_PORT");
+    let list: Vec<String> = managers.iter().map(|m| format!("localhost:{}", m.addr.port())).collect();
+    env.push(("MANAGER_HOST_AND_PORT".into(), list.join(",")));
+    env.push(("TETHER_APPLY_MODE".into(), "file".into()));
+    env.push(("ACCOUNT_SECRET_FILE".into(), dir.join("token").display().to_string()));
+    Delegate::start(&env, &[])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_finishes_when_the_lease_holder_dies_mid_rotation() -> Result<()> {
+    let db = tether_tests::pg::database().await?;
+    let a = Manager::start_with(options(&db, 10)).await?;
+    let b = a.replica().await?;
+    let holder =
+        poll::until("a holder of the jobs lease", LIMIT, || async { Ok(lease_holder(&db).await.ok()) })
+            .await?;
+    let (mut dead, survivor) = if holder == replica_id(&a).await? { (a, b) } else { (b, a) };
+    let old = survivor.create_token(&survivor.init.account_id.clone(), "rotating", json!({})).await?;
+
+    // Two real delegates that follow rotations: one on the survivor only, one on the lease
+    // holder first (it knows the survivor too).
+    let dirs = [tempfile::tempdir()?, tempfile::tempdir()?];
+    let d1 = follower(&survivor, &[&survivor], "on-survivor", &old.expose(), dirs[0].path())?;
+    let d2 = follower(&dead, &[&dead, &survivor], "on-holder", &old.expose(), dirs[1].path())?;
+    survivor.wait_for_session("on-survivor", old.id(), LIMIT).await.with_context(|| d1.log())?;
+    dead.wait_for_session("on-holder", old.id(), LIMIT).await.with_context(|| d2.log())?;
+
+    // Started through the survivor, which does not hold the lease; the holder dies at once.
+    let rotation = survivor.rotate(old.id(), 120).await?;
+    dead.kill9()?;
+    let killed = Instant::now();
+    let doc = poll::until("the rotation to complete", Duration::from_secs(60), || async {
+        let doc = survivor.rotation(rotation.rotation_id).await?;
+        Ok((doc["state"] == "completed").then_some(doc))
+    })
+    .await
+    .with_context(|| format!("survivor:\n{}\non-holder:\n{}", survivor.logs(), d2.log()))?;
+    println!("rotation completed {:?} after the lease holder was killed", killed.elapsed());
+    let path = format!("/api/v1/accounts/{}/tokens/{}", survivor.init.account_id, old.id());
+    let (_, token) = survivor.api(Method::GET, &path, None).await?;
+    assert_eq!(token["state"], "revoked", "the old token is revoked: {token}");
+    for name in ["on-survivor", "on-holder"] {
+        survivor.wait_for_session(name, rotation.token_id, LIMIT).await.with_context(|| format!("{doc}"))?;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgresql_restart_loses_no_acknowledged_change() -> Result<()> {
+    let server = tokio::task::block_in_place(tether_tests::pg::PgServer::start)?;
+    let db = server.create_database().await?;
+    let a = Manager::start_with(options(&db, 30)).await?;
+    let b = a.replica().await?;
+    let account = a.init.account_id.clone();
+    let token = a.create_token(&account, "through-restart", json!({})).await?;
+    let (_stop_tx, stop) = watch::channel(false);
+    let held = hold_sessions(&b, &token, "restart", 3, &stop).await?;
+    b.wait_for_session("restart-0", token.id(), LIMIT).await?;
+
+    tokio::task::block_in_place(|| server.restart())?;
+    // The revoke is acknowledged by A once PostgreSQL is back (the API retries nothing: poll).
+    let revoked = poll::until("a revoke through A after the restart", LIMIT, || async {
+        let path = format!("/api/v1/accounts/{account}/tokens/{}/revoke", token.id());
+        let (status, _) = a.api(Method::POST, &path, Some(json!({}))).await?;
+        Ok(status.is_success().then_some(Instant::now()))
+    })
+    .await
+    .with_context(|| a.logs())?;
+    for h in held {
+        let ended = tokio::time::timeout(LIMIT, h).await.context("a session on B survived the revoke")??;
+        assert!(ended.revoked, "{ended:?}");
+    }
+    println!(
+        "PostgreSQL restart: B's sessions closed {:?} after the revoke was acknowledged",
+        revoked.elapsed()
+    );
+    poll::until("both replicas ready", LIMIT, || async {
+        Ok((readyz(&a).await? == StatusCode::OK && readyz(&b).await? == StatusCode::OK).then_some(()))
+    })
+    .await?;
+    if b.logs().contains("panicked") {
+        bail!("B panicked: {}", b.logs());
+    }
+    Ok(())
+}
