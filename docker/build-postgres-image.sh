@@ -148,6 +148,7 @@ if docker buildx version >/dev/null 2>&1; then
 else
     export DOCKER_BUILDKIT=0
 fi
+previous="$(docker image inspect -f '{{.Id}}' "$REPO:latest" 2>/dev/null || true)"
 log "building $REPO:$major ($REPO:latest) on $BASE_IMAGE"
 docker build --quiet \
     --build-arg BASE="$BASE_IMAGE" \
@@ -157,7 +158,12 @@ docker build --quiet \
     -t "$REPO:$major" -t "$REPO:latest" \
     "$PG_DIR" >/dev/null
 
-# Older base images of this repository (an earlier recipe) only take space.
+# The image this one replaces (now untagged) and older base images (an earlier recipe) only
+# take space; a base that something else still uses stays.
+if [ -n "$previous" ] && [ "$previous" != "$(docker image inspect -f '{{.Id}}' "$REPO:latest")" ] \
+        && [ -z "$(docker image inspect -f '{{join .RepoTags ","}}' "$previous" 2>/dev/null)" ]; then
+    docker image rm "$previous" >/dev/null 2>&1 || true
+fi
 for old in $(docker image ls --format '{{.Repository}}:{{.Tag}}' "$BASE_REPO"); do
     [ "$old" = "$BASE_IMAGE" ] || docker image rm "$old" >/dev/null 2>&1 || true
 done
