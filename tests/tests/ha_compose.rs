@@ -3,10 +3,11 @@
 //! replica that holds the most sessions moves every one of its delegates to a surviving
 //! replica within seconds, and the survivors' `delegate list` shows both delegates.
 //!
-//! Until `delegate list` shows the whole replica set's sessions, each replica lists only its
-//! own: the test unions the lists of the replicas (by session id, so a cluster-wide list works
-//! the same).
-use std::collections::BTreeMap;
+//! Where the sessions are is read from each replica's own `tether_sessions` gauge, which does
+//! not depend on what `delegate list` shows: today each replica lists only its own sessions,
+//! and the test unions the survivors' lists (by session id, so a cluster-wide list works the
+//! same).
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use tether_tests::compose::ha::{HaProject, Placement};
@@ -28,8 +29,16 @@ fn killing_the_busiest_replica_moves_its_delegates_to_the_survivors() {
         .iter()
         .map(|(service, name)| (*name, project.container_id(service).expect("delegate container")))
         .collect();
+    let listed_on_token = |placement: &Placement| {
+        delegates.keys().all(|name| {
+            placement
+                .by_delegate
+                .get(*name)
+                .is_some_and(|sessions| sessions.iter().any(|(_, s)| s.token_id == token))
+        })
+    };
 
-    // Both delegates, each on exactly one replica, on the account's token.
+    // Both delegates listed on the account's token, and the replicas hold two sessions in all.
     let mut last = String::from("nothing yet");
     let before = poll::until_blocking(
         "both delegates on the replica set",
@@ -38,47 +47,40 @@ fn killing_the_busiest_replica_moves_its_delegates_to_the_survivors() {
         || {
             let placement = Placement::look(&project, &replicas);
             last = placement.describe();
-            let settled = delegates.keys().all(|name| {
-                placement
-                    .by_delegate
-                    .get(*name)
-                    .is_some_and(|sessions| sessions.len() == 1 && sessions[0].1.token_id == token)
-            });
+            let settled = placement.failed.is_empty()
+                && placement.total_held() == DELEGATES.len() as u64
+                && listed_on_token(&placement);
             Ok(settled.then_some(placement))
         },
     )
-    .unwrap_or_else(|e| panic!("{e}; the replicas listed: [{last}]"));
+    .unwrap_or_else(|e| panic!("{e}; the replicas: [{last}]"));
     eprintln!("before: {}", before.describe());
+    let old_sessions: BTreeSet<String> =
+        before.by_delegate.values().flatten().map(|(_, s)| s.session_id.clone()).collect();
 
-    // The replica with the most sessions (the first of them on a tie).
-    let mut load: BTreeMap<&str, usize> = replicas.keys().map(|r| (r.as_str(), 0)).collect();
-    for sessions in before.by_delegate.values() {
-        *load.get_mut(sessions[0].0.as_str()).expect("a known replica") += 1;
-    }
-    let busiest =
-        load.iter().max_by_key(|(replica, n)| (**n, std::cmp::Reverse(**replica))).map(|(r, _)| *r).unwrap();
-    let moved: BTreeMap<String, String> = before
-        .by_delegate
+    // The replica holding the most sessions (the first of them on a tie).
+    let (busiest, moving) = before
+        .held
         .iter()
-        .filter(|(_, sessions)| sessions[0].0 == busiest)
-        .map(|(name, sessions)| (name.clone(), sessions[0].1.session_id.clone()))
-        .collect();
-    assert!(!moved.is_empty(), "the busiest replica {busiest} holds no session");
+        .max_by_key(|(replica, n)| (**n, std::cmp::Reverse(replica.as_str())))
+        .map(|(replica, n)| (replica.clone(), *n))
+        .expect("three replicas");
+    assert!(moving > 0, "the busiest replica {busiest} holds no session");
     let survivors: BTreeMap<String, String> = replicas
         .iter()
-        .filter(|(service, _)| service.as_str() != busiest)
+        .filter(|(service, _)| **service != busiest)
         .map(|(s, c)| (s.clone(), c.clone()))
         .collect();
 
     // Stays dead: its restart policy would bring it back and blur where the delegates went.
-    let victim = &replicas[busiest];
+    let victim = &replicas[&busiest];
     docker(&["update", "--restart", "no", victim]).expect("docker update --restart no");
     let killed_at = Instant::now();
     docker(&["kill", victim]).expect("docker kill the busiest replica");
-    eprintln!("killed {busiest}, which held {:?}", moved.keys().collect::<Vec<_>>());
+    eprintln!("killed {busiest}, which held {moving} session(s)");
 
-    // Every delegate listed by a survivor: the moved ones on a new session, the others on the
-    // session they had; each delegate's own health check agrees.
+    // The survivors hold every session again, as many new sessions as the victim held are
+    // listed, both delegates are listed on the token, and each delegate's own health check agrees.
     let mut last = String::from("nothing yet");
     let after = poll::until_blocking(
         "every delegate on a surviving replica",
@@ -87,16 +89,17 @@ fn killing_the_busiest_replica_moves_its_delegates_to_the_survivors() {
         || {
             let placement = Placement::look(&project, &survivors);
             last = placement.describe();
-            for name in delegates.keys() {
-                let Some(sessions) = placement.by_delegate.get(*name) else { return Ok(None) };
-                let on_new_or_kept = sessions.iter().any(|(replica, s)| {
-                    survivors.contains_key(replica)
-                        && s.token_id == token
-                        && moved.get(*name) != Some(&s.session_id)
-                });
-                if !on_new_or_kept {
-                    return Ok(None);
-                }
+            let new_sessions = placement
+                .by_delegate
+                .values()
+                .flatten()
+                .filter(|(_, s)| s.token_id == token && !old_sessions.contains(&s.session_id))
+                .count() as u64;
+            if placement.total_held() < DELEGATES.len() as u64
+                || new_sessions < moving
+                || !listed_on_token(&placement)
+            {
+                return Ok(None);
             }
             for container in delegates.values() {
                 if !project.delegate_healthy(container)? {
@@ -106,7 +109,7 @@ fn killing_the_busiest_replica_moves_its_delegates_to_the_survivors() {
             Ok(Some(placement))
         },
     )
-    .unwrap_or_else(|e| panic!("{e}; the survivors listed: [{last}]"));
+    .unwrap_or_else(|e| panic!("{e}; the survivors: [{last}]"));
     let failover = killed_at.elapsed();
     eprintln!(
         "failover: every delegate back on a surviving replica {:.1} s after `docker kill` (target {} s): {}",

@@ -1,11 +1,15 @@
 //! The HA example under test ([`HaProject`]): PostgreSQL, three manager replicas behind the
 //! network alias `manager` and two delegates, brought up with `bash docker/up.sh --ha` under a
 //! unique project name, driven with `docker exec` into the replica containers (each replica's
-//! admin CLI talks to that replica alone), and torn down (`compose down --volumes`, then
-//! anything left with the project's label) by its drop guard, also when a test fails.
+//! admin CLI talks to that replica's API) and through each replica's published port (its own
+//! `/metrics`: `tether_sessions` counts the sessions that replica holds, whatever the admin
+//! API lists), and torn down (`compose down --volumes`, then anything left with the project's
+//! label) by its drop guard, also when a test fails.
 use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 
@@ -14,8 +18,13 @@ use super::engine::{
 };
 use super::repo_root;
 use crate::harness::cli::{self, LiveDelegate};
+use crate::harness::docker::docker;
 use crate::harness::process::run_within;
+use crate::load::transport::Target;
 use crate::secrets::find_needles;
+
+/// How long one `/metrics` request may take.
+const METRICS_WITHIN: Duration = Duration::from_secs(5);
 
 /// The PostgreSQL image the HA example runs (`docker/build-postgres-image.sh`).
 pub const POSTGRES_IMAGE: &str = "tether-postgres:15";
@@ -176,6 +185,51 @@ impl HaProject {
         cli::delegate_list(&listed)
     }
 
+    /// The CA certificate the replicas' server certificate chains to (copied out of a replica
+    /// into the project's temp dir once).
+    pub fn ca_pem(&self) -> Result<PathBuf> {
+        let path = self._dir.path().join("ca.pem");
+        if !path.exists() {
+            let replica = self.container_id(REPLICAS[0])?;
+            docker(&["cp", &format!("{replica}:/data/ca.pem"), &path.display().to_string()])
+                .context("copying the CA certificate out of a replica")?;
+        }
+        Ok(path)
+    }
+
+    /// The host address where `container` publishes its port 8443 (on 127.0.0.1).
+    pub fn published_addr(&self, container: &str) -> Result<SocketAddr> {
+        let text = docker(&["port", container, "8443/tcp"])?;
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("127.0.0.1:"))
+            .ok_or_else(|| anyhow!("{container} publishes no 8443 on 127.0.0.1: {text}"))?;
+        line.trim().parse().with_context(|| format!("docker port printed {line:?}"))
+    }
+
+    /// `tether_sessions` of one replica's `/metrics`: the authenticated sessions that replica
+    /// itself holds.
+    pub fn replica_session_count(&self, container: &str) -> Result<u64> {
+        let addr = self.published_addr(container)?;
+        let target = Target::new(addr, "localhost", &self.ca_pem()?)?;
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let text = runtime.block_on(async {
+            let client = reqwest::Client::builder()
+                .use_preconfigured_tls((*target.tls).clone())
+                .resolve("localhost", addr)
+                .timeout(METRICS_WITHIN)
+                .build()?;
+            let response = client.get(format!("https://localhost:{}/metrics", addr.port())).send().await?;
+            anyhow::Ok(response.error_for_status()?.text().await?)
+        })?;
+        let value = text
+            .lines()
+            .find_map(|line| line.strip_prefix("tether_sessions "))
+            .ok_or_else(|| anyhow!("no tether_sessions sample in /metrics of {container}"))?;
+        let value: f64 = value.trim().parse().context("tether_sessions is not a number")?;
+        Ok(value as u64)
+    }
+
     /// Whether `tether-delegate health` exits 0 in `service`'s container.
     pub fn delegate_healthy(&self, container: &str) -> Result<bool> {
         let output = run(Command::new("docker").args(["exec", container, "/tether-delegate", "health"]))?;
@@ -225,21 +279,31 @@ impl Drop for HaProject {
     }
 }
 
-/// Waits are bounded by the caller; this is what one look at the replica set saw.
+/// What one look at (some of) the replicas saw; the caller's polls bound how long it looks.
 #[derive(Debug, Clone, Default)]
 pub struct Placement {
-    /// Sessions by delegate name: (replica service, session).
+    /// Sessions by delegate name, the union of the replicas' `delegate list`: (the first
+    /// replica that listed it, session).
     pub by_delegate: BTreeMap<String, Vec<(String, LiveDelegate)>>,
-    /// Replicas whose `delegate list` failed, with why.
+    /// Sessions each replica holds itself (`tether_sessions` of its `/metrics`).
+    pub held: BTreeMap<String, u64>,
+    /// Replicas whose `delegate list` or `/metrics` failed, with why.
     pub failed: Vec<(String, String)>,
 }
 
 impl Placement {
-    /// Lists the sessions of each of `replicas` (service → container) and unions them
-    /// (by session id: a cluster-wide `delegate list` shows the same session on every replica).
+    /// Reads each of `replicas` (service → container): its session count and its
+    /// `delegate list`, unioned by session id (a cluster-wide `delegate list` shows the same
+    /// session on every replica).
     pub fn look(project: &HaProject, replicas: &BTreeMap<String, String>) -> Self {
         let mut placement = Self::default();
         for (service, container) in replicas {
+            match project.replica_session_count(container) {
+                Ok(n) => {
+                    placement.held.insert(service.clone(), n);
+                }
+                Err(e) => placement.failed.push((service.clone(), format!("/metrics: {e}"))),
+            }
             match project.replica_sessions(container) {
                 Ok(sessions) => {
                     for session in sessions {
@@ -255,8 +319,14 @@ impl Placement {
         placement
     }
 
+    /// Sessions held by all the replicas looked at.
+    pub fn total_held(&self) -> u64 {
+        self.held.values().sum()
+    }
+
     /// One line for messages: who is where (ids only, never token values).
     pub fn describe(&self) -> String {
+        let held: Vec<String> = self.held.iter().map(|(replica, n)| format!("{replica} holds {n}")).collect();
         let mut parts: Vec<String> = self
             .by_delegate
             .iter()
@@ -268,9 +338,8 @@ impl Placement {
             .collect();
         parts.extend(self.failed.iter().map(|(replica, why)| format!("{replica}: {why}")));
         if parts.is_empty() {
-            "no sessions".to_string()
-        } else {
-            parts.join(", ")
+            parts.push("no sessions listed".to_string());
         }
+        format!("{}; {}", held.join(", "), parts.join(", "))
     }
 }
