@@ -4,7 +4,12 @@
 #   bash docker/down.sh             stop and remove the containers and network; keep the data
 #   bash docker/down.sh --volumes   also remove the volumes (database, master key, CA, the
 #                                   delegates' token files) and the .env: a clean slate
+#   bash docker/down.sh --ha [...]  the same for the HA example (docker/up.sh --ha)
 set -euo pipefail
+export TETHER_HA=0
+for arg in "$@"; do
+    if [ "$arg" = --ha ]; then TETHER_HA=1; fi
+done
 # shellcheck source=docker/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -12,7 +17,8 @@ volumes=0
 for arg in "$@"; do
     case "$arg" in
         -v|--volumes) volumes=1 ;;
-        -h|--help) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --ha) ;;
+        -h|--help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument: $arg (try --help)" ;;
     esac
 done

@@ -1,14 +1,21 @@
 # Shared by docker/up.sh, docker/down.sh and docker/compose.sh (sourced, not run).
 # Picks the Compose command and the project settings:
-#   TETHER_PROJECT   compose project name            (default: tether)
-#   TETHER_ENV_FILE  the project's env file          (default: docker/.env)
+#   TETHER_HA=1      the HA example (docker-compose.ha.yml): the scripts set it for --ha
+#   TETHER_PROJECT   compose project name            (default: tether; HA: tether-ha)
+#   TETHER_ENV_FILE  the project's env file          (default: docker/.env; HA: docker/.env.ha)
 # shellcheck shell=bash
 
 DOCKER_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd "$DOCKER_DIR/.." && pwd)"
-COMPOSE_FILE="$DOCKER_DIR/docker-compose.yml"
-TETHER_PROJECT="${TETHER_PROJECT:-tether}"
-TETHER_ENV_FILE="${TETHER_ENV_FILE:-$DOCKER_DIR/.env}"
+if [ "${TETHER_HA:-0}" = 1 ]; then
+    COMPOSE_FILE="$DOCKER_DIR/docker-compose.ha.yml"
+    TETHER_PROJECT="${TETHER_PROJECT:-tether-ha}"
+    TETHER_ENV_FILE="${TETHER_ENV_FILE:-$DOCKER_DIR/.env.ha}"
+else
+    COMPOSE_FILE="$DOCKER_DIR/docker-compose.yml"
+    TETHER_PROJECT="${TETHER_PROJECT:-tether}"
+    TETHER_ENV_FILE="${TETHER_ENV_FILE:-$DOCKER_DIR/.env}"
+fi
 
 die() { printf '%s: error: %s\n' "$(basename "$0")" "$*" >&2; exit 1; }
 say() { printf '==> %s\n' "$*" >&2; }

@@ -4,6 +4,8 @@
 #
 #   bash docker/up.sh            build images only if missing
 #   bash docker/up.sh --build    rebuild the images first (docker/build-images.sh)
+#   bash docker/up.sh --ha       the HA example instead (docker-compose.ha.yml): PostgreSQL,
+#                                three manager replicas behind the name `manager`, two delegates
 #
 # First run: `tether-manager init` runs once in the manager's volume and its output (the
 # account id, its first delegate token and the first admin token) goes straight into the
@@ -11,15 +13,24 @@
 # Later runs keep the volume and .env as they are. Env: TETHER_PROJECT, TETHER_ENV_FILE
 # (see lib.sh), TETHER_UP_TIMEOUT_SECS (default 120), TETHER_HEARTBEAT_SECS,
 # TETHER_PUBLISH_PORT (host port of the admin API on 127.0.0.1; empty: any free port).
+# With --ha: PostgreSQL starts first (image tether-postgres, built from Debian's packages by
+# docker/build-postgres-image.sh unless TETHER_POSTGRES_IMAGE names another), `init` runs once
+# against it, and its password is generated into .env (docker/.env.ha, project tether-ha).
 set -euo pipefail
+export TETHER_HA=0
+for arg in "$@"; do
+    if [ "$arg" = --ha ]; then TETHER_HA=1; fi
+done
 # shellcheck source=docker/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 build=0
+ha=0
 for arg in "$@"; do
     case "$arg" in
         --build) build=1 ;;
-        -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --ha) ha=1 ;;
+        -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument: $arg (try --help)" ;;
     esac
 done
@@ -30,6 +41,61 @@ docker info >/dev/null 2>&1 || die "the Docker engine is not reachable"
 if [ "$build" = 1 ] || ! docker image inspect tether-manager:latest tether-delegate:latest >/dev/null 2>&1; then
     say "building images (docker/build-images.sh)"
     bash "$DOCKER_DIR/build-images.sh"
+fi
+if [ "$ha" = 1 ] && [ -z "${TETHER_POSTGRES_IMAGE:-}" ]; then
+    # Cached: seconds when the image already has this recipe.
+    bash "$DOCKER_DIR/build-postgres-image.sh"
+fi
+
+# The commands, as the messages below spell them.
+admin_cli="docker/compose.sh exec manager /tether-manager"
+up_cmd="docker/up.sh"
+if [ "$ha" = 1 ]; then
+    admin_cli="docker/compose.sh --ha exec manager1 /tether-manager"
+    up_cmd="docker/up.sh --ha"
+fi
+
+# wait_delegates SUMMARY: waits until delegate1 and delegate2 hold authenticated sessions.
+wait_delegates() {
+    local summary="$1"
+    timeout_secs="${TETHER_UP_TIMEOUT_SECS:-120}"
+    deadline=$((SECONDS + timeout_secs))
+    pending=(delegate1 delegate2)
+    while [ "${#pending[@]}" -gt 0 ]; do
+        still=()
+        for service in "${pending[@]}"; do
+            # `tether-delegate health` exits 0 only while that delegate holds an authenticated session.
+            if compose exec -T "$service" /tether-delegate health >/dev/null 2>&1; then
+                say "$service: connected"
+            else
+                still+=("$service")
+            fi
+        done
+        pending=("${still[@]+"${still[@]}"}")
+        [ "${#pending[@]}" -eq 0 ] && break
+        # Exit 78: the token was refused for good (revoked or expired): waiting will not help.
+        if docker events --since "$started_at" --until "$(date +%s)" --filter event=die \
+                --filter "label=com.docker.compose.project=$TETHER_PROJECT" \
+                --format '{{.Actor.Attributes.exitCode}}' 2>/dev/null | grep -qx 78; then
+            compose logs --tail 5 "${pending[@]}" >&2 || true
+            die "a delegate exited 78: its token is revoked or expired. Create a token
+($admin_cli token create NAME), put it into
+$TETHER_ENV_FILE as ACCOUNT_SECRET=…, and run $up_cmd again."
+        fi
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            compose ps >&2 || true
+            compose logs --tail 20 >&2 || true
+            die "not connected after ${timeout_secs}s: ${pending[*]}"
+        fi
+        sleep 1
+    done
+    say "$summary"
+}
+
+if [ "$ha" = 1 ]; then
+    # shellcheck source=docker/up-ha.sh
+    . "$DOCKER_DIR/up-ha.sh"
+    exit 0
 fi
 
 # --- initialise once -------------------------------------------------------------------
@@ -93,37 +159,5 @@ say "starting $TETHER_PROJECT (manager, delegate1, delegate2)"
 started_at="$(date +%s)"
 compose up -d
 
-timeout_secs="${TETHER_UP_TIMEOUT_SECS:-120}"
-deadline=$((SECONDS + timeout_secs))
-pending=(delegate1 delegate2)
-while [ "${#pending[@]}" -gt 0 ]; do
-    still=()
-    for service in "${pending[@]}"; do
-        # `tether-delegate health` exits 0 only while that delegate holds an authenticated session.
-        if compose exec -T "$service" /tether-delegate health >/dev/null 2>&1; then
-            say "$service: connected"
-        else
-            still+=("$service")
-        fi
-    done
-    pending=("${still[@]+"${still[@]}"}")
-    [ "${#pending[@]}" -eq 0 ] && break
-    # Exit 78: the token was refused for good (revoked or expired): waiting will not help.
-    if docker events --since "$started_at" --until "$(date +%s)" --filter event=die \
-            --filter "label=com.docker.compose.project=$TETHER_PROJECT" \
-            --format '{{.Actor.Attributes.exitCode}}' 2>/dev/null | grep -qx 78; then
-        compose logs --tail 5 "${pending[@]}" >&2 || true
-        die "a delegate exited 78: its token is revoked or expired. Create a token
-(docker/compose.sh exec manager /tether-manager token create NAME), put it into
-$TETHER_ENV_FILE as ACCOUNT_SECRET=…, and run docker/up.sh again."
-    fi
-    if [ "$SECONDS" -ge "$deadline" ]; then
-        compose ps >&2 || true
-        compose logs --tail 20 >&2 || true
-        die "not connected after ${timeout_secs}s: ${pending[*]}"
-    fi
-    sleep 1
-done
-
-say "Tether is up: manager and two connected delegates (project $TETHER_PROJECT)."
+wait_delegates "Tether is up: manager and two connected delegates (project $TETHER_PROJECT)."
 say "Next: docker/compose.sh exec manager /tether-manager delegate list   (see docker/README.md)"

@@ -53,6 +53,9 @@ export PATH="$scripts_dir:$PATH"
 
 echo "== images (docker/build-images.sh: static musl binaries, FROM scratch images)"
 bash docker/build-images.sh
+# The HA example's PostgreSQL (tests/tests/ha_compose.rs), from Debian's packages; cached by
+# its recipe hash, so only a fresh machine pays for the debootstrap.
+bash docker/build-postgres-image.sh
 
 echo "== format and lints"
 cargo fmt --all -- --check

@@ -9,15 +9,19 @@
 //!
 //! - [`project`]: [`ComposeProject`], one running quick start.
 //! - [`engine`]: the engine preflight, the Compose command, cleanup of stale projects.
+//! - [`ha`]: [`HaProject`], the HA example (`docker/up.sh --ha`: PostgreSQL, three replicas,
+//!   two delegates), which also needs the image `tether-postgres:15`.
 //!
 //! The admin CLI's `--json` output is read through [`crate::harness::cli`], the one contract.
 use std::path::{Path, PathBuf};
 
 pub mod engine;
+pub mod ha;
 pub mod project;
 
 pub use crate::harness::cli::{created_token_value, rotated_token_value, token_id, LiveDelegate};
 pub use engine::preflight;
+pub use ha::HaProject;
 pub use project::ComposeProject;
 
 /// Images the quick start runs.
