@@ -112,10 +112,6 @@ compose up -d
 
 wait_delegates "Tether HA is up: three replicas behind 'manager' and two connected delegates (project $TETHER_PROJECT)."
 
-# Where the sessions are: each replica lists its own.
-for replica in "${replicas[@]}"; do
-    names="$(compose exec -T "$replica" /tether-manager delegate list --json 2>/dev/null \
-        | sed -n 's/.*"name": *"\([^"]*\)".*/\1/p' | sort | paste -sd ' ' - || true)"
-    say "$replica: ${names:-no sessions}"
-done
+# The replica set as any replica sees it: hosts (container ids), state and sessions of each.
+compose exec -T manager1 /tether-manager replica list 2>/dev/null || true
 say "Next: docker/compose.sh --ha exec manager1 /tether-manager token list   (see docker/README.md)"

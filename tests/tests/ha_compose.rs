@@ -1,12 +1,13 @@
 //! The HA example on the real Docker engine: `docker/up.sh --ha` brings up PostgreSQL, three
 //! manager replicas behind the network alias `manager` and two delegates; `docker kill` of the
 //! replica that holds the most sessions moves every one of its delegates to a surviving
-//! replica within seconds, and the survivors' `delegate list` shows both delegates.
+//! replica within seconds, and the survivors' `delegate list` shows both delegates; then a
+//! revoke through the survivor with the fewest sessions stops both delegates (signed
+//! `revoked`, exit 78) wherever they are.
 //!
 //! Where the sessions are is read from each replica's own `tether_sessions` gauge, which does
-//! not depend on what `delegate list` shows: today each replica lists only its own sessions,
-//! and the test unions the survivors' lists (by session id, so a cluster-wide list works the
-//! same).
+//! not depend on what `delegate list` shows (it is cluster-wide: every replica lists every
+//! replica's sessions; the test unions the survivors' lists by session id).
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
@@ -129,5 +130,43 @@ fn killing_the_busiest_replica_moves_its_delegates_to_the_survivors() {
     let state =
         docker(&["inspect", "--format", "{{.State.Running}}", victim]).expect("inspect the killed replica");
     assert_eq!(state, "false", "{busiest} is running again");
+
+    // A revoke through the survivor holding the fewest sessions (none, if one holds none)
+    // reaches the delegates wherever they are: each gets a signed `revoked` and stops (78).
+    let (through, _) = survivors
+        .iter()
+        .min_by_key(|(_, c)| project.replica_session_count(c).unwrap_or(u64::MAX))
+        .expect("two survivors");
+    let revoke = std::process::Command::new("docker")
+        .args(["exec", &survivors[through], "/tether-manager", "token", "revoke", &token.to_string()])
+        .output()
+        .expect("docker exec token revoke");
+    assert!(
+        revoke.status.success(),
+        "token revoke through {through}: {}",
+        String::from_utf8_lossy(&revoke.stderr)
+    );
+    let revoked_at = Instant::now();
+    let stopped = poll::until_blocking(
+        "every delegate to stop on the signed revoked",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || {
+            for container in delegates.values() {
+                let logs = std::process::Command::new("docker").args(["logs", container]).output()?;
+                let text = String::from_utf8_lossy(&logs.stdout).into_owned()
+                    + &String::from_utf8_lossy(&logs.stderr);
+                if !text.contains("the delegate token was revoked") {
+                    return Ok(None);
+                }
+            }
+            Ok(Some(revoked_at.elapsed()))
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}: a delegate did not hear the revoke made through {through}"));
+    eprintln!(
+        "revoke through {through}: every delegate told (signed revoked, exit 78) within {:.2} s of the CLI's answer (docker logs polled every 100 ms)",
+        stopped.as_secs_f64()
+    );
     project.assert_no_secrets_in_logs().expect("no secrets in logs");
 }
