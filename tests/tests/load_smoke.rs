@@ -45,3 +45,33 @@ fn smoke_suite_runs_every_scenario() {
 
     assert!(v["footprint"]["rss_kib"].as_u64().unwrap() > 0);
 }
+
+/// The replica-set benchmark at smoke scale: three managers on one PostgreSQL, 30 sessions
+/// revoked through the first, 3 real delegates failing over. Coherence only, no timing.
+#[test]
+fn smoke_cluster_benchmark_runs() {
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = out_dir.path().join("cluster.json");
+    let status = Command::new(env!("CARGO_BIN_EXE_tether-load"))
+        .args(["cluster", "--replicas", "3", "--sessions", "30", "--delegates", "3", "--out"])
+        .arg(&out)
+        .arg("--manager-bin")
+        .arg(bin("tether-manager"))
+        .arg("--delegate-bin")
+        .arg(bin("tether-delegate"))
+        .status()
+        .unwrap();
+    assert!(status.success(), "tether-load cluster failed: {status}");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let c = &v["cluster"];
+    assert_eq!(c["sessions"], 30, "{c}");
+    let per = c["per_replica"].as_array().unwrap();
+    assert_eq!(per.len(), 3);
+    for r in per {
+        assert_eq!(r["sessions"], 10, "{r}");
+        assert_eq!(r["saw_revoked"], 10, "every session on every replica got a signed revoked: {r}");
+    }
+    let killed = c["failover_killed"][1].as_u64().unwrap();
+    assert!(killed > 0, "the killed replica held delegates: {c}");
+    assert_eq!(c["failover"]["count"].as_u64(), Some(killed), "every moved delegate came back: {c}");
+}

@@ -45,8 +45,10 @@ pub(super) async fn run(cluster: Cluster, pg: PgStore, state: AppState, mut stop
             sessions: live.len() as u64,
         };
         match tokio::time::timeout(PRESENCE_EVERY * 2, pg.sync_presence(&presence)).await {
-            Ok(Ok(())) => {
-                synced = now_ids;
+            Ok(Ok(new_row)) => {
+                // A row that had to be inserted again: this replica was reaped while it was
+                // silent (its sessions' rows with it); the next sync writes them all again.
+                synced = if new_row && !synced.is_empty() { HashSet::new() } else { now_ids };
                 if std::mem::take(&mut failing) {
                     tracing::info!("presence recorded again");
                 }

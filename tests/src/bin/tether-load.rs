@@ -54,6 +54,32 @@ enum Cmd {
         #[arg(long, env = "TETHER_BENCH_DATABASE_URL")]
         database: Option<String>,
     },
+    /// The replica-set benchmark: N managers on one PostgreSQL; revoke fan-out across them,
+    /// failover of real delegates after `kill -9` of a replica, RSS per session per replica.
+    Cluster {
+        /// Managers in the set.
+        #[arg(long, default_value_t = 3)]
+        replicas: usize,
+        /// Idle sessions spread evenly over them, then revoked through the first.
+        #[arg(long, default_value_t = 300)]
+        sessions: usize,
+        /// Real delegate processes for the failover measurement.
+        #[arg(long, default_value_t = 6)]
+        delegates: usize,
+        /// Where to write the JSON result.
+        #[arg(long, default_value = "target/bench/cluster.json")]
+        out: PathBuf,
+        /// The manager binary (default: next to this one).
+        #[arg(long)]
+        manager_bin: Option<PathBuf>,
+        /// The delegate binary (default: next to this one).
+        #[arg(long)]
+        delegate_bin: Option<PathBuf>,
+        /// A PostgreSQL URL whose role may CREATE DATABASE (default: a private server from
+        /// Debian's binaries).
+        #[arg(long, env = "TETHER_BENCH_DATABASE_URL")]
+        database: Option<String>,
+    },
     /// The bare TLS + WebSocket accept loop used as the handshake-rate baseline.
     BaselineServer {
         #[arg(long, default_value = "127.0.0.1:0")]
@@ -194,6 +220,31 @@ fn main() -> ExitCode {
                 let manager_bin = manager_bin.map_or_else(|| binary("tether-manager"), Ok)?;
                 let delegate_bin = delegate_bin.map_or_else(|| binary("tether-delegate"), Ok)?;
                 run(Run { scale, which: scenarios, out, manager_bin, delegate_bin, stores, database }).await
+            }
+            Cmd::Cluster { replicas, sessions, delegates, out, manager_bin, delegate_bin, database } => {
+                let options = tether_tests::load::cluster::ClusterOptions {
+                    replicas,
+                    sessions,
+                    delegates,
+                    manager_bin: manager_bin.map_or_else(|| binary("tether-manager"), Ok)?,
+                    delegate_bin: delegate_bin.map_or_else(|| binary("tether-delegate"), Ok)?,
+                    database,
+                    spread: 16,
+                };
+                let result = tether_tests::load::cluster::run(&options).await?;
+                let text = serde_json::to_string_pretty(&serde_json::json!({
+                    "machine": {
+                        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+                        "loadavg_at_end": procfs::loadavg().ok(),
+                    },
+                    "cluster": result,
+                }))?;
+                if let Some(dir) = out.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                std::fs::write(&out, &text).with_context(|| format!("writing {}", out.display()))?;
+                println!("{text}");
+                Ok(())
             }
             Cmd::BaselineServer { listen, dir } => tether_tests::load::baseline::serve(listen, &dir).await,
         }

@@ -34,7 +34,12 @@ pub fn env_for(manager: &Manager, name: &str, token: &str, state_dir: &Path) -> 
 impl Delegate {
     /// Starts the binary with exactly `env` and `args`.
     pub fn start(env: &[(String, String)], args: &[&str]) -> Result<Self> {
-        let mut command = Command::new(binary("tether-delegate")?);
+        Self::start_bin(&binary("tether-delegate")?, env, args)
+    }
+
+    /// [`Delegate::start`] of the binary at `bin`.
+    pub fn start_bin(bin: &Path, env: &[(String, String)], args: &[&str]) -> Result<Self> {
+        let mut command = Command::new(bin);
         command.env_clear().args(args);
         for (key, value) in env {
             command.env(key, value);

@@ -1,7 +1,9 @@
 //! Load generator: many lightweight delegate sessions driven directly by `tether-protocol`
 //! (no delegate binary per session), spread across 127.0.0.x source addresses, each loop
-//! bounded in count and time. Used by the `tether-load` binary and its CI smoke test.
+//! bounded in count and time. Used by the `tether-load` binary and its CI smoke test;
+//! [`cluster`] is the replica-set benchmark (several managers on one PostgreSQL).
 pub mod baseline;
+pub mod cluster;
 pub mod fleet;
 pub mod procfs;
 pub mod scenarios;

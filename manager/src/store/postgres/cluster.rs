@@ -217,20 +217,24 @@ impl PgStore {
     }
 
     /// Records this replica's presence: its row, and its sessions' rows changed since the last
-    /// sync (one transaction, whatever the number of heartbeats).
-    pub async fn sync_presence(&self, p: &Presence) -> Result<(), StoreError> {
+    /// sync (one transaction, whatever the number of heartbeats). Returns whether its row was
+    /// new: a replica reaped while it was silent must then write all its sessions again.
+    pub async fn sync_presence(&self, p: &Presence) -> Result<bool, StoreError> {
         self.run("sync_presence", || async move {
             let mut client = self.client().await?;
             let tx = Self::write(&mut client).await?;
             let id = p.replica_id.to_string();
-            tx.execute(
-                "INSERT INTO replicas (id, version, host, started_at, last_seen, seen_at, sessions, accepting)
-                 VALUES ($1, $2, $3, $4, $5, clock_timestamp(), $6, $7)
-                 ON CONFLICT (id) DO UPDATE SET last_seen = EXCLUDED.last_seen, seen_at = EXCLUDED.seen_at,
-                     sessions = EXCLUDED.sessions, accepting = EXCLUDED.accepting",
-                &[&id, &p.version, &p.host, &i64_of(p.started_at), &i64_of(p.now), &i64_of(p.sessions), &p.accepting],
-            )
-            .await?;
+            let row = tx
+                .query_one(
+                    "INSERT INTO replicas (id, version, host, started_at, last_seen, seen_at, sessions, accepting)
+                     VALUES ($1, $2, $3, $4, $5, clock_timestamp(), $6, $7)
+                     ON CONFLICT (id) DO UPDATE SET last_seen = EXCLUDED.last_seen, seen_at = EXCLUDED.seen_at,
+                         sessions = EXCLUDED.sessions, accepting = EXCLUDED.accepting
+                     RETURNING (xmax = 0)",
+                    &[&id, &p.version, &p.host, &i64_of(p.started_at), &i64_of(p.now), &i64_of(p.sessions), &p.accepting],
+                )
+                .await?;
+            let inserted: bool = row.try_get(0)?;
             if !p.removed.is_empty() {
                 let gone: Vec<String> = p.removed.iter().map(Uuid::to_string).collect();
                 tx.execute(
@@ -268,7 +272,7 @@ impl PgStore {
             )
             .await?;
             tx.commit().await?;
-            Ok(())
+            Ok(inserted)
         })
         .await
     }

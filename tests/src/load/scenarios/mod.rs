@@ -145,7 +145,7 @@ impl Bench {
 }
 
 /// Reads RSS until two readings 500 ms apart differ by under 1 % (bounded to 10 s).
-async fn settled_rss(pid: u32) -> Result<u64> {
+pub(crate) async fn settled_rss(pid: u32) -> Result<u64> {
     let mut last = procfs::rss_kib(pid)?;
     for _ in 0..20 {
         tokio::time::sleep(Duration::from_millis(500)).await;
