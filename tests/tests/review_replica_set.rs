@@ -438,3 +438,71 @@ async fn review_a_revoke_after_the_log_went_back_reaches_every_replica() -> Resu
     );
     Ok(())
 }
+
+/// A claim that HOLDS (kept as a regression test, passes on the code under review): revokes
+/// made concurrently through two replicas, while delegates keep opening sessions on the same
+/// tokens through the *other* replica (the handshake-vs-revoke race: a token row read before
+/// the revoke, the session registered after the feed applied it), leave no session open, every
+/// open session ends on a signed `revoked`, and the change log is numbered gaplessly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_holds_no_session_survives_a_racing_revoke_and_numbers_are_gapless() -> Result<()> {
+    let db = tether_tests::pg::database().await?;
+    let a = Manager::start_with(options(&db, 10)).await?;
+    let b = a.replica().await?;
+    let account = a.init.account_id.clone();
+    let mut tokens = Vec::new();
+    for i in 0..8 {
+        tokens.push(a.create_token(&account, &format!("race-{i}"), json!({})).await?);
+    }
+    let (_stop_tx, stop) = watch::channel(false);
+    let mut dialers = Vec::new();
+    for (i, token) in tokens.iter().enumerate() {
+        // Sessions through the replica that does not revoke this token.
+        let dialer = if i % 2 == 0 { &b } else { &a };
+        let (target, who, stop) =
+            (dialer.target()?, identity(dialer, token, &format!("race-{i}")), stop.clone());
+        dialers.push(tokio::spawn(async move {
+            let mut held = Vec::new();
+            let started = Instant::now();
+            while started.elapsed() < LIMIT {
+                match session::open_as(&target, None, &who, Uuid::new_v4(), LIMIT).await {
+                    Ok(opened) => {
+                        let opts = HoldOptions {
+                            follow_rotation: false,
+                            target: None,
+                            source: None,
+                            max_time: Duration::from_secs(120),
+                        };
+                        held.push(tokio::spawn(session::hold(opened, who.clone(), opts, stop.clone())));
+                    }
+                    Err(_) => break,
+                }
+            }
+            held
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let revokes = tokens.iter().enumerate().map(|(i, t)| {
+        let revoker = if i % 2 == 0 { &a } else { &b };
+        revoker.revoke(t.id())
+    });
+    for r in futures_util::future::join_all(revokes).await {
+        r?;
+    }
+    let revoked = Instant::now();
+    let mut opened = 0;
+    for d in dialers {
+        for h in d.await? {
+            opened += 1;
+            let left = Duration::from_secs(15).saturating_sub(revoked.elapsed());
+            let ended = tokio::time::timeout(left, h).await.context("a session survived the revoke")??;
+            assert!(ended.revoked, "ended without a signed revoked: {ended:?}");
+        }
+    }
+    let client = sql(&db).await?;
+    let seqs: Vec<i64> =
+        client.query("SELECT seq FROM changes ORDER BY seq", &[]).await?.iter().map(|r| r.get(0)).collect();
+    assert_eq!(seqs, (1..=8).collect::<Vec<i64>>(), "gapless, one per revoke");
+    println!("{opened} sessions opened during the race, every one closed with a signed revoked");
+    Ok(())
+}
