@@ -1,8 +1,8 @@
 //! Which manager address to try next. `MANAGER_HOST_AND_PORT` may list several `host:port`
 //! (a replica set), and one name may resolve to several addresses (a DNS name or a compose
 //! alias shared by the replicas). Every address of every listed host is tried, in an order
-//! shuffled per attempt so reconnecting delegates spread over the replicas, beginning with the
-//! host that answered last, and with the address that last said `goodbye` or refused the
+//! shuffled per attempt so delegates spread over the replicas (the first connection too),
+//! beginning with the host that answered last, and with the address that last said `goodbye` or refused the
 //! handshake (a draining replica, or one cut off from its database) tried last, its host too.
 //! Pure: resolving and connecting are the caller's.
 use std::net::SocketAddr;
@@ -13,8 +13,9 @@ use rand::Rng;
 /// What the dialer remembers between attempts.
 #[derive(Debug, Default, Clone)]
 pub struct DialState {
-    /// The index of the endpoint that answered last (tried first).
-    preferred: usize,
+    /// The index of the endpoint that answered last (tried first); none before the first
+    /// session, so delegates given the same list spread over it.
+    preferred: Option<usize>,
     /// The address that said `goodbye` last (tried last).
     avoid: Option<SocketAddr>,
     /// The endpoint of that address (tried last among the endpoints).
@@ -27,8 +28,7 @@ impl DialState {
     /// Endpoint indexes in the order to try: the preferred one first, then the others in a
     /// shuffled order.
     pub fn endpoint_order(&self, count: usize, rng: &mut impl Rng) -> Vec<usize> {
-        let first = if self.preferred < count { self.preferred } else { 0 };
-        let first = (self.avoid_endpoint != Some(first)).then_some(first);
+        let first = self.preferred.filter(|p| *p < count && self.avoid_endpoint != Some(*p));
         let mut rest: Vec<usize> = (0..count).filter(|i| Some(*i) != first).collect();
         rest.shuffle(rng);
         let mut order = Vec::with_capacity(count);
@@ -58,7 +58,7 @@ impl DialState {
 
     /// A session was opened to `addr` of endpoint `index`.
     pub fn connected(&mut self, index: usize, addr: SocketAddr) {
-        self.preferred = index;
+        self.preferred = Some(index);
         self.current = Some((index, addr));
         if self.avoid == Some(addr) {
             self.avoid = None;
@@ -88,19 +88,24 @@ mod tests {
     }
 
     #[test]
-    fn every_endpoint_once_the_preferred_first() {
+    fn every_endpoint_once_shuffled_then_the_preferred_first() {
         let mut rng = StdRng::seed_from_u64(1);
         let mut s = DialState::default();
         for count in 0..6 {
             let mut order = s.endpoint_order(count, &mut rng);
-            assert_eq!(order.first().copied(), (count > 0).then_some(0));
             order.sort();
             assert_eq!(order, (0..count).collect::<Vec<_>>());
         }
+        // Before any session the first endpoint tried is spread over the list.
+        let firsts: std::collections::HashSet<usize> =
+            (0..50).map(|_| s.endpoint_order(3, &mut rng)[0]).collect();
+        assert_eq!(firsts.len(), 3, "delegates given one list spread over it");
         s.connected(3, addr(1));
         assert_eq!(s.endpoint_order(5, &mut rng)[0], 3);
-        // A shorter list (configuration changed): back to the first.
-        assert_eq!(s.endpoint_order(2, &mut rng)[0], 0);
+        // A shorter list (configuration changed): shuffled again, every endpoint once.
+        let mut order = s.endpoint_order(2, &mut rng);
+        order.sort();
+        assert_eq!(order, vec![0, 1]);
     }
 
     #[test]

@@ -80,6 +80,32 @@ fn upstream(url: &str) -> Result<SocketAddr> {
     rest[..end].parse().context("URL host is not an address")
 }
 
+/// The sessions `manager` itself holds (its `tether_sessions` gauge).
+async fn held(manager: &Manager) -> Result<u64> {
+    let body = manager.http().get(format!("{}/metrics", manager.url())).send().await?.text().await?;
+    let value =
+        body.lines().find_map(|l| l.strip_prefix("tether_sessions ")).context("no tether_sessions")?;
+    Ok(value.trim().parse::<f64>()? as u64)
+}
+
+/// Starts a delegate with `env` until its first session is on `holder` (a delegate given
+/// several managers picks one at random): bounded tries.
+async fn start_held_by(holder: &Manager, env: &[(String, String)]) -> Result<Delegate> {
+    for _ in 0..20 {
+        let before = held(holder).await?;
+        let delegate = Delegate::start(env, &[])?;
+        poll::until("the delegate's first session", LIMIT, || async {
+            Ok(delegate.log().contains("session authenticated").then_some(()))
+        })
+        .await
+        .with_context(|| delegate.log())?;
+        if held(holder).await? > before {
+            return Ok(delegate);
+        }
+    }
+    bail!("the delegate never landed on the wanted replica in 20 starts")
+}
+
 async fn readyz(manager: &Manager) -> Result<StatusCode> {
     Ok(manager.http().get(format!("{}/readyz", manager.url())).send().await?.status())
 }
@@ -167,7 +193,7 @@ async fn a_replica_cut_off_from_the_database_fails_closed_and_rejoins() -> Resul
         "MANAGER_HOST_AND_PORT".into(),
         format!("localhost:{},localhost:{}", b.addr.port(), a.addr.port()),
     ));
-    let moving = Delegate::start(&env, &[])?;
+    let moving = start_held_by(&b, &env).await?;
     let mut staying = Delegate::start(&env_for(&b, "stayer", &stayer.expose(), dirs[1].path()), &[])?;
     b.wait_for_session("mover", mover.id(), LIMIT).await.with_context(|| moving.log())?;
     b.wait_for_session("stayer", stayer.id(), LIMIT).await.with_context(|| staying.log())?;
@@ -258,21 +284,22 @@ async fn replica_id(m: &Manager) -> Result<String> {
         .ok_or_else(|| anyhow!("no replica says `this`: {list}"))
 }
 
-/// A real delegate in token-file mode (it follows rotations) that knows `managers`.
+/// The environment of a real delegate in token-file mode (it follows rotations) that knows
+/// `managers`.
 fn follower(
     first: &Manager,
     managers: &[&Manager],
     name: &str,
     token: &str,
     dir: &std::path::Path,
-) -> Result<Delegate> {
+) -> Vec<(String, String)> {
     let mut env = env_for(first, name, token, dir);
     env.retain(|(k, _)| k != "TETHER_APPLY_MODE" && k != "MANAGER_HOST_AND_PORT");
     let list: Vec<String> = managers.iter().map(|m| format!("localhost:{}", m.addr.port())).collect();
     env.push(("MANAGER_HOST_AND_PORT".into(), list.join(",")));
     env.push(("TETHER_APPLY_MODE".into(), "file".into()));
     env.push(("ACCOUNT_SECRET_FILE".into(), dir.join("token").display().to_string()));
-    Delegate::start(&env, &[])
+    env
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -289,8 +316,12 @@ async fn a_rotation_finishes_when_the_lease_holder_dies_mid_rotation() -> Result
     // Two real delegates that follow rotations: one on the survivor only, one on the lease
     // holder first (it knows the survivor too).
     let dirs = [tempfile::tempdir()?, tempfile::tempdir()?];
-    let d1 = follower(&survivor, &[&survivor], "on-survivor", &old.expose(), dirs[0].path())?;
-    let d2 = follower(&dead, &[&dead, &survivor], "on-holder", &old.expose(), dirs[1].path())?;
+    let d1 = Delegate::start(
+        &follower(&survivor, &[&survivor], "on-survivor", &old.expose(), dirs[0].path()),
+        &[],
+    )?;
+    let env = follower(&dead, &[&dead, &survivor], "on-holder", &old.expose(), dirs[1].path());
+    let d2 = start_held_by(&dead, &env).await?;
     survivor.wait_for_session("on-survivor", old.id(), LIMIT).await.with_context(|| d1.log())?;
     dead.wait_for_session("on-holder", old.id(), LIMIT).await.with_context(|| d2.log())?;
 

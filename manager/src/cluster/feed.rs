@@ -87,6 +87,18 @@ async fn follow(
             apply::resync(state).await?;
             *applied = Some(high);
         }
+        // The log went back (the database failed over to a standby that lagged, or was
+        // restored): numbers this replica applied will be written again. Re-read the state
+        // and follow from the log's current end.
+        Some(at) if high < at => {
+            tracing::warn!(
+                applied = at,
+                newest = high,
+                "the change log is behind this replica's position (database failover or restore?); re-reading the state"
+            );
+            apply::resync(state).await?;
+            *applied = Some(high);
+        }
         Some(_) => catch_up(state, listener, applied).await?,
     }
     cluster.mark_ok();
@@ -97,10 +109,7 @@ async fn follow(
             "change feed back and caught up"
         );
     }
-    state.metrics.accepting.set(1);
-    if !cluster.0.accepting.swap(true, Ordering::SeqCst) {
-        tracing::info!(replica = %cluster.replica_id(), "accepting delegate sessions (change feed caught up)");
-    }
+    reopen(cluster, state);
     let mut tick = tokio::time::interval(POLL_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -114,6 +123,17 @@ async fn follow(
             _ = stop.changed() => return Ok(()),
         }
         cluster.mark_ok();
+        // Failed closed while an apply was slow (the database answered late, not never): the
+        // feed is caught up again, so the replica opens again.
+        reopen(cluster, state);
+    }
+}
+
+/// Accepts sessions again (the feed has caught up).
+fn reopen(cluster: &Cluster, state: &AppState) {
+    if !cluster.0.accepting.swap(true, Ordering::SeqCst) {
+        state.metrics.accepting.set(1);
+        tracing::info!(replica = %cluster.replica_id(), "accepting delegate sessions (change feed caught up)");
     }
 }
 
@@ -127,6 +147,15 @@ async fn catch_up(
         let after = applied.unwrap_or(0);
         let rows = listener.changes_after(after, BATCH).await?;
         let Some(last) = rows.last().map(|r| r.seq) else { return Ok(()) };
+        if rows.first().is_some_and(|r| r.seq != after + 1) {
+            // A hole: rows this replica never saw are gone (pruned). Whatever they said, the
+            // tables say now.
+            tracing::warn!(
+                applied = after,
+                "change log has a hole after this replica's position; re-reading the state"
+            );
+            apply::resync(state).await?;
+        }
         for row in rows {
             if row.origin != state.cluster.replica_id() {
                 if let Some(change) = row.change {

@@ -7,7 +7,8 @@
 //! - `lease`: jobs that must run on one replica at a time (finishing rotations, automatic
 //!   rotations, reaping the rows of dead replicas) run on the holder of the `jobs` lease.
 //! - `presence`: each replica records itself and its live sessions (batched, every
-//!   [`PRESENCE_EVERY`]), the cluster-wide view of `delegate list` and `replica list`.
+//!   [`PRESENCE_EVERY`]), the cluster-wide view of `delegate list` and `replica list`; a
+//!   replica silent past [`Cluster::replica_lease`] is dead and its rows are reaped.
 //! - `view`: the cluster-wide lists the API reads.
 //! - Fail closed: a replica whose feed has not reached the database for
 //!   `fail_closed_secs` can no longer learn of revocations, so it says `goodbye` to its
@@ -33,10 +34,6 @@ mod view;
 
 /// How often a replica records its presence and sessions.
 pub const PRESENCE_EVERY: Duration = Duration::from_secs(2);
-
-/// A replica silent for this long is dead: its sessions leave the cluster view and its rows
-/// are reaped.
-pub const REPLICA_LEASE: Duration = Duration::from_secs(10);
 
 /// The jobs lease's time to live; it is renewed every third of it.
 pub const JOBS_LEASE: Duration = Duration::from_secs(6);
@@ -100,6 +97,14 @@ impl Cluster {
     /// The PostgreSQL store of a replica set.
     pub fn postgres(&self) -> Option<&PgStore> {
         self.0.pg.as_ref()
+    }
+
+    /// How long after its last presence report this replica's sessions may still be open: it
+    /// fails closed (and closes them) within its fail-closed window of its feed's last read,
+    /// which is at most two presence periods and a second after that report. Written in its
+    /// row, so the others count its sessions, and reap its rows, by its own window.
+    pub fn replica_lease(&self) -> Duration {
+        self.0.fail_closed + PRESENCE_EVERY * 2 + Duration::from_secs(1)
     }
 
     /// How long a rotation runs at least before "every delegate moved" counts: on a replica

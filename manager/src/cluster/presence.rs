@@ -1,13 +1,14 @@
 //! Presence: every [`PRESENCE_EVERY`] a replica writes its own row (version, host, session
 //! count, whether it accepts) and the difference of its live sessions since the last write, in
 //! one transaction; its sessions' heartbeats are its own. The holder of the jobs lease also
-//! reaps the rows of replicas silent for [`REPLICA_LEASE`] and prunes the change log.
+//! reaps the rows of replicas silent past their lease ([`Cluster::replica_lease`]: a replica's
+//! sessions may stay open until it fails closed) and prunes the change log.
 use std::collections::HashSet;
 
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use super::{Cluster, CHANGE_LOG_KEEP_SECS, PRESENCE_EVERY, REPLICA_LEASE};
+use super::{Cluster, CHANGE_LOG_KEEP_SECS, PRESENCE_EVERY};
 use crate::registry::SessionInfo;
 use crate::state::AppState;
 use crate::store::cluster::{ClusterSession, Presence};
@@ -43,6 +44,7 @@ pub(super) async fn run(cluster: Cluster, pg: PgStore, state: AppState, mut stop
             added,
             removed,
             sessions: live.len() as u64,
+            lease: cluster.replica_lease(),
         };
         match tokio::time::timeout(PRESENCE_EVERY * 2, pg.sync_presence(&presence)).await {
             Ok(Ok(new_row)) => {
@@ -60,7 +62,7 @@ pub(super) async fn run(cluster: Cluster, pg: PgStore, state: AppState, mut stop
             _ => failing = true,
         }
         if cluster.holds_jobs() {
-            match pg.reap(REPLICA_LEASE, CHANGE_LOG_KEEP_SECS).await {
+            match pg.reap(CHANGE_LOG_KEEP_SECS).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(replicas = n, "reaped the rows of replicas silent past their lease"),
                 Err(e) => tracing::debug!(error = %e, "cannot reap dead replicas"),

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use uuid::Uuid;
 
-use super::{presence, Cluster, REPLICA_LEASE};
+use super::{presence, Cluster};
 use crate::registry::{Registry, SessionInfo};
 use crate::store::cluster::ReplicaRow;
 use crate::store::StoreError;
@@ -20,7 +20,7 @@ impl Cluster {
         let mut list = registry.list(account);
         if let Some(pg) = self.postgres() {
             let mine: std::collections::HashSet<Uuid> = list.iter().map(|s| s.session_id).collect();
-            let others = pg.sessions_elsewhere(account, REPLICA_LEASE).await?;
+            let others = pg.sessions_elsewhere(account).await?;
             list.extend(others.into_iter().filter(|s| !mine.contains(&s.session_id)).map(presence::from_row));
         }
         Ok(list)
@@ -30,7 +30,7 @@ impl Cluster {
     pub async fn counts_by_token(&self, registry: &Registry) -> Result<HashMap<Uuid, usize>, StoreError> {
         let mut counts = registry.counts_by_token();
         if let Some(pg) = self.postgres() {
-            for (token, n) in pg.counts_elsewhere(REPLICA_LEASE).await? {
+            for (token, n) in pg.counts_elsewhere().await? {
                 *counts.entry(token).or_default() += n;
             }
         }
@@ -46,7 +46,7 @@ impl Cluster {
     /// Live sessions on `token` on the other replicas.
     pub async fn live_elsewhere_on(&self, token: Uuid) -> Result<usize, StoreError> {
         match self.postgres() {
-            Some(pg) => Ok(pg.counts_elsewhere(REPLICA_LEASE).await?.get(&token).copied().unwrap_or(0)),
+            Some(pg) => Ok(pg.counts_elsewhere().await?.get(&token).copied().unwrap_or(0)),
             None => Ok(0),
         }
     }
@@ -54,7 +54,7 @@ impl Cluster {
     /// The replica holding `session`, when another live one does.
     pub async fn holder_of(&self, session: Uuid) -> Result<Option<Uuid>, StoreError> {
         match self.postgres() {
-            Some(pg) => pg.holder_of(session, REPLICA_LEASE).await,
+            Some(pg) => pg.holder_of(session).await,
             None => Ok(None),
         }
     }
@@ -62,7 +62,7 @@ impl Cluster {
     /// The replicas recorded (with the SQLite store: this manager alone, as it is now).
     pub async fn replicas(&self, registry: &Registry, draining: bool) -> Result<Vec<ReplicaRow>, StoreError> {
         match self.postgres() {
-            Some(pg) => pg.replicas(REPLICA_LEASE).await,
+            Some(pg) => pg.replicas().await,
             None => {
                 let now = crate::clock::now_unix();
                 Ok(vec![ReplicaRow {

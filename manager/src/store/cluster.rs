@@ -135,6 +135,9 @@ pub struct Presence {
     pub removed: Vec<Uuid>,
     /// Live sessions now.
     pub sessions: u64,
+    /// How long after this report its sessions may still be open: its fail-closed window
+    /// and two presence periods. Past it the replica is dead to the others.
+    pub lease: std::time::Duration,
 }
 
 #[cfg(test)]

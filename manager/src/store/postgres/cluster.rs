@@ -226,12 +226,21 @@ impl PgStore {
             let id = p.replica_id.to_string();
             let row = tx
                 .query_one(
-                    "INSERT INTO replicas (id, version, host, started_at, last_seen, seen_at, sessions, accepting)
-                     VALUES ($1, $2, $3, $4, $5, clock_timestamp(), $6, $7)
+                    "INSERT INTO replicas (id, version, host, started_at, last_seen, seen_at, sessions, accepting, lease_ms)
+                     VALUES ($1, $2, $3, $4, $5, clock_timestamp(), $6, $7, $8)
                      ON CONFLICT (id) DO UPDATE SET last_seen = EXCLUDED.last_seen, seen_at = EXCLUDED.seen_at,
-                         sessions = EXCLUDED.sessions, accepting = EXCLUDED.accepting
+                         sessions = EXCLUDED.sessions, accepting = EXCLUDED.accepting, lease_ms = EXCLUDED.lease_ms
                      RETURNING (xmax = 0)",
-                    &[&id, &p.version, &p.host, &i64_of(p.started_at), &i64_of(p.now), &i64_of(p.sessions), &p.accepting],
+                    &[
+                        &id,
+                        &p.version,
+                        &p.host,
+                        &i64_of(p.started_at),
+                        &i64_of(p.now),
+                        &i64_of(p.sessions),
+                        &p.accepting,
+                        &i64::try_from(p.lease.as_millis()).unwrap_or(i64::MAX),
+                    ],
                 )
                 .await?;
             let inserted: bool = row.try_get(0)?;
@@ -294,30 +303,30 @@ impl PgStore {
         .await
     }
 
-    /// Deletes the rows of replicas silent for longer than `lease` (and their sessions'), and
-    /// change log rows older than `keep_secs` (the newest row always stays, to carry the
-    /// numbering on). Returns the replicas reaped.
-    pub async fn reap(&self, lease: Duration, keep_secs: u64) -> Result<u64, StoreError> {
-        let lease_ms = lease.as_millis() as f64;
-        let cutoff = i64_of(crate::clock::now_unix().saturating_sub(keep_secs));
+    /// Deletes the rows of replicas silent past their own lease (and their sessions'), and the
+    /// oldest rows of the change log, written by the database's clock more than `keep_secs`
+    /// ago: always a prefix of the numbers (never a hole), and never the newest row, which
+    /// carries the numbering on. Returns the replicas reaped.
+    pub async fn reap(&self, keep_secs: u64) -> Result<u64, StoreError> {
+        let keep_ms = (keep_secs as f64) * 1000.0;
         self.run("reap", || async move {
             let mut client = self.client().await?;
             let tx = Self::write(&mut client).await?;
             tx.execute(
-                "DELETE FROM cluster_sessions WHERE replica_id IN (SELECT id FROM replicas
-                     WHERE seen_at < clock_timestamp() - $1::float8 * interval '1 millisecond')
-                   OR replica_id NOT IN (SELECT id FROM replicas)",
-                &[&lease_ms],
+                &format!(
+                    "DELETE FROM cluster_sessions WHERE replica_id IN (SELECT id FROM replicas WHERE NOT {ALIVE})
+                       OR replica_id NOT IN (SELECT id FROM replicas)"
+                ),
+                &[],
             )
             .await?;
-            let reaped = tx
-                .execute("DELETE FROM replicas WHERE seen_at < clock_timestamp() - $1::float8 * interval '1 millisecond'", &[
-                    &lease_ms,
-                ])
-                .await?;
+            let reaped = tx.execute(&format!("DELETE FROM replicas WHERE NOT {ALIVE}"), &[]).await?;
             tx.execute(
-                "DELETE FROM changes WHERE at < $1 AND seq < (SELECT MAX(seq) FROM changes)",
-                &[&cutoff],
+                "DELETE FROM changes
+                 WHERE seq <= (SELECT MAX(seq) FROM changes
+                               WHERE created < clock_timestamp() - $1::float8 * interval '1 millisecond')
+                   AND seq < (SELECT MAX(seq) FROM changes)",
+                &[&keep_ms],
             )
             .await?;
             tx.commit().await?;
@@ -326,80 +335,65 @@ impl PgStore {
         .await
     }
 
-    /// Every replica recorded, newest start first; `alive` when its last report is within
-    /// `lease`.
-    pub async fn replicas(&self, lease: Duration) -> Result<Vec<ReplicaRow>, StoreError> {
-        let lease_ms = lease.as_millis() as f64;
+    /// Every replica recorded, newest start first; `alive` while its last report is within its
+    /// lease. A row that does not read back (a malformed id) is skipped, with a warning.
+    pub async fn replicas(&self) -> Result<Vec<ReplicaRow>, StoreError> {
         self.run("replicas", || async move {
             let client = self.client().await?;
             let rows = client
                 .query(
-                    "SELECT id, version, host, started_at, last_seen, sessions, accepting,
-                            seen_at >= clock_timestamp() - $1::float8 * interval '1 millisecond'
-                     FROM replicas ORDER BY started_at DESC, id",
-                    &[&lease_ms],
+                    &format!(
+                        "SELECT id, version, host, started_at, last_seen, sessions, accepting, {ALIVE}
+                         FROM replicas ORDER BY started_at DESC, id"
+                    ),
+                    &[],
                 )
                 .await?;
-            let mut out = Vec::with_capacity(rows.len());
-            for r in &rows {
-                let id: String = r.try_get(0)?;
-                out.push(ReplicaRow {
-                    id: Uuid::parse_str(&id).map_err(|_| StoreError::Corrupt("replica id".into()))?,
-                    version: r.try_get(1)?,
-                    host: r.try_get(2)?,
-                    started_at: u64_col(r.try_get(3)?),
-                    last_seen: u64_col(r.try_get(4)?),
-                    sessions: u64_col(r.try_get(5)?),
-                    accepting: r.try_get(6)?,
-                    alive: r.try_get(7)?,
-                });
-            }
-            Ok(out)
+            Ok(rows.iter().filter_map(|r| skip_malformed("replicas", replica(r))).collect())
         })
         .await
     }
 
-    /// Live sessions of the other replicas still within `lease` (of `account` only, if given).
-    pub async fn sessions_elsewhere(
-        &self,
-        account: Option<&str>,
-        lease: Duration,
-    ) -> Result<Vec<ClusterSession>, StoreError> {
-        let (me, lease_ms) = (self.replica.to_string(), lease.as_millis() as f64);
+    /// Live sessions of the other live replicas (of `account` only, if given). A row that does
+    /// not read back is skipped, with a warning: one bad row must not hide every other.
+    pub async fn sessions_elsewhere(&self, account: Option<&str>) -> Result<Vec<ClusterSession>, StoreError> {
+        let me = self.replica.to_string();
         self.run("sessions_elsewhere", || {
             let me = me.clone();
             async move {
                 let client = self.client().await?;
                 let rows = client
                     .query(
-                        "SELECT s.replica_id, s.session_id, s.account_id, s.token_id, s.name, s.instance, s.host,
-                                s.version, s.ip, s.connected_at, s.last_heartbeat
-                         FROM cluster_sessions s JOIN replicas r ON r.id = s.replica_id
-                         WHERE s.replica_id <> $1 AND ($2::text IS NULL OR s.account_id = $2)
-                           AND r.seen_at >= clock_timestamp() - $3::float8 * interval '1 millisecond'
-                         ORDER BY s.account_id, s.name, s.session_id",
-                        &[&me, &account, &lease_ms],
+                        &format!(
+                            "SELECT s.replica_id, s.session_id, s.account_id, s.token_id, s.name, s.instance, s.host,
+                                    s.version, s.ip, s.connected_at, s.last_heartbeat
+                             FROM cluster_sessions s JOIN replicas r ON r.id = s.replica_id
+                             WHERE s.replica_id <> $1 AND ($2::text IS NULL OR s.account_id = $2) AND {ALIVE_R}
+                             ORDER BY s.account_id, s.name, s.session_id"
+                        ),
+                        &[&me, &account],
                     )
                     .await?;
-                rows.iter().map(session).collect::<Result<Vec<_>, StoreError>>().map_err(Failure::from)
+                Ok(rows.iter().filter_map(|r| skip_malformed("cluster_sessions", session(r))).collect())
             }
         })
         .await
     }
 
-    /// Live sessions per token on the other replicas still within `lease`.
-    pub async fn counts_elsewhere(&self, lease: Duration) -> Result<HashMap<Uuid, usize>, StoreError> {
-        let (me, lease_ms) = (self.replica.to_string(), lease.as_millis() as f64);
+    /// Live sessions per token on the other live replicas.
+    pub async fn counts_elsewhere(&self) -> Result<HashMap<Uuid, usize>, StoreError> {
+        let me = self.replica.to_string();
         self.run("counts_elsewhere", || {
             let me = me.clone();
             async move {
                 let client = self.client().await?;
                 let rows = client
                     .query(
-                        "SELECT s.token_id, COUNT(*) FROM cluster_sessions s JOIN replicas r ON r.id = s.replica_id
-                         WHERE s.replica_id <> $1 AND r.seen_at >= clock_timestamp() - $2::float8 * interval '1 millisecond'
-                         GROUP BY s.token_id",
-                        &[&me, &lease_ms],
+                        &format!(
+                            "SELECT s.token_id, COUNT(*) FROM cluster_sessions s JOIN replicas r ON r.id = s.replica_id
+                             WHERE s.replica_id <> $1 AND {ALIVE_R} GROUP BY s.token_id"
+                        ),
+                        &[&me],
                     )
                     .await?;
                 let mut out = HashMap::new();
@@ -417,15 +411,16 @@ impl PgStore {
     }
 
     /// The replica holding session `id`, if another live one does.
-    pub async fn holder_of(&self, session: Uuid, lease: Duration) -> Result<Option<Uuid>, StoreError> {
-        let lease_ms = lease.as_millis() as f64;
+    pub async fn holder_of(&self, session: Uuid) -> Result<Option<Uuid>, StoreError> {
         self.run("holder_of", || async move {
             let client = self.client().await?;
             let row = client
                 .query_opt(
-                    "SELECT s.replica_id FROM cluster_sessions s JOIN replicas r ON r.id = s.replica_id
-                     WHERE s.session_id = $1 AND r.seen_at >= clock_timestamp() - $2::float8 * interval '1 millisecond'",
-                    &[&session.to_string(), &lease_ms],
+                    &format!(
+                        "SELECT s.replica_id FROM cluster_sessions s JOIN replicas r ON r.id = s.replica_id
+                         WHERE s.session_id = $1 AND {ALIVE_R}"
+                    ),
+                    &[&session.to_string()],
                 )
                 .await?;
             let id: Option<String> = row.map(|r| r.try_get(0)).transpose()?;
@@ -433,6 +428,40 @@ impl PgStore {
         })
         .await
     }
+}
+
+/// Whether a `replicas` row is within its lease (its sessions may still be open).
+const ALIVE: &str = "seen_at >= clock_timestamp() - lease_ms * interval '1 millisecond'";
+
+/// [`ALIVE`] of the `replicas` row aliased `r`.
+const ALIVE_R: &str = "r.seen_at >= clock_timestamp() - r.lease_ms * interval '1 millisecond'";
+
+fn skip_malformed<T>(table: &str, row: Result<T, StoreError>) -> Option<T> {
+    match row {
+        Ok(v) => Some(v),
+        Err(e) => {
+            tracing::warn!(table, error = %e, "skipping a row that does not read back");
+            None
+        }
+    }
+}
+
+fn replica(r: &tokio_postgres::Row) -> Result<ReplicaRow, StoreError> {
+    let corrupt = |what: &str| StoreError::Corrupt(format!("replica: {what}"));
+    let id: String = r.try_get(0).map_err(|_| corrupt("id"))?;
+    let num = |i: usize, what: &str| -> Result<u64, StoreError> {
+        r.try_get::<_, i64>(i).map(u64_col).map_err(|_| corrupt(what))
+    };
+    Ok(ReplicaRow {
+        id: Uuid::parse_str(&id).map_err(|_| corrupt("id"))?,
+        version: r.try_get(1).map_err(|_| corrupt("version"))?,
+        host: r.try_get(2).map_err(|_| corrupt("host"))?,
+        started_at: num(3, "started_at")?,
+        last_seen: num(4, "last_seen")?,
+        sessions: num(5, "sessions")?,
+        accepting: r.try_get(6).map_err(|_| corrupt("accepting"))?,
+        alive: r.try_get(7).map_err(|_| corrupt("alive"))?,
+    })
 }
 
 fn session(r: &tokio_postgres::Row) -> Result<ClusterSession, StoreError> {

@@ -116,7 +116,8 @@ const MIGRATIONS: &[&str] = &[
         kind TEXT COLLATE "C" NOT NULL,
         subject TEXT COLLATE "C" NOT NULL,
         origin TEXT COLLATE "C" NOT NULL,
-        at BIGINT NOT NULL
+        at BIGINT NOT NULL,
+        created TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp()
     );
     CREATE TABLE leases (
         name TEXT COLLATE "C" PRIMARY KEY,
@@ -132,7 +133,8 @@ const MIGRATIONS: &[&str] = &[
         last_seen BIGINT NOT NULL,
         seen_at TIMESTAMPTZ NOT NULL,
         sessions BIGINT NOT NULL DEFAULT 0,
-        accepting BOOLEAN NOT NULL DEFAULT TRUE
+        accepting BOOLEAN NOT NULL DEFAULT TRUE,
+        lease_ms BIGINT NOT NULL DEFAULT 15000
     );
     CREATE TABLE cluster_sessions (
         session_id TEXT COLLATE "C" PRIMARY KEY,
