@@ -4,89 +4,18 @@
 //! and rejoins, a change it missed while its listener was cut is applied when it reconnects,
 //! a rotation started on one replica finishes when the holder of the jobs lease is killed, and
 //! a restart of PostgreSQL loses no acknowledged change.
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
-use tether_protocol::Token;
 use tether_tests::harness::delegate::{env_for, Delegate};
-use tether_tests::harness::manager::Options;
 use tether_tests::harness::proxy::Proxy;
+use tether_tests::harness::replicas::{held, hold_sessions, options, readyz, replica_via, upstream};
 use tether_tests::harness::{poll, Manager};
-use tether_tests::load::session::{self, Ended, HoldOptions, Identity};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
-use uuid::Uuid;
 
 const LIMIT: Duration = Duration::from_secs(30);
-
-/// Options of a replica on `database`, heartbeats every 2 s, failing closed after
-/// `fail_closed` seconds.
-fn options(database: &str, fail_closed: u64) -> Options {
-    let fail = fail_closed.to_string();
-    Options {
-        database: Some(database.to_owned()),
-        ..Options::with_env(&[("TETHER_HEARTBEAT_SECS", "2"), ("TETHER_FAIL_CLOSED_SECS", fail.as_str())])
-    }
-}
-
-/// Another replica of `first`'s store, reaching the database at `database`.
-async fn replica_via(first: &Manager, database: &str) -> Result<Manager> {
-    let mut options = first.options().clone();
-    options.database = Some(database.to_owned());
-    first.replica_with(options).await
-}
-
-fn identity(manager: &Manager, token: &Token, name: &str) -> Identity {
-    Identity {
-        account_id: manager.init.account_id.clone(),
-        token: Arc::new(token.duplicate()),
-        name: name.into(),
-    }
-}
-
-/// `count` in-process sessions of `token` on `manager`, held until they end.
-async fn hold_sessions(
-    manager: &Manager,
-    token: &Token,
-    prefix: &str,
-    count: usize,
-    stop: &watch::Receiver<bool>,
-) -> Result<Vec<JoinHandle<Ended>>> {
-    let target = manager.target()?;
-    let mut held = Vec::new();
-    for i in 0..count {
-        let who = identity(manager, token, &format!("{prefix}-{i}"));
-        let opened = session::open_as(&target, None, &who, Uuid::new_v4(), LIMIT).await?;
-        let opts = HoldOptions {
-            follow_rotation: false,
-            target: None,
-            source: None,
-            max_time: Duration::from_secs(120),
-        };
-        held.push(tokio::spawn(session::hold(opened, who, opts, stop.clone())));
-    }
-    Ok(held)
-}
-
-/// The upstream address of a loopback PostgreSQL URL.
-fn upstream(url: &str) -> Result<SocketAddr> {
-    let at = url.rfind('@').context("URL without credentials")?;
-    let rest = &url[at + 1..];
-    let end = rest.find('/').context("URL without a database")?;
-    rest[..end].parse().context("URL host is not an address")
-}
-
-/// The sessions `manager` itself holds (its `tether_sessions` gauge).
-async fn held(manager: &Manager) -> Result<u64> {
-    let body = manager.http().get(format!("{}/metrics", manager.url())).send().await?.text().await?;
-    let value =
-        body.lines().find_map(|l| l.strip_prefix("tether_sessions ")).context("no tether_sessions")?;
-    Ok(value.trim().parse::<f64>()? as u64)
-}
 
 /// Starts a delegate with `env` until its first session is on `holder` (a delegate given
 /// several managers picks one at random): bounded tries.
@@ -104,10 +33,6 @@ async fn start_held_by(holder: &Manager, env: &[(String, String)]) -> Result<Del
         }
     }
     bail!("the delegate never landed on the wanted replica in 20 starts")
-}
-
-async fn readyz(manager: &Manager) -> Result<StatusCode> {
-    Ok(manager.http().get(format!("{}/readyz", manager.url())).send().await?.status())
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {

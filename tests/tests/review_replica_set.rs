@@ -3,94 +3,24 @@
 //! PostgreSQL, as in `replica_set.rs`. Every `review_*` test here demonstrates one finding of
 //! the review report; those that failed on the code under review were `#[ignore]`d with the
 //! finding's number; all six are fixed now and run with the suite (each doc comment says how).
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
-use tether_protocol::Token;
-use tether_tests::harness::manager::Options;
 use tether_tests::harness::proxy::Proxy;
+use tether_tests::harness::replicas::{
+    hold_sessions, identity, notable, options, readyz, replica_via, sql, upstream,
+};
 use tether_tests::harness::{poll, Manager};
-use tether_tests::load::session::{self, Ended, HoldOptions, Identity};
+use tether_tests::load::session::{self, HoldOptions};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 const LIMIT: Duration = Duration::from_secs(30);
 
 /// The change log's advisory lock (`CHANGE_LOCK` in `store/postgres/cluster.rs`).
 const CHANGE_LOCK: i64 = 0x7465_7468_6572_0002;
-
-fn options(database: &str, fail_closed: u64) -> Options {
-    let fail = fail_closed.to_string();
-    Options {
-        database: Some(database.to_owned()),
-        ..Options::with_env(&[("TETHER_HEARTBEAT_SECS", "2"), ("TETHER_FAIL_CLOSED_SECS", fail.as_str())])
-    }
-}
-
-async fn replica_via(first: &Manager, database: &str) -> Result<Manager> {
-    let mut options = first.options().clone();
-    options.database = Some(database.to_owned());
-    first.replica_with(options).await
-}
-
-fn identity(manager: &Manager, token: &Token, name: &str) -> Identity {
-    Identity {
-        account_id: manager.init.account_id.clone(),
-        token: Arc::new(token.duplicate()),
-        name: name.into(),
-    }
-}
-
-async fn hold_sessions(
-    manager: &Manager,
-    token: &Token,
-    prefix: &str,
-    count: usize,
-    stop: &watch::Receiver<bool>,
-) -> Result<Vec<JoinHandle<Ended>>> {
-    let target = manager.target()?;
-    let mut held = Vec::new();
-    for i in 0..count {
-        let who = identity(manager, token, &format!("{prefix}-{i}"));
-        let opened = session::open_as(&target, None, &who, Uuid::new_v4(), LIMIT).await?;
-        let opts = HoldOptions {
-            follow_rotation: false,
-            target: None,
-            source: None,
-            max_time: Duration::from_secs(180),
-        };
-        held.push(tokio::spawn(session::hold(opened, who, opts, stop.clone())));
-    }
-    Ok(held)
-}
-
-fn upstream(url: &str) -> Result<SocketAddr> {
-    let at = url.rfind('@').context("URL without credentials")?;
-    let rest = &url[at + 1..];
-    let end = rest.find('/').context("URL without a database")?;
-    rest[..end].parse().context("URL host is not an address")
-}
-
-async fn readyz(manager: &Manager) -> Result<StatusCode> {
-    Ok(manager.http().get(format!("{}/readyz", manager.url())).send().await?.status())
-}
-
-/// A manager's log without the access lines.
-fn notable(m: &Manager) -> String {
-    m.log_lines().into_iter().filter(|l| !l.contains("tether_manager::access")).collect::<Vec<_>>().join("\n")
-}
-
-/// A connection of the test's own to the database (what an operator's `psql` is).
-async fn sql(db: &str) -> Result<tokio_postgres::Client> {
-    let (client, connection) = tokio_postgres::connect(db, tokio_postgres::NoTls).await?;
-    tokio::spawn(connection);
-    Ok(client)
-}
 
 /// FINDING 1 (high): a replica that failed closed while its change feed was *slow* (not
 /// broken) never accepts again. `feed::follow` sets `accepting` back to true only once, before

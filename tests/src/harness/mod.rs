@@ -11,6 +11,7 @@
 //! - [`api`]: the admin REST API calls.
 //! - [`delegate`]: the delegate process.
 //! - [`docker`]: a Docker test run (unique names, drop-guard cleanup, the delegate image).
+//! - [`replicas`]: helpers of the replica-set tests.
 //! - [`proxy`]: a TCP proxy that can cut a manager off its database silently.
 //! - [`poll`]: bounded polling, the one way to wait for state.
 //! - [`probe`]: an honest client's view during an attack (a metric, `/healthz`, a handshake).
@@ -26,6 +27,7 @@ pub mod poll;
 pub mod probe;
 pub mod process;
 pub mod proxy;
+pub mod replicas;
 
 pub use api::api_call;
 pub use clock::unix_now;

@@ -9,22 +9,20 @@
 //! - **memory**: each replica's RSS before and with its share of the idle sessions.
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
-use tether_protocol::Token;
 
 use super::fleet::{Fleet, GrowOptions};
 use super::procfs;
-use super::session::Identity;
 use super::stats::{self, Summary};
 use super::stores::PgSource;
 use super::transport::Target;
 use crate::harness::delegate::{env_for, Delegate};
 use crate::harness::manager::{Manager, Options};
 use crate::harness::poll;
+use crate::harness::replicas::identity;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -85,14 +83,6 @@ pub struct ClusterResult {
     pub failover_killed: (usize, usize),
     /// Kill → the moved delegate's next authenticated session.
     pub failover: Option<Summary>,
-}
-
-fn identity(manager: &Manager, token: &Token, name: &str) -> Identity {
-    Identity {
-        account_id: manager.init.account_id.clone(),
-        token: Arc::new(token.duplicate()),
-        name: name.into(),
-    }
 }
 
 /// Unix time of an RFC 3339 UTC timestamp `YYYY-MM-DDTHH:MM:SS[.frac]Z` (the delegates' log).
