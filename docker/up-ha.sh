@@ -68,12 +68,12 @@ else
     wait_postgres "$tmp_env"
     say "PostgreSQL is ready"
 
-    # A one-off container of the manager image on the project's network (labelled with the
+    # A one-off container of the manager image on the project's database network (labelled with the
     # project, so down.sh removes it should this script die), the URL in its environment only.
     init_id="$(TETHER_DATABASE_URL="postgres://tether:$pg_password@postgres:5432/tether?sslmode=disable" \
         docker create \
         --label "com.docker.compose.project=$TETHER_PROJECT" \
-        --network "${TETHER_PROJECT}_default" \
+        --network "${TETHER_PROJECT}_db" \
         --env TETHER_DATABASE_URL \
         --volume "$data_volume:/data" \
         --volume "${TETHER_PROJECT}_manager-ca:/ca" \

@@ -230,6 +230,35 @@ impl HaProject {
         Ok(value as u64)
     }
 
+    /// The status of one replica's `/readyz` (through its published port).
+    pub fn replica_readyz(&self, container: &str) -> Result<u16> {
+        let addr = self.published_addr(container)?;
+        let target = Target::new(addr, "localhost", &self.ca_pem()?)?;
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        runtime.block_on(async {
+            let client = reqwest::Client::builder()
+                .use_preconfigured_tls((*target.tls).clone())
+                .resolve("localhost", addr)
+                .timeout(METRICS_WITHIN)
+                .build()?;
+            let response = client.get(format!("https://localhost:{}/readyz", addr.port())).send().await?;
+            anyhow::Ok(response.status().as_u16())
+        })
+    }
+
+    /// The project's network for the database (PostgreSQL and the replicas only).
+    pub fn db_network(&self) -> String {
+        format!("{}_db", self.name)
+    }
+
+    /// The logs of `container` (stdout and stderr), redacted.
+    pub fn logs(&self, container: &str) -> Result<String> {
+        let output = run(Command::new("docker").args(["logs", container]))?;
+        let text =
+            String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+        Ok(self.redact(&text))
+    }
+
     /// Whether `tether-delegate health` exits 0 in `service`'s container.
     pub fn delegate_healthy(&self, container: &str) -> Result<bool> {
         let output = run(Command::new("docker").args(["exec", container, "/tether-delegate", "health"]))?;
