@@ -246,6 +246,54 @@ impl HaProject {
         })
     }
 
+    /// `tether-manager ARGS --json` run inside `container` (that replica's own API, the admin
+    /// token of its environment).
+    pub fn admin(&self, container: &str, args: &[&str]) -> Result<serde_json::Value> {
+        let mut full = vec!["exec", container, "/tether-manager"];
+        full.extend_from_slice(args);
+        full.push("--json");
+        let output = run(Command::new("docker").args(&full))?;
+        if !output.status.success() {
+            bail!(
+                "tether-manager {args:?} in {container} failed ({}): {}",
+                output.status,
+                self.redact(String::from_utf8_lossy(&output.stderr).trim())
+            );
+        }
+        serde_json::from_slice(&output.stdout)
+            .with_context(|| format!("tether-manager {args:?} --json printed no JSON"))
+    }
+
+    /// The replica id `container` reports for itself (`replica list`, the row marked `this`).
+    pub fn replica_id(&self, container: &str) -> Result<String> {
+        let list = self.admin(container, &["replica", "list"])?;
+        list.as_array()
+            .and_then(|r| r.iter().find(|r| r["this"] == true))
+            .and_then(|r| r["id"].as_str().map(str::to_owned))
+            .ok_or_else(|| anyhow!("no replica marked `this` in {container}'s replica list"))
+    }
+
+    /// The replica id holding the `jobs` lease now (read in PostgreSQL's container).
+    pub fn jobs_holder(&self) -> Result<String> {
+        let postgres = self.container_id("postgres")?;
+        let output = run(Command::new("docker").args([
+            "exec",
+            &postgres,
+            "psql",
+            "-U",
+            "tether",
+            "-d",
+            "tether",
+            "-tAc",
+            "SELECT owner FROM leases WHERE name = 'jobs' AND expires_at > clock_timestamp()",
+        ]))?;
+        let owner = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        if !output.status.success() || owner.is_empty() {
+            bail!("no holder of the jobs lease ({})", String::from_utf8_lossy(&output.stderr).trim());
+        }
+        Ok(owner)
+    }
+
     /// The project's network for the database (PostgreSQL and the replicas only).
     pub fn db_network(&self) -> String {
         format!("{}_db", self.name)
