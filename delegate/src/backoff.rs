@@ -18,8 +18,10 @@ pub struct Backoff {
 pub const BASE: Duration = Duration::from_millis(500);
 /// Default cap.
 pub const CAP: Duration = Duration::from_secs(60);
-/// Upper bound of the delay before reconnecting after the manager's `goodbye`.
-pub const GOODBYE_MAX: Duration = Duration::from_secs(3);
+/// Upper bound of the delay before reconnecting after the manager's `goodbye`: short, since
+/// in a replica set the delegate goes to another replica (the one that said goodbye is tried
+/// last), and a restarting single manager refuses the first attempts anyway (backoff then).
+pub const GOODBYE_MAX: Duration = Duration::from_secs(1);
 
 impl Default for Backoff {
     fn default() -> Self {

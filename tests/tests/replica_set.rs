@@ -308,3 +308,32 @@ async fn a_postgresql_restart_loses_no_acknowledged_change() -> Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ping_and_disconnect_reach_a_session_through_another_replica() -> Result<()> {
+    let db = tether_tests::pg::database().await?;
+    let a = Manager::start_with(options(&db, 10)).await?;
+    let b = a.replica().await?;
+    let token = a.create_token(&a.init.account_id.clone(), "remote", json!({})).await?;
+    let dir = tempfile::tempdir()?;
+    let delegate = Delegate::start(&env_for(&b, "remote", &token.expose(), dir.path()), &[])?;
+    b.wait_for_session("remote", token.id(), LIMIT).await.with_context(|| delegate.log())?;
+    // A lists it once B's presence is written, and pings it through the change log.
+    let row = a.wait_for_session("remote", token.id(), LIMIT).await?;
+    let payload = "ping ü 漢字 🙂";
+    let started = Instant::now();
+    assert_eq!(a.ping(row.session_id, payload).await?, payload, "the echo comes back through A");
+    println!("ping through another replica: {:?}", started.elapsed());
+    // Disconnect through A: B closes the session (goodbye), the delegate comes back with a new one.
+    let (status, body) =
+        a.api(Method::DELETE, &format!("/api/v1/delegates/{}", row.session_id), None).await?;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    poll::until("the delegate back with a new session", LIMIT, || async {
+        let list = a.delegates().await?;
+        let mine: Vec<_> = list.iter().filter(|d| d.name == "remote").collect();
+        Ok((mine.len() == 1 && mine[0].session_id != row.session_id).then_some(()))
+    })
+    .await
+    .with_context(|| delegate.log())?;
+    Ok(())
+}

@@ -24,7 +24,7 @@ use crate::validate;
 /// Longest echo payload, in characters.
 pub const MAX_PING_PAYLOAD: usize = 1024;
 /// How long a ping waits for the delegate.
-const PING_TIMEOUT: Duration = Duration::from_secs(10);
+pub const PING_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Filter of the list.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -54,6 +54,34 @@ pub async fn list(
     let list = state.cluster.sessions(&state.registry, account).await?;
     let list = list.into_iter().filter(|s| caller.sees(&s.account_id));
     Ok(Json(list.map(Into::into).collect()))
+}
+
+/// A ping of a session another replica holds: asked through the change log, answered by the
+/// holder in the request's row, which this replica polls (every 50 ms, up to the timeout).
+async fn remote_ping(
+    state: &AppState,
+    id: Uuid,
+    payload: String,
+    started: Instant,
+) -> Result<Json<PingResponse>, AppError> {
+    let Some(pg) = state.cluster.postgres() else {
+        return Err(AppError::NotFound(format!("delegate session `{id}`")));
+    };
+    let request = Uuid::new_v4();
+    pg.request_ping(request, id, &payload).await?;
+    let deadline = started + PING_TIMEOUT;
+    while Instant::now() < deadline {
+        if let Some((ok, reply)) = pg.ping_answer(request).await? {
+            return Ok(Json(PingResponse {
+                session_id: id,
+                rtt_ms: started.elapsed().as_secs_f64() * 1000.0,
+                ok,
+                payload: reply,
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(AppError::Timeout(format!("delegate session `{id}` did not answer within 10 s")))
 }
 
 fn parse_session(id: &str) -> Result<Uuid, AppError> {
@@ -115,7 +143,7 @@ pub async fn disconnect(
 #[utoipa::path(post, path = "/api/v1/delegates/{session_id}/ping", operation_id = "ping_delegate", tag = "delegates", request_body = PingRequest,
     params(("session_id" = String, Path, description = "Session id")),
     responses((status = 200, body = PingResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 504, body = ErrorBody)),
+        (status = 404, body = ErrorBody), (status = 504, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn ping(
     State(state): State<AppState>,
@@ -126,19 +154,17 @@ pub async fn ping(
     caller.require(Scope::DelegatesWrite)?;
     let id = parse_session(&session_id)?;
     let (_, here) = visible_session(&state, &caller, id).await?;
-    if !here {
-        return Err(AppError::Conflict(format!(
-            "delegate session `{id}` is held by another replica of the set; ping it through that replica (`replica list`, and the delegate's address in `delegate list`)"
-        )));
-    }
     let payload = req.payload.unwrap_or_else(|| "ping".into());
     if payload.chars().count() > MAX_PING_PAYLOAD {
         return Err(AppError::BadRequest(format!(
             "invalid `payload`: at most {MAX_PING_PAYLOAD} characters"
         )));
     }
-    let (tx, rx) = tokio::sync::oneshot::channel();
     let started = Instant::now();
+    if !here {
+        return remote_ping(&state, id, payload, started).await;
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
     if !state.registry.send(id, SessionCommand::Task { task_id: Uuid::new_v4(), payload, reply: tx }) {
         return Err(AppError::NotFound(format!("delegate session `{id}`")));
     }

@@ -38,7 +38,31 @@ pub(super) async fn apply(state: &AppState, change: Change) -> Result<(), StoreE
                 tracing::info!(session_id = %session, "disconnect asked through another replica");
             }
         }
+        Change::Ping(id) => ping(state, id).await?,
     }
+    Ok(())
+}
+
+/// A ping asked through another replica: if this replica holds the session, sends the echo
+/// task and writes the delegate's answer into the request's row (in a task of its own, so a
+/// slow delegate does not hold the feed up).
+async fn ping(state: &AppState, id: uuid::Uuid) -> Result<(), StoreError> {
+    let Some(pg) = state.cluster.postgres().cloned() else { return Ok(()) };
+    let Some((session, payload)) = pg.ping_request(id).await? else { return Ok(()) };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    if !state
+        .registry
+        .send(session, SessionCommand::Task { task_id: uuid::Uuid::new_v4(), payload, reply: tx })
+    {
+        return Ok(());
+    }
+    tokio::spawn(async move {
+        if let Ok(Ok(reply)) = tokio::time::timeout(crate::api::delegates::PING_TIMEOUT, rx).await {
+            if let Err(e) = pg.answer_ping(id, reply.ok, &reply.payload).await {
+                tracing::warn!(ping = %id, error = %e, "cannot record a ping's answer");
+            }
+        }
+    });
     Ok(())
 }
 

@@ -18,6 +18,8 @@ pub enum Change {
     RotationFinished(Uuid),
     /// An operator asked to disconnect one session (`delegate disconnect`).
     Disconnect(Uuid),
+    /// An operator asked to ping a session another replica holds (the id of its `pings` row).
+    Ping(Uuid),
 }
 
 impl Change {
@@ -28,6 +30,7 @@ impl Change {
             Self::RotationStarted(_) => "rotation_started",
             Self::RotationFinished(_) => "rotation_finished",
             Self::Disconnect(_) => "disconnect",
+            Self::Ping(_) => "ping",
         }
     }
 
@@ -37,7 +40,8 @@ impl Change {
             Self::Token(id)
             | Self::RotationStarted(id)
             | Self::RotationFinished(id)
-            | Self::Disconnect(id) => *id,
+            | Self::Disconnect(id)
+            | Self::Ping(id) => *id,
         }
     }
 
@@ -50,6 +54,7 @@ impl Change {
             "rotation_started" => Self::RotationStarted(id),
             "rotation_finished" => Self::RotationFinished(id),
             "disconnect" => Self::Disconnect(id),
+            "ping" => Self::Ping(id),
             _ => return None,
         })
     }

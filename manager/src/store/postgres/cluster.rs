@@ -172,6 +172,73 @@ impl PgStore {
         .await
     }
 
+    /// Asks the replica holding `session` to ping it: the request's row and its change, in one
+    /// transaction.
+    pub async fn request_ping(&self, id: Uuid, session: Uuid, payload: &str) -> Result<(), StoreError> {
+        let origin = self.replica;
+        self.run("request_ping", || async move {
+            let mut client = self.client().await?;
+            let tx = Self::write(&mut client).await?;
+            tx.execute(
+                "INSERT INTO pings (id, session_id, payload) VALUES ($1, $2, $3)",
+                &[&id.to_string(), &session.to_string(), &payload],
+            )
+            .await?;
+            log_change(&*tx, origin, Change::Ping(id), crate::clock::now_unix()).await?;
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The session and payload of ping request `id`, while it is unanswered.
+    pub async fn ping_request(&self, id: Uuid) -> Result<Option<(Uuid, String)>, StoreError> {
+        self.run("ping_request", || async move {
+            let client = self.client().await?;
+            let row = client
+                .query_opt(
+                    "SELECT session_id, payload FROM pings WHERE id = $1 AND ok IS NULL",
+                    &[&id.to_string()],
+                )
+                .await?;
+            let Some(row) = row else { return Ok(None) };
+            let session: String = row.try_get(0)?;
+            let payload: String = row.try_get(1)?;
+            Ok(Uuid::parse_str(&session).ok().map(|s| (s, payload)))
+        })
+        .await
+    }
+
+    /// Records the delegate's answer to ping request `id`.
+    pub async fn answer_ping(&self, id: Uuid, ok: bool, reply: &str) -> Result<(), StoreError> {
+        self.run("answer_ping", || async move {
+            let client = self.client().await?;
+            client
+                .execute(
+                    "UPDATE pings SET ok = $2, reply = $3 WHERE id = $1 AND ok IS NULL",
+                    &[&id.to_string(), &ok, &reply],
+                )
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The answer to ping request `id`, once there is one.
+    pub async fn ping_answer(&self, id: Uuid) -> Result<Option<(bool, String)>, StoreError> {
+        self.run("ping_answer", || async move {
+            let client = self.client().await?;
+            let row = client
+                .query_opt("SELECT ok, reply FROM pings WHERE id = $1 AND ok IS NOT NULL", &[&id.to_string()])
+                .await?;
+            let Some(row) = row else { return Ok(None) };
+            let ok: bool = row.try_get(0)?;
+            let reply: Option<String> = row.try_get(1)?;
+            Ok(Some((ok, reply.unwrap_or_default())))
+        })
+        .await
+    }
+
     /// Takes or renews the lease `name` for this replica for `ttl`; returns its fence (a number
     /// that grows at every change of owner) while this replica holds it, `None` while another
     /// does. Expiry is judged by the database's clock, so replicas' clocks do not matter.
@@ -321,6 +388,7 @@ impl PgStore {
             )
             .await?;
             let reaped = tx.execute(&format!("DELETE FROM replicas WHERE NOT {ALIVE}"), &[]).await?;
+            tx.execute("DELETE FROM pings WHERE created < clock_timestamp() - interval '1 minute'", &[]).await?;
             tx.execute(
                 "DELETE FROM changes
                  WHERE seq <= (SELECT MAX(seq) FROM changes

@@ -149,6 +149,16 @@ const MIGRATIONS: &[&str] = &[
         connected_at BIGINT NOT NULL,
         last_heartbeat BIGINT NOT NULL
     );
+    -- A `delegate ping` asked through one replica of a session another holds: the holder
+    -- answers in the row (rows older than a minute are reaped).
+    CREATE TABLE pings (
+        id TEXT COLLATE "C" PRIMARY KEY,
+        session_id TEXT COLLATE "C" NOT NULL,
+        payload TEXT COLLATE "C" NOT NULL,
+        created TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(),
+        ok BOOLEAN,
+        reply TEXT COLLATE "C"
+    );
     CREATE INDEX cluster_sessions_replica ON cluster_sessions (replica_id);
     CREATE INDEX cluster_sessions_token ON cluster_sessions (token_id);
     "#,
