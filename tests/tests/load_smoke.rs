@@ -75,3 +75,23 @@ fn smoke_cluster_benchmark_runs() {
     assert!(killed > 0, "the killed replica held delegates: {c}");
     assert_eq!(c["failover"]["count"].as_u64(), Some(killed), "every moved delegate came back: {c}");
 }
+
+/// The replica set's session count at smoke scale: 60 sessions over 2 managers, held by child
+/// `tether-load hold` processes. Coherence only: every session asked for is held.
+#[test]
+fn smoke_cluster_scale_runs() {
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = out_dir.path().join("scale.json");
+    let status = Command::new(env!("CARGO_BIN_EXE_tether-load"))
+        .args(["cluster-scale", "--sessions", "60", "--replicas", "2", "--out"])
+        .arg(&out)
+        .arg("--manager-bin")
+        .arg(bin("tether-manager"))
+        .status()
+        .unwrap();
+    assert!(status.success(), "tether-load cluster-scale failed: {status}");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let c = &v["cluster_scale"];
+    assert_eq!(c["held"], 60, "{c}");
+    assert_eq!(c["per_replica"].as_array().map(Vec::len), Some(2), "{c}");
+}

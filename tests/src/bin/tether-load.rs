@@ -80,6 +80,41 @@ enum Cmd {
         #[arg(long, env = "TETHER_BENCH_DATABASE_URL")]
         database: Option<String>,
     },
+    /// The replica set's session count: N managers on one PostgreSQL, the sessions held by
+    /// `hold` child processes (each at most 15,000: one process may hold 20,000 open files).
+    ClusterScale {
+        /// Sessions in all.
+        #[arg(long, default_value_t = 100_000)]
+        sessions: usize,
+        /// Managers in the set (each holds sessions/replicas).
+        #[arg(long, default_value_t = 7)]
+        replicas: usize,
+        /// Where to write the JSON result.
+        #[arg(long, default_value = "target/bench/cluster-scale.json")]
+        out: PathBuf,
+        /// The manager binary (default: next to this one).
+        #[arg(long)]
+        manager_bin: Option<PathBuf>,
+        /// A PostgreSQL URL whose role may CREATE DATABASE (default: a private server).
+        #[arg(long, env = "TETHER_BENCH_DATABASE_URL")]
+        database: Option<String>,
+    },
+    /// Opens COUNT sessions on the manager at 127.0.0.1:PORT and holds them until standard
+    /// input closes (a child of `cluster-scale`).
+    Hold {
+        #[arg(long)]
+        port: u16,
+        #[arg(long)]
+        ca: PathBuf,
+        #[arg(long)]
+        token_file: PathBuf,
+        #[arg(long)]
+        account: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        count: usize,
+    },
     /// The bare TLS + WebSocket accept loop used as the handshake-rate baseline.
     BaselineServer {
         #[arg(long, default_value = "127.0.0.1:0")]
@@ -245,6 +280,31 @@ fn main() -> ExitCode {
                 std::fs::write(&out, &text).with_context(|| format!("writing {}", out.display()))?;
                 println!("{text}");
                 Ok(())
+            }
+            Cmd::ClusterScale { sessions, replicas, out, manager_bin, database } => {
+                let options = tether_tests::load::scale::ScaleOptions {
+                    sessions,
+                    replicas,
+                    manager_bin: manager_bin.map_or_else(|| binary("tether-manager"), Ok)?,
+                    database,
+                };
+                let result = tether_tests::load::scale::run(&options).await?;
+                let text = serde_json::to_string_pretty(&serde_json::json!({
+                    "machine": {
+                        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+                        "loadavg_at_end": procfs::loadavg().ok(),
+                    },
+                    "cluster_scale": result,
+                }))?;
+                if let Some(dir) = out.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                std::fs::write(&out, &text).with_context(|| format!("writing {}", out.display()))?;
+                println!("{text}");
+                Ok(())
+            }
+            Cmd::Hold { port, ca, token_file, account, name, count } => {
+                tether_tests::load::scale::hold(port, &ca, &token_file, &account, &name, count).await
             }
             Cmd::BaselineServer { listen, dir } => tether_tests::load::baseline::serve(listen, &dir).await,
         }

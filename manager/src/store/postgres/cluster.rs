@@ -23,6 +23,9 @@ const CHANGE_LOCK: i64 = 0x7465_7468_6572_0002;
 /// The notification channel.
 const CHANNEL: &str = "tether_changes";
 
+/// New sessions written per statement by a presence sync.
+const INSERT_BATCH: usize = 2_000;
+
 /// How long one query of the listener may take before its connection counts as dead (a
 /// silent, half-open connection otherwise hangs until TCP gives up).
 const QUERY_TIMEOUT: Duration = Duration::from_secs(3);
@@ -284,7 +287,8 @@ impl PgStore {
     }
 
     /// Records this replica's presence: its row, and its sessions' rows changed since the last
-    /// sync (one transaction, whatever the number of heartbeats). Returns whether its row was
+    /// sync (one transaction, whatever the number of heartbeats: a session's row is written when
+    /// it appears and deleted when it ends; its liveness is its replica's last report). Returns whether its row was
     /// new: a replica reaped while it was silent must then write all its sessions again.
     pub async fn sync_presence(&self, p: &Presence) -> Result<bool, StoreError> {
         self.run("sync_presence", || async move {
@@ -319,34 +323,36 @@ impl PgStore {
                 )
                 .await?;
             }
-            for s in &p.added {
+            // One statement per batch of new sessions (arrays unnested), not one per session.
+            for batch in p.added.chunks(INSERT_BATCH) {
+                let col = |f: fn(&ClusterSession) -> String| batch.iter().map(f).collect::<Vec<String>>();
+                let num = |f: fn(&ClusterSession) -> u64| batch.iter().map(|s| i64_of(f(s))).collect::<Vec<i64>>();
                 tx.execute(
                     "INSERT INTO cluster_sessions (session_id, replica_id, account_id, token_id, name, instance,
                          host, version, ip, connected_at, last_heartbeat)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                     SELECT u.session_id, $1, u.account_id, u.token_id, u.name, u.instance, u.host, u.version, u.ip,
+                            u.connected_at, u.last_heartbeat
+                     FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+                                 $9::text[], $10::bigint[], $11::bigint[])
+                          AS u(session_id, account_id, token_id, name, instance, host, version, ip, connected_at,
+                               last_heartbeat)
                      ON CONFLICT (session_id) DO NOTHING",
                     &[
-                        &s.session_id.to_string(),
                         &id,
-                        &s.account_id,
-                        &s.token_id.to_string(),
-                        &s.name,
-                        &s.instance.to_string(),
-                        &s.host,
-                        &s.version,
-                        &s.ip.to_string(),
-                        &i64_of(s.connected_at),
-                        &i64_of(s.last_heartbeat),
+                        &col(|s| s.session_id.to_string()),
+                        &col(|s| s.account_id.clone()),
+                        &col(|s| s.token_id.to_string()),
+                        &col(|s| s.name.clone()),
+                        &col(|s| s.instance.to_string()),
+                        &col(|s| s.host.clone()),
+                        &col(|s| s.version.clone()),
+                        &col(|s| s.ip.to_string()),
+                        &num(|s| s.connected_at),
+                        &num(|s| s.last_heartbeat),
                     ],
                 )
                 .await?;
             }
-            // Heartbeats are the replica's: its sessions are as fresh as its last report.
-            tx.execute(
-                "UPDATE cluster_sessions SET last_heartbeat = $2 WHERE replica_id = $1 AND last_heartbeat < $2",
-                &[&id, &i64_of(p.now)],
-            )
-            .await?;
             tx.commit().await?;
             Ok(inserted)
         })
@@ -434,7 +440,7 @@ impl PgStore {
                     .query(
                         &format!(
                             "SELECT s.replica_id, s.session_id, s.account_id, s.token_id, s.name, s.instance, s.host,
-                                    s.version, s.ip, s.connected_at, s.last_heartbeat
+                                    s.version, s.ip, s.connected_at, GREATEST(s.last_heartbeat, r.last_seen)
                              FROM cluster_sessions s JOIN replicas r ON r.id = s.replica_id
                              WHERE s.replica_id <> $1 AND ($2::text IS NULL OR s.account_id = $2) AND {ALIVE_R}
                              ORDER BY s.account_id, s.name, s.session_id"
