@@ -102,16 +102,22 @@ enum Cmd {
     /// Opens COUNT sessions on the manager at 127.0.0.1:PORT and holds them until standard
     /// input closes (a child of `cluster-scale`).
     Hold {
+        /// The manager's port on 127.0.0.1.
         #[arg(long)]
         port: u16,
+        /// The CA certificate the manager's certificate chains to.
         #[arg(long)]
         ca: PathBuf,
+        /// A file holding the delegate token (not an argument: it would show in `ps`).
         #[arg(long)]
         token_file: PathBuf,
+        /// The token's account.
         #[arg(long)]
         account: String,
+        /// The sessions' delegate name.
         #[arg(long)]
         name: String,
+        /// Sessions to open.
         #[arg(long)]
         count: usize,
     },
