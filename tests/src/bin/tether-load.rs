@@ -81,7 +81,8 @@ enum Cmd {
         database: Option<String>,
     },
     /// The replica set's session count: N managers on one PostgreSQL, the sessions held by
-    /// `hold` child processes (each at most 15,000: one process may hold 20,000 open files).
+    /// `hold` child processes (each at most 9,000 on a token of its own: one process may hold
+    /// 20,000 open files, one token 10,000 sessions per manager).
     ClusterScale {
         /// Sessions in all.
         #[arg(long, default_value_t = 100_000)]

@@ -1,7 +1,7 @@
 //! The replica set's session count (`tether-load cluster-scale`): one process may hold at most
 //! 20,000 open files here, both a manager and a load generator, so the sessions are spread over
 //! as many replicas as it takes and held by several `tether-load hold` child processes, each
-//! with at most [`PER_HOLDER`] sessions on one replica. Reports every replica's session gauge
+//! with at most [`PER_HOLDER`] sessions on one token of one replica. Reports every replica's session gauge
 //! and RSS before and holding them.
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
@@ -18,8 +18,9 @@ use super::transport::Target;
 use crate::harness::manager::{Manager, Options};
 use crate::harness::replicas::held;
 
-/// Sessions one holder process opens at most (its open files stay under the limit).
-pub const PER_HOLDER: usize = 15_000;
+/// Sessions one holder process opens at most: on one token, under a manager's
+/// `max_sessions_per_token` (10,000 by default) and the holder's open-file limit.
+pub const PER_HOLDER: usize = 9_000;
 
 /// What `cluster-scale` runs.
 #[derive(Debug, Clone)]
@@ -66,8 +67,8 @@ pub struct ScaleResult {
     pub per_replica: Vec<ReplicaScale>,
 }
 
-/// A child `tether-load hold`; killed on drop.
-struct Holder(Child);
+/// A child `tether-load hold` and its token file; killed (and the file removed) on drop.
+struct Holder(Child, #[allow(dead_code)] tempfile::NamedTempFile);
 
 impl Drop for Holder {
     fn drop(&mut self) {
@@ -78,7 +79,7 @@ impl Drop for Holder {
 
 /// Runs it.
 pub async fn run(o: &ScaleOptions) -> Result<ScaleResult> {
-    if o.replicas == 0 || o.sessions.div_ceil(o.replicas) > PER_HOLDER + 3_000 {
+    if o.replicas == 0 || o.sessions.div_ceil(o.replicas) > 18_000 {
         bail!(
             "{} sessions need more than {} replicas here (each holds at most ~18,000)",
             o.sessions,
@@ -89,7 +90,12 @@ pub async fn run(o: &ScaleOptions) -> Result<ScaleResult> {
     let db = pg.fresh_database().await?;
     let first = Manager::start_with(Options {
         bin: Some(o.manager_bin.clone()),
-        env: vec![("RUST_LOG".into(), "warn".into())],
+        // One account holds every session: its cap per manager (10,000 by default) is raised
+        // to the whole run; the per-token cap stays (a token per holder).
+        env: vec![
+            ("RUST_LOG".into(), "warn".into()),
+            ("TETHER_MAX_SESSIONS_PER_ACCOUNT".into(), o.sessions.max(1).to_string()),
+        ],
         database: Some(db),
         ..Options::default()
     })
@@ -100,9 +106,6 @@ pub async fn run(o: &ScaleOptions) -> Result<ScaleResult> {
         managers.push(replica);
     }
     let a = &managers[0];
-    let token = a.create_token(&a.init.account_id.clone(), "bench-scale", serde_json::json!({})).await?;
-    let token_file = tempfile::NamedTempFile::new()?;
-    std::fs::write(token_file.path(), token.expose().as_bytes())?;
     let mut rss_before = Vec::new();
     for m in &managers {
         rss_before.push(procfs::rss_kib(m.pid().context("replica not running")?)?);
@@ -116,6 +119,12 @@ pub async fn run(o: &ScaleOptions) -> Result<ScaleResult> {
         while share > 0 {
             let n = share.min(PER_HOLDER);
             share -= n;
+            // A token per holder, as a fleet has (one token may hold at most
+            // `max_sessions_per_token` sessions on one manager, 10,000 by default).
+            let name = format!("bench-scale-{}", holders.len());
+            let token = a.create_token(&a.init.account_id.clone(), &name, serde_json::json!({})).await?;
+            let token_file = tempfile::NamedTempFile::new()?;
+            std::fs::write(token_file.path(), token.expose().as_bytes())?;
             let child = Command::new(std::env::current_exe()?)
                 .args(["hold", "--port", &m.addr.port().to_string(), "--count", &n.to_string()])
                 .arg("--ca")
@@ -128,7 +137,7 @@ pub async fn run(o: &ScaleOptions) -> Result<ScaleResult> {
                 .stderr(Stdio::inherit())
                 .spawn()
                 .context("starting a holder")?;
-            holders.push(Holder(child));
+            holders.push(Holder(child, token_file));
         }
     }
     for h in &mut holders {
