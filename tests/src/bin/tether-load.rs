@@ -248,6 +248,26 @@ async fn run(r: Run) -> Result<()> {
     Ok(())
 }
 
+/// Prints `{"machine": …, key: value}` and writes it to `out`.
+fn write_result(out: &std::path::Path, key: &str, value: serde_json::Value) -> Result<()> {
+    let mut doc = serde_json::Map::new();
+    doc.insert(
+        "machine".into(),
+        serde_json::json!({
+            "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+            "loadavg_at_end": procfs::loadavg().ok(),
+        }),
+    );
+    doc.insert(key.into(), value);
+    let text = serde_json::to_string_pretty(&serde_json::Value::Object(doc))?;
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(out, &text).with_context(|| format!("writing {}", out.display()))?;
+    println!("{text}");
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
@@ -274,19 +294,7 @@ fn main() -> ExitCode {
                     spread: 16,
                 };
                 let result = tether_tests::load::cluster::run(&options).await?;
-                let text = serde_json::to_string_pretty(&serde_json::json!({
-                    "machine": {
-                        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-                        "loadavg_at_end": procfs::loadavg().ok(),
-                    },
-                    "cluster": result,
-                }))?;
-                if let Some(dir) = out.parent() {
-                    std::fs::create_dir_all(dir)?;
-                }
-                std::fs::write(&out, &text).with_context(|| format!("writing {}", out.display()))?;
-                println!("{text}");
-                Ok(())
+                write_result(&out, "cluster", serde_json::to_value(result)?)
             }
             Cmd::ClusterScale { sessions, replicas, out, manager_bin, database } => {
                 let options = tether_tests::load::scale::ScaleOptions {
@@ -296,19 +304,7 @@ fn main() -> ExitCode {
                     database,
                 };
                 let result = tether_tests::load::scale::run(&options).await?;
-                let text = serde_json::to_string_pretty(&serde_json::json!({
-                    "machine": {
-                        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-                        "loadavg_at_end": procfs::loadavg().ok(),
-                    },
-                    "cluster_scale": result,
-                }))?;
-                if let Some(dir) = out.parent() {
-                    std::fs::create_dir_all(dir)?;
-                }
-                std::fs::write(&out, &text).with_context(|| format!("writing {}", out.display()))?;
-                println!("{text}");
-                Ok(())
+                write_result(&out, "cluster_scale", serde_json::to_value(result)?)
             }
             Cmd::Hold { port, ca, token_file, account, name, count } => {
                 tether_tests::load::scale::hold(port, &ca, &token_file, &account, &name, count).await

@@ -115,25 +115,41 @@ fn reconnected_at(log: &str, since: Duration) -> Option<Duration> {
         .find(|at| *at >= since)
 }
 
-/// Runs the benchmark.
-pub async fn run(o: &ClusterOptions) -> Result<ClusterResult> {
-    if o.replicas < 2 {
-        bail!("a replica set needs at least 2 managers");
-    }
-    let pg = PgSource::start(o.database.clone()).await?;
+/// A replica set for a benchmark: `replicas` managers of `bin` (release builds: `RUST_LOG=warn`,
+/// plus `env`) on a fresh database of a PostgreSQL server (a private one unless `database`
+/// names one), the first `init`ed, the others on copies of its data dir. The server lives as
+/// long as the returned source (bind it before the managers, so they stop first).
+pub async fn start_set(
+    replicas: usize,
+    bin: &std::path::Path,
+    database: Option<String>,
+    env: Vec<(String, String)>,
+) -> Result<(PgSource, Vec<Manager>)> {
+    let pg = PgSource::start(database).await?;
     let db = pg.fresh_database().await?;
+    let mut all_env = vec![("RUST_LOG".to_owned(), "warn".to_owned())];
+    all_env.extend(env);
     let first = Manager::start_with(Options {
-        bin: Some(o.manager_bin.clone()),
-        env: vec![("RUST_LOG".into(), "warn".into())],
+        bin: Some(bin.to_path_buf()),
+        env: all_env,
         database: Some(db),
         ..Options::default()
     })
     .await?;
     let mut managers = vec![first];
-    for _ in 1..o.replicas {
+    for _ in 1..replicas {
         let replica = managers[0].replica().await?;
         managers.push(replica);
     }
+    Ok((pg, managers))
+}
+
+/// Runs the benchmark.
+pub async fn run(o: &ClusterOptions) -> Result<ClusterResult> {
+    if o.replicas < 2 {
+        bail!("a replica set needs at least 2 managers");
+    }
+    let (_pg, mut managers) = start_set(o.replicas, &o.manager_bin, o.database.clone(), Vec::new()).await?;
     let a = &managers[0];
     let account = a.init.account_id.clone();
 

@@ -13,9 +13,7 @@ use serde::Serialize;
 
 use super::fleet::{Fleet, GrowOptions};
 use super::procfs;
-use super::stores::PgSource;
 use super::transport::Target;
-use crate::harness::manager::{Manager, Options};
 use crate::harness::replicas::held;
 
 /// Sessions one holder process opens at most: on one token, under a manager's
@@ -86,25 +84,11 @@ pub async fn run(o: &ScaleOptions) -> Result<ScaleResult> {
             o.replicas
         );
     }
-    let pg = PgSource::start(o.database.clone()).await?;
-    let db = pg.fresh_database().await?;
-    let first = Manager::start_with(Options {
-        bin: Some(o.manager_bin.clone()),
-        // One account holds every session: its cap per manager (10,000 by default) is raised
-        // to the whole run; the per-token cap stays (a token per holder).
-        env: vec![
-            ("RUST_LOG".into(), "warn".into()),
-            ("TETHER_MAX_SESSIONS_PER_ACCOUNT".into(), o.sessions.max(1).to_string()),
-        ],
-        database: Some(db),
-        ..Options::default()
-    })
-    .await?;
-    let mut managers = vec![first];
-    for _ in 1..o.replicas {
-        let replica = managers[0].replica().await?;
-        managers.push(replica);
-    }
+    // One account holds every session: its cap per manager (10,000 by default) is raised to
+    // the whole run; the per-token cap stays (a token per holder).
+    let env = vec![("TETHER_MAX_SESSIONS_PER_ACCOUNT".to_owned(), o.sessions.max(1).to_string())];
+    let (_pg, managers) =
+        super::cluster::start_set(o.replicas, &o.manager_bin, o.database.clone(), env).await?;
     let a = &managers[0];
     let mut rss_before = Vec::new();
     for m in &managers {
