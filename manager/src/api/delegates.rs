@@ -99,15 +99,8 @@ async fn visible_session(
     if let Some(info) = state.registry.get(id) {
         return caller.sees(&info.account_id).then_some((info, true)).ok_or_else(not_found);
     }
-    if state.cluster.postgres().is_none() {
-        return Err(not_found());
-    }
-    let elsewhere = state.cluster.sessions(&state.registry, None).await?;
-    elsewhere
-        .into_iter()
-        .find(|s| s.session_id == id && caller.sees(&s.account_id))
-        .map(|s| (s, false))
-        .ok_or_else(not_found)
+    let elsewhere = state.cluster.session_elsewhere(id).await?;
+    elsewhere.filter(|s| caller.sees(&s.account_id)).map(|s| (s, false)).ok_or_else(not_found)
 }
 
 /// Disconnect a delegate session (`goodbye`, then close); the delegate reconnects.

@@ -20,7 +20,7 @@ impl Cluster {
         let mut list = registry.list(account);
         if let Some(pg) = self.postgres() {
             let mine: std::collections::HashSet<Uuid> = list.iter().map(|s| s.session_id).collect();
-            let others = pg.sessions_elsewhere(account).await?;
+            let others = pg.sessions_elsewhere(account, None).await?;
             list.extend(others.into_iter().filter(|s| !mine.contains(&s.session_id)).map(presence::from_row));
         }
         Ok(list)
@@ -30,7 +30,7 @@ impl Cluster {
     pub async fn counts_by_token(&self, registry: &Registry) -> Result<HashMap<Uuid, usize>, StoreError> {
         let mut counts = registry.counts_by_token();
         if let Some(pg) = self.postgres() {
-            for (token, n) in pg.counts_elsewhere().await? {
+            for (token, n) in pg.counts_elsewhere(None).await? {
                 *counts.entry(token).or_default() += n;
             }
         }
@@ -46,15 +46,17 @@ impl Cluster {
     /// Live sessions on `token` on the other replicas.
     pub async fn live_elsewhere_on(&self, token: Uuid) -> Result<usize, StoreError> {
         match self.postgres() {
-            Some(pg) => Ok(pg.counts_elsewhere().await?.get(&token).copied().unwrap_or(0)),
+            Some(pg) => Ok(pg.counts_elsewhere(Some(token)).await?.get(&token).copied().unwrap_or(0)),
             None => Ok(0),
         }
     }
 
-    /// The replica holding `session`, when another live one does.
-    pub async fn holder_of(&self, session: Uuid) -> Result<Option<Uuid>, StoreError> {
+    /// Live session `id` on another replica of the set, if one holds it.
+    pub async fn session_elsewhere(&self, id: Uuid) -> Result<Option<SessionInfo>, StoreError> {
         match self.postgres() {
-            Some(pg) => pg.holder_of(session).await,
+            Some(pg) => {
+                Ok(pg.sessions_elsewhere(None, Some(id)).await?.into_iter().next().map(presence::from_row))
+            }
             None => Ok(None),
         }
     }

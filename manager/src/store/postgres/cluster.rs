@@ -428,12 +428,17 @@ impl PgStore {
         .await
     }
 
-    /// Live sessions of the other live replicas (of `account` only, if given). A row that does
-    /// not read back is skipped, with a warning: one bad row must not hide every other.
-    pub async fn sessions_elsewhere(&self, account: Option<&str>) -> Result<Vec<ClusterSession>, StoreError> {
-        let me = self.replica.to_string();
+    /// Live sessions of the other live replicas (of `account` only, and only session
+    /// `only`, if given). A row that does not read back is skipped, with a warning: one bad
+    /// row must not hide every other.
+    pub async fn sessions_elsewhere(
+        &self,
+        account: Option<&str>,
+        only: Option<Uuid>,
+    ) -> Result<Vec<ClusterSession>, StoreError> {
+        let (me, only) = (self.replica.to_string(), only.map(|s| s.to_string()));
         self.run("sessions_elsewhere", || {
-            let me = me.clone();
+            let (me, only) = (me.clone(), only.clone());
             async move {
                 let client = self.client().await?;
                 let rows = client
@@ -442,10 +447,11 @@ impl PgStore {
                             "SELECT s.replica_id, s.session_id, s.account_id, s.token_id, s.name, s.instance, s.host,
                                     s.version, s.ip, s.connected_at, GREATEST(s.last_heartbeat, r.last_seen)
                              FROM cluster_sessions s JOIN replicas r ON r.id = s.replica_id
-                             WHERE s.replica_id <> $1 AND ($2::text IS NULL OR s.account_id = $2) AND {ALIVE_R}
+                             WHERE s.replica_id <> $1 AND ($2::text IS NULL OR s.account_id = $2)
+                               AND ($3::text IS NULL OR s.session_id = $3) AND {ALIVE_R}
                              ORDER BY s.account_id, s.name, s.session_id"
                         ),
-                        &[&me, &account],
+                        &[&me, &account, &only],
                     )
                     .await?;
                 Ok(rows.iter().filter_map(|r| skip_malformed("cluster_sessions", session(r))).collect())
@@ -454,20 +460,21 @@ impl PgStore {
         .await
     }
 
-    /// Live sessions per token on the other live replicas.
-    pub async fn counts_elsewhere(&self) -> Result<HashMap<Uuid, usize>, StoreError> {
-        let me = self.replica.to_string();
+    /// Live sessions per token (of `token` only, if given) on the other live replicas.
+    pub async fn counts_elsewhere(&self, token: Option<Uuid>) -> Result<HashMap<Uuid, usize>, StoreError> {
+        let (me, token) = (self.replica.to_string(), token.map(|t| t.to_string()));
         self.run("counts_elsewhere", || {
-            let me = me.clone();
+            let (me, token) = (me.clone(), token.clone());
             async move {
                 let client = self.client().await?;
                 let rows = client
                     .query(
                         &format!(
                             "SELECT s.token_id, COUNT(*) FROM cluster_sessions s JOIN replicas r ON r.id = s.replica_id
-                             WHERE s.replica_id <> $1 AND {ALIVE_R} GROUP BY s.token_id"
+                             WHERE s.replica_id <> $1 AND ($2::text IS NULL OR s.token_id = $2) AND {ALIVE_R}
+                             GROUP BY s.token_id"
                         ),
-                        &[&me],
+                        &[&me, &token],
                     )
                     .await?;
                 let mut out = HashMap::new();
@@ -480,25 +487,6 @@ impl PgStore {
                 }
                 Ok(out)
             }
-        })
-        .await
-    }
-
-    /// The replica holding session `id`, if another live one does.
-    pub async fn holder_of(&self, session: Uuid) -> Result<Option<Uuid>, StoreError> {
-        self.run("holder_of", || async move {
-            let client = self.client().await?;
-            let row = client
-                .query_opt(
-                    &format!(
-                        "SELECT s.replica_id FROM cluster_sessions s JOIN replicas r ON r.id = s.replica_id
-                         WHERE s.session_id = $1 AND {ALIVE_R}"
-                    ),
-                    &[&session.to_string()],
-                )
-                .await?;
-            let id: Option<String> = row.map(|r| r.try_get(0)).transpose()?;
-            Ok(id.and_then(|s| Uuid::parse_str(&s).ok()))
         })
         .await
     }
