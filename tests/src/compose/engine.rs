@@ -106,6 +106,42 @@ pub fn unique_project(test: &str) -> String {
     format!("tether-e2e-{test}-{}-{suffix:08x}", std::process::id())
 }
 
+/// `COMPOSE --project-name NAME --file FILE --env-file ENV ARGS…`, with `compose` the command
+/// words of [`compose_command`].
+pub fn project_command(
+    compose: &[String],
+    name: &str,
+    file: &Path,
+    env_file: &Path,
+    args: &[&str],
+) -> Command {
+    let mut command = Command::new(&compose[0]);
+    command
+        .args(&compose[1..])
+        .arg("--project-name")
+        .arg(name)
+        .arg("--file")
+        .arg(file)
+        .arg("--env-file")
+        .arg(env_file)
+        .args(args);
+    command
+}
+
+/// Runs `command` (a Compose call `args`), which must succeed; its stdout, or an error with its
+/// stderr passed through `redact`.
+pub fn stdout_of(command: &mut Command, args: &[&str], redact: impl Fn(&str) -> String) -> Result<String> {
+    let output = run(command)?;
+    if !output.status.success() {
+        bail!(
+            "compose {args:?} failed ({}): {}",
+            output.status,
+            redact(String::from_utf8_lossy(&output.stderr).trim())
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,7 +16,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use super::engine::{
     compose_command, preflight, remove_project_resources, run, stale_projects, unique_project, UP_TIMEOUT,
 };
-use super::repo_root;
+use super::{engine, repo_root};
 use crate::harness::cli::{self, LiveDelegate};
 use crate::harness::docker::docker;
 use crate::harness::process::run_within;
@@ -122,30 +122,13 @@ impl HaProject {
     }
 
     fn compose_cmd(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(&self.compose[0]);
-        command
-            .args(&self.compose[1..])
-            .arg("--project-name")
-            .arg(&self.name)
-            .arg("--file")
-            .arg(repo_root().join("docker/docker-compose.ha.yml"))
-            .arg("--env-file")
-            .arg(&self.env_file)
-            .args(args);
-        command
+        let file = repo_root().join("docker/docker-compose.ha.yml");
+        engine::project_command(&self.compose, &self.name, &file, &self.env_file, args)
     }
 
     /// `docker compose ARGS…` for this project, which must succeed; returns stdout.
     pub fn compose(&self, args: &[&str]) -> Result<String> {
-        let output = run(&mut self.compose_cmd(args))?;
-        if !output.status.success() {
-            bail!(
-                "compose {args:?} failed ({}): {}",
-                output.status,
-                self.redact(String::from_utf8_lossy(&output.stderr).trim())
-            );
-        }
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        engine::stdout_of(&mut self.compose_cmd(args), args, |t| self.redact(t))
     }
 
     /// The one container of `service`.

@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::engine::{
     compose_command, preflight, remove_project_resources, run, stale_projects, unique_project, UP_TIMEOUT,
 };
-use super::{repo_root, DELEGATES};
+use super::{engine, repo_root, DELEGATES};
 use crate::harness::cli::{self, LiveDelegate};
 use crate::harness::clock::unix_now;
 use crate::harness::docker::docker;
@@ -159,31 +159,15 @@ impl ComposeProject {
     }
 
     fn compose_cmd(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(&self.compose[0]);
-        command
-            .args(&self.compose[1..])
-            .arg("--project-name")
-            .arg(&self.name)
-            .arg("--file")
-            .arg(repo_root().join("docker/docker-compose.yml"))
-            .arg("--env-file")
-            .arg(&self.env_file)
-            .args(args)
-            .env("TETHER_PUBLISH_PORT", "");
+        let file = repo_root().join("docker/docker-compose.yml");
+        let mut command = engine::project_command(&self.compose, &self.name, &file, &self.env_file, args);
+        command.env("TETHER_PUBLISH_PORT", "");
         command
     }
 
     /// `docker compose ARGS…` for this project, which must succeed; returns stdout.
     pub fn compose(&self, args: &[&str]) -> Result<String> {
-        let output = run(&mut self.compose_cmd(args))?;
-        if !output.status.success() {
-            bail!(
-                "compose {args:?} failed ({}): {}",
-                output.status,
-                self.redact(String::from_utf8_lossy(&output.stderr).trim())
-            );
-        }
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        engine::stdout_of(&mut self.compose_cmd(args), args, |t| self.redact(t))
     }
 
     /// Runs the admin CLI inside the manager container (`tether-manager ARGS… --json`, with the
