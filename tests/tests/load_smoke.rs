@@ -33,8 +33,18 @@ fn smoke_suite_runs_every_scenario() {
     assert!(v["rate"]["baseline_per_sec"].as_f64().unwrap() > 0.0);
 
     let revoke = &v["revoke"];
-    assert_eq!(revoke["sessions"], 50, "every revoked session must close: {revoke}");
-    assert_eq!(revoke["saw_revoked"], 50, "every session must receive a signed revoked: {revoke}");
+    for side in ["manager", "baseline"] {
+        let rounds = revoke[side].as_array().unwrap();
+        assert_eq!(rounds.len(), 1, "{revoke}");
+        let round = &rounds[0];
+        assert_eq!(round["sessions"], 50, "every {side} connection must close: {revoke}");
+        assert_eq!(round["saw_frame"], 50, "every {side} connection must see the frame first: {revoke}");
+    }
+    assert!(revoke["p99_ratio"].as_f64().unwrap() > 0.0, "{revoke}");
+
+    let baseline_steps = v["idle"]["baseline_steps"].as_array().unwrap();
+    assert_eq!(baseline_steps.len(), 2);
+    assert!(baseline_steps.iter().all(|s| s[1].as_u64().unwrap() > 0), "{baseline_steps:?}");
 
     let rotate = &v["rotate"];
     assert_eq!(rotate["moved"], 5, "every session must move to the new token: {rotate}");

@@ -34,6 +34,13 @@ enum Cmd {
         /// needs an open file in the manager and one here: mind `ulimit -n`).
         #[arg(long, value_delimiter = ',')]
         idle_steps: Option<Vec<usize>>,
+        /// Override the revoke scenario's sessions per fan-out (10,000 with --full).
+        #[arg(long)]
+        revoke_sessions: Option<usize>,
+        /// Override the revoke scenario's rounds (3 with --full), each a revoke on the
+        /// manager then a broadcast on the bare baseline.
+        #[arg(long)]
+        revoke_rounds: Option<usize>,
         /// Where to write the JSON result.
         #[arg(long, default_value = "target/bench/results.json")]
         out: PathBuf,
@@ -170,9 +177,11 @@ async fn run(r: Run) -> Result<()> {
         serde_json::json!({
             "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
             "loadavg_at_start": procfs::loadavg().ok(),
+            "conntrack_at_start": procfs::conntrack(),
         }),
     );
     results.insert("stores".into(), serde_json::to_value(&stores)?);
+    warn_if_conntrack_small(&which, &scale);
     let pg = if stores.contains(&Store::Postgres) { Some(PgSource::start(database).await?) } else { None };
     if let Some(dir) = pg.as_ref().and_then(PgSource::dir) {
         eprintln!("PostgreSQL for the postgres store: a private server in {}", dir.display());
@@ -191,8 +200,16 @@ async fn run(r: Run) -> Result<()> {
             // A fresh manager per scenario, so one scenario's memory does not colour the next.
             let manager = Manager::start_with(Options {
                 bin: Some(manager_bin.clone()),
-                // The shipped defaults (30 s heartbeats), and no per-session log lines.
-                env: vec![("RUST_LOG".into(), "warn".into())],
+                // The shipped defaults (30 s heartbeats), no per-session log lines, and room
+                // for the idle scenario's 18,000 sessions on one token of one account under
+                // this machine's 20,000 open files (by default 10,000 per token and per
+                // account, and 4,096 files kept for handshakes in progress).
+                env: vec![
+                    ("RUST_LOG".into(), "warn".into()),
+                    ("TETHER_MAX_UNAUTHENTICATED_CONNECTIONS".into(), "1024".into()),
+                    ("TETHER_MAX_SESSIONS_PER_TOKEN".into(), "1000000".into()),
+                    ("TETHER_MAX_SESSIONS_PER_ACCOUNT".into(), "1000000".into()),
+                ],
                 database,
                 ..Options::default()
             })
@@ -248,6 +265,24 @@ async fn run(r: Run) -> Result<()> {
     Ok(())
 }
 
+/// The rate scenario opens ~5,000 connections a second per server for a minute, and the
+/// kernel keeps each closed one in its connection-tracking table for 2 minutes (TIME_WAIT):
+/// a full table drops new connections' packets, and the rate collapses to the retries. Warn
+/// when the table may not hold a full run's.
+fn warn_if_conntrack_small(which: &str, scale: &Scale) {
+    let Some((count, max)) = procfs::conntrack() else { return };
+    let per_sec = 6_000;
+    let needed = if which.contains("rate") { 2 * scale.rate_secs * 3 * per_sec } else { 0 };
+    if needed > 0 && max.saturating_sub(count) < needed {
+        eprintln!(
+            "warning: the connection-tracking table has {} of {max} entries free and the rate scenario may need \
+             {needed}; a full table drops packets and the rate figures mean nothing. Raise it with \
+             `sysctl -w net.netfilter.nf_conntrack_max=1048576`, or wait 2 minutes after the last run.",
+            max.saturating_sub(count)
+        );
+    }
+}
+
 /// Prints `{"machine": …, key: value}` and writes it to `out`.
 fn write_result(out: &std::path::Path, key: &str, value: serde_json::Value) -> Result<()> {
     let mut doc = serde_json::Map::new();
@@ -274,11 +309,24 @@ fn main() -> ExitCode {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let result = runtime.block_on(async {
         match cli.cmd {
-            Cmd::Run { full, scenarios, idle_steps, out, manager_bin, delegate_bin, stores, database } => {
+            Cmd::Run {
+                full,
+                scenarios,
+                idle_steps,
+                revoke_sessions,
+                revoke_rounds,
+                out,
+                manager_bin,
+                delegate_bin,
+                stores,
+                database,
+            } => {
                 let mut scale = if full { Scale::full() } else { Scale::smoke() };
                 if let Some(steps) = idle_steps.filter(|s| s.len() >= 2) {
                     scale.idle_steps = steps;
                 }
+                scale.revoke_sessions = revoke_sessions.unwrap_or(scale.revoke_sessions);
+                scale.revoke_rounds = revoke_rounds.unwrap_or(scale.revoke_rounds).max(1);
                 let manager_bin = manager_bin.map_or_else(|| binary("tether-manager"), Ok)?;
                 let delegate_bin = delegate_bin.map_or_else(|| binary("tether-delegate"), Ok)?;
                 run(Run { scale, which: scenarios, out, manager_bin, delegate_bin, stores, database }).await

@@ -1,16 +1,49 @@
-//! The comparison point for the handshake rate: a bare TLS + WebSocket accept loop on the
-//! manager's stack (axum `ws` over axum-server with rustls/ring, same buffer settings) that
-//! exchanges the same number of messages as a v1 handshake but computes no MAC and touches no
-//! store. Runs as its own process (`tether-load baseline-server`) like the manager does.
+//! The comparison point for the manager's figures: a bare TLS + WebSocket server on the
+//! manager's stack (axum `ws` over axum-server with rustls/ring, `TCP_NODELAY`, the same
+//! WebSocket buffer settings) that exchanges the same number of messages as a v1 handshake but
+//! computes no MAC, touches no store and keeps no registry. Runs as its own process
+//! (`tether-load baseline-server`) like the manager does; [`Server`] starts and stops it.
+//!
+//! Three uses: the handshake rate (connect, exchange, close), the RSS slope of idle
+//! connections (connect, exchange, hold), and the broadcast fan-out: every held connection
+//! waits on one `watch` channel, and `POST /broadcast` wakes them all to write one small binary
+//! frame and a Close (4003, as a revoke) in one flush, then wait for the peer's Close as the
+//! manager does. The answer comes once every connection has been woken.
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::routing::get;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::routing::{get, post};
 use axum::Router;
 use axum_server::tls_rustls::RustlsConfig;
+use futures_util::SinkExt;
+use tokio::sync::watch;
+
+use super::transport::Target;
+
+/// The manager's WebSocket read buffer (`manager/src/gateway/mod.rs`, `READ_BUFFER`).
+const READ_BUFFER: usize = 1024;
+/// The manager's WebSocket write buffer (`WRITE_BUFFER`): frames fed before a flush gather.
+const WRITE_BUFFER: usize = 8 * 1024;
+/// The manager's default `max_frame`.
+const MAX_FRAME: usize = 65_536;
+
+/// The sizes of the manager's frames (tag and JSON), so that both servers write the same
+/// bytes: the challenge, the welcome, and the broadcast frame as a signed `revoked` of a
+/// revoke. Same sizes matter beyond the bytes: tungstenite's write buffer keeps the capacity
+/// of the largest frame so far, so a final frame larger than the welcome costs a `realloc`
+/// on both servers alike.
+const CHALLENGE_FRAME: usize = 157;
+const WELCOME_FRAME: usize = 155;
+/// The broadcast frame: a signed `revoked` of a revoke (`registry::kick`'s message).
+pub const BROADCAST_FRAME: usize = 215;
+
+/// How long a closed connection waits for the peer's Close (the manager's `CLOSE_WAIT`).
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 /// Writes a self-signed certificate for `127.0.0.1`/`localhost` to `dir` (`ca.pem` doubles as
 /// the CA the client trusts) and returns the TLS configuration.
@@ -27,17 +60,24 @@ fn tls(dir: &Path) -> Result<RustlsConfig> {
     Ok(RustlsConfig::from_config(Arc::new(config)))
 }
 
-async fn upgrade(ws: WebSocketUpgrade) -> axum::response::Response {
-    ws.read_buffer_size(4 * 1024)
-        .write_buffer_size(0)
-        .max_write_buffer_size(256 * 1024)
-        .max_message_size(65_536)
-        .on_upgrade(exchange)
+/// The broadcast channel every held connection watches; its value counts broadcasts.
+type Broadcast = Arc<watch::Sender<u64>>;
+
+async fn upgrade(State(broadcast): State<Broadcast>, ws: WebSocketUpgrade) -> axum::response::Response {
+    let woken = broadcast.subscribe();
+    // The manager's settings (`gateway::READ_BUFFER`, `WRITE_BUFFER`, the default max_frame).
+    ws.read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        .max_write_buffer_size(MAX_FRAME + WRITE_BUFFER + 1024)
+        .max_message_size(MAX_FRAME + 1)
+        .max_frame_size(MAX_FRAME + 1)
+        .on_upgrade(move |ws| exchange(ws, woken))
 }
 
-/// challenge-sized frame out, one frame in, welcome-sized frame out, then wait for close.
-async fn exchange(mut ws: WebSocket) {
-    let challenge = vec![0x42u8; 160];
+/// challenge-sized frame out, one frame in, welcome-sized frame out; then hold until the peer
+/// closes or a broadcast comes.
+async fn exchange(mut ws: WebSocket, mut woken: watch::Receiver<u64>) {
+    let challenge = vec![0x42u8; CHALLENGE_FRAME];
     if ws.send(Message::Binary(challenge.into())).await.is_err() {
         return;
     }
@@ -45,15 +85,48 @@ async fn exchange(mut ws: WebSocket) {
         Some(Ok(Message::Binary(_))) => {}
         _ => return,
     }
-    let welcome = vec![0x24u8; 170];
+    let welcome = vec![0x24u8; WELCOME_FRAME];
     if ws.send(Message::Binary(welcome.into())).await.is_err() {
         return;
     }
-    while let Some(Ok(msg)) = ws.recv().await {
-        if matches!(msg, Message::Close(_)) {
-            break;
+    loop {
+        tokio::select! {
+            msg = ws.recv() => match msg {
+                Some(Ok(Message::Close(_)) | Err(_)) | None => return,
+                Some(Ok(_)) => {}
+            },
+            changed = woken.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                break;
+            }
         }
     }
+    // The frame and the Close in one flush, then the peer's Close (bounded), as the manager.
+    let frame = vec![0x5au8; BROADCAST_FRAME];
+    if ws.feed(Message::Binary(frame.into())).await.is_err() {
+        return;
+    }
+    let close = CloseFrame { code: 4003, reason: "revoked".into() };
+    if ws.send(Message::Close(Some(close))).await.is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(CLOSE_WAIT, async {
+        for _ in 0..16 {
+            match ws.recv().await {
+                Some(Ok(Message::Close(_)) | Err(_)) | None => break,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+}
+
+/// Wakes every held connection; answers with how many were watching.
+async fn broadcast(State(broadcast): State<Broadcast>) -> String {
+    broadcast.send_modify(|n| *n += 1);
+    broadcast.receiver_count().to_string()
 }
 
 /// Serves until killed; prints `LISTENING <addr>` once bound. `dir` receives `ca.pem`.
@@ -62,11 +135,84 @@ pub async fn serve(listen: SocketAddr, dir: &Path) -> Result<()> {
     let listener = std::net::TcpListener::bind(listen)?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
-    let app = Router::new().route("/api/v1/delegates/connect", get(upgrade));
+    let (tx, _) = watch::channel(0u64);
+    let app = Router::new()
+        .route("/api/v1/delegates/connect", get(upgrade))
+        .route("/broadcast", post(broadcast))
+        .with_state(Arc::new(tx));
     println!("LISTENING {addr}");
     // The same acceptor stack as the manager: TLS over TCP_NODELAY sockets.
     let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(config)
         .acceptor(axum_server::accept::NoDelayAcceptor::new());
     axum_server::from_tcp(listener)?.acceptor(acceptor).serve(app.into_make_service()).await?;
     Ok(())
+}
+
+/// A running baseline server process (`tether-load baseline-server`), killed when dropped.
+#[derive(Debug)]
+pub struct Server {
+    child: std::process::Child,
+    /// Where its WebSocket endpoint is, trusting its certificate.
+    pub target: Target,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// Starts `self_bin baseline-server` on a free loopback port and waits for its address.
+    pub async fn start(self_bin: &Path) -> Result<Self> {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir()?;
+        let mut child = std::process::Command::new(self_bin)
+            .args(["baseline-server", "--listen", "127.0.0.1:0", "--dir"])
+            .arg(dir.path())
+            .stdout(std::process::Stdio::piped())
+            .spawn()?;
+        let stdout = child.stdout.take().context("baseline stdout")?;
+        let line = tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            std::io::BufReader::new(stdout).read_line(&mut line).map(|_| line)
+        });
+        let started = async {
+            let line =
+                tokio::time::timeout(Duration::from_secs(10), line).await.context("baseline start")???;
+            let addr =
+                line.trim().strip_prefix("LISTENING ").context("baseline did not report its address")?;
+            let target = Target::new(addr.parse()?, "localhost", &dir.path().join("ca.pem"))?;
+            let http = reqwest::Client::builder()
+                .use_preconfigured_tls((*target.tls).clone())
+                .resolve("localhost", target.addr)
+                .timeout(Duration::from_secs(60))
+                .build()?;
+            anyhow::Ok((target, http))
+        };
+        match started.await {
+            Ok((target, http)) => Ok(Self { child, target, http, _dir: dir }),
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(e)
+            }
+        }
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Wakes every held connection to write its frame and close; returns how many connections
+    /// were watching when the answer was made.
+    pub async fn broadcast(&self) -> Result<usize> {
+        let url = format!("https://localhost:{}/broadcast", self.target.addr.port());
+        let resp = self.http.post(url).send().await?.error_for_status()?;
+        Ok(resp.text().await?.trim().parse()?)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -1,5 +1,6 @@
-//! A fleet of held sessions: opens many sessions with bounded concurrency, keeps them until
-//! told to stop, and collects how each ended.
+//! A fleet of held sessions (or of bare baseline connections): opens many with bounded
+//! concurrency, keeps them until told to stop, and collects how each ended.
+use std::future::Future;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use anyhow::{bail, Result};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
+use super::bare;
 use super::session::{self, Ended, HoldOptions, Identity};
 use super::transport::{source_for, Target};
 
@@ -58,26 +60,67 @@ impl Fleet {
         opts: &GrowOptions,
         within: Duration,
     ) -> Result<()> {
+        let follow_rotation = opts.follow_rotation;
+        let max_time = opts.max_time;
+        self.grow_with(total, opts, within, |source, stop| {
+            let (target, who) = (target.clone(), who.clone());
+            async move {
+                let opened = session::open(&target, Some(source), &who, Duration::from_secs(30)).await?;
+                let hold =
+                    HoldOptions { follow_rotation, target: Some(target), source: Some(source), max_time };
+                Ok(session::hold(opened, who, hold, stop))
+            }
+        })
+        .await
+    }
+
+    /// [`Self::grow`] with connections to the bare baseline server ([`bare`]).
+    pub async fn grow_bare(
+        &mut self,
+        total: usize,
+        target: &Target,
+        opts: &GrowOptions,
+        within: Duration,
+    ) -> Result<()> {
+        let max_time = opts.max_time;
+        self.grow_with(total, opts, within, |source, stop| {
+            let target = target.clone();
+            async move {
+                let ws = bare::open(&target, Some(source), Duration::from_secs(30)).await?;
+                Ok(bare::hold(ws, stop, max_time))
+            }
+        })
+        .await
+    }
+
+    /// Opens connections with `open` (given the source address and the stop signal; it
+    /// returns the future that holds the connection) until `total` are open, within `within`.
+    async fn grow_with<O, Fo, H>(
+        &mut self,
+        total: usize,
+        opts: &GrowOptions,
+        within: Duration,
+        open: O,
+    ) -> Result<()>
+    where
+        O: Fn(IpAddr, watch::Receiver<bool>) -> Fo,
+        Fo: Future<Output = Result<H>> + Send + 'static,
+        H: Future<Output = Ended> + Send + 'static,
+    {
         let permits = Arc::new(Semaphore::new(opts.concurrency.max(1)));
         let start = self.opened.load(Ordering::SeqCst) + self.failed.load(Ordering::SeqCst);
         for i in start..total.max(start) {
             let permit = permits.clone().acquire_owned().await?;
             let source: IpAddr = source_for(i, opts.spread);
-            let (target, who, stop) = (target.clone(), who.clone(), self.stop.subscribe());
+            let opening = open(source, self.stop.subscribe());
             let (opened, failed) = (self.opened.clone(), self.failed.clone());
-            let hold = HoldOptions {
-                follow_rotation: opts.follow_rotation,
-                target: Some(target.clone()),
-                source: Some(source),
-                max_time: opts.max_time,
-            };
             self.tasks.spawn(async move {
-                let result = session::open(&target, Some(source), &who, Duration::from_secs(30)).await;
+                let result = opening.await;
                 drop(permit);
                 match result {
-                    Ok(s) => {
+                    Ok(held) => {
                         opened.fetch_add(1, Ordering::SeqCst);
-                        session::hold(s, who, hold, stop).await
+                        held.await
                     }
                     Err(e) => {
                         failed.fetch_add(1, Ordering::SeqCst);

@@ -3,6 +3,7 @@
 //! bounded in count and time. Used by the `tether-load` binary and its CI smoke test;
 //! [`cluster`] is the replica-set benchmark (several managers on one PostgreSQL), [`scale`]
 //! its session count (holder child processes, each under the open-file limit).
+pub mod bare;
 pub mod baseline;
 pub mod cluster;
 pub mod fleet;

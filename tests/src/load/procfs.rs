@@ -1,5 +1,5 @@
 //! Reads a process's resident memory, CPU time and parent from `/proc`, and the machine's load
-//! average, for the footprint figures and the notes of a run.
+//! average and connection-tracking table, for the footprint figures and the notes of a run.
 use anyhow::{Context, Result};
 
 /// Resident set size of `pid` in KiB (`VmRSS`).
@@ -48,6 +48,19 @@ pub fn loadavg() -> Result<[f64; 3]> {
     let mut values = text.split_whitespace().map(|v| v.parse::<f64>());
     let mut next = || values.next().context("short /proc/loadavg")?.context("/proc/loadavg");
     Ok([next()?, next()?, next()?])
+}
+
+/// The connection-tracking table's entries in use and its size
+/// (`/proc/sys/net/netfilter/nf_conntrack_{count,max}`), where the kernel tracks connections.
+pub fn conntrack() -> Option<(u64, u64)> {
+    let read = |name: &str| {
+        std::fs::read_to_string(format!("/proc/sys/net/netfilter/nf_conntrack_{name}"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    Some((read("count")?, read("max")?))
 }
 
 /// Clock ticks per second (USER_HZ); 100 on every Linux this runs on.

@@ -43,8 +43,10 @@ pub struct Scale {
     pub rate_secs: u64,
     /// Handshakes in flight during the rate loops.
     pub rate_concurrency: usize,
-    /// Live sessions on the token that gets revoked.
+    /// Live sessions on the token that gets revoked (and bare connections broadcast to).
     pub revoke_sessions: usize,
+    /// Revoke rounds, each followed by a bare broadcast round.
+    pub revoke_rounds: usize,
     /// Sessions that follow a rotation.
     pub rotate_sessions: usize,
     /// Echo round-trips per measurement.
@@ -65,6 +67,7 @@ impl Scale {
             rate_secs: 1,
             rate_concurrency: 8,
             revoke_sessions: 50,
+            revoke_rounds: 1,
             rotate_sessions: 5,
             echo_rounds: 20,
             echo_sessions: 5,
@@ -81,6 +84,7 @@ impl Scale {
             rate_secs: 10,
             rate_concurrency: 64,
             revoke_sessions: 10_000,
+            revoke_rounds: 3,
             rotate_sessions: 100,
             echo_rounds: 2_000,
             echo_sessions: 100,
@@ -142,6 +146,12 @@ impl Bench {
     async fn grow(&mut self, ctx: &Ctx, total: usize, within: Duration) -> Result<()> {
         self.fleet.grow(total, &ctx.target, &self.who, &self.opts, within).await
     }
+}
+
+/// The median of `v` (the upper one of an even count; NaN for none).
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 /// Reads RSS until two readings 500 ms apart differ by under 1 % (bounded to 10 s).
