@@ -74,7 +74,7 @@ pub struct TokenDto {
     pub allowed_cidrs: Vec<String>,
     /// When revoked.
     pub revoked_at: Option<u64>,
-    /// Last successful handshake.
+    /// Last successful handshake (each manager records it at most once a minute per token).
     pub last_used_at: Option<u64>,
     /// Live delegates using it.
     pub live_delegates: usize,

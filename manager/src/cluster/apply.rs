@@ -13,6 +13,14 @@ use crate::store::{StoreError, StoreOps};
 /// reconnects and applies it again).
 pub(super) async fn apply(state: &AppState, change: Change) -> Result<(), StoreError> {
     match change {
+        Change::Token(_) | Change::RotationStarted(_) | Change::RotationFinished(_) => {
+            // A token changed on another replica: the handshake's cache forgets it before
+            // the sessions are told (see `store::token_cache`).
+            state.store.token_cache().invalidate();
+        }
+        Change::Disconnect(_) | Change::Ping(_) => {}
+    }
+    match change {
         Change::Token(id) => {
             let now = crate::clock::now_unix();
             let reason = match state.store.token(id).await? {
@@ -69,6 +77,8 @@ async fn ping(state: &AppState, id: uuid::Uuid) -> Result<(), StoreError> {
 /// Re-reads what the log would have said: every live session's token, and the unfinished
 /// rotations (after the log was pruned past this replica's position).
 pub(super) async fn resync(state: &AppState) -> Result<(), StoreError> {
+    // Whatever the log held since this replica last read it, the cache may predate it.
+    state.store.token_cache().invalidate();
     let tokens: std::collections::HashSet<_> =
         state.registry.list(None).into_iter().map(|s| s.token_id).collect();
     for id in tokens {

@@ -10,6 +10,7 @@
 //! [`SessionGuard`], so a refusal, a failed welcome or a panic after that point leaves no
 //! entry behind.
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{Message, WebSocket};
@@ -25,6 +26,7 @@ use crate::clock::now_unix;
 use crate::keys;
 use crate::registry::{CapHit, Commands, SessionInfo};
 use crate::state::AppState;
+use crate::store::token_cache::{CachedToken, TOUCH_EVERY_SECS};
 use crate::store::tokens::{TokenRow, TokenState};
 use crate::store::{StoreError, StoreOps};
 use crate::validate::ip_allowed;
@@ -258,8 +260,13 @@ async fn authenticate<'a>(
     write(socket, challenge, write_timeout).await?;
     let bytes = read_hello(socket, state.config.hello_timeout_secs).await?;
     let received = hs.receive_hello(&bytes, now_unix()).map_err(Refusal::bad_hello)?;
-    let (row, key) = lookup(state, received.hello()).await?;
-    let (verified, row) = verify(received, key.as_ref(), row)?;
+    let Lookup { row, key, cached, generation } = lookup(state, received.hello()).await?;
+    let (verified, row) = verify(received, key.as_deref(), row)?;
+    if let (false, Some(key)) = (cached, key) {
+        // Only a token whose tag verified is cached: no one without a token can fill it.
+        let touched_at = 0;
+        state.store.token_cache().insert(generation, CachedToken { row: row.clone(), key, touched_at });
+    }
     let now = now_unix();
     if let Some((code, message)) = refusal_of(row.state(now), ip_allowed(&row.allowed_cidrs, ip)) {
         return Err(Refusal::signed(verified, code, message));
@@ -303,10 +310,18 @@ async fn authenticate<'a>(
     Ok(Accepted { session, welcome, guard, commands, expires_at: row.expires_at })
 }
 
-/// The token of the hello's account and its key (opened from the store; a dummy open for an
-/// unknown token, so both take the same time).
-async fn lookup(state: &AppState, hello: &Hello) -> Result<(Option<TokenRow>, Option<TokenKey>), Refusal> {
+/// The token of the hello's account and its key: from the handshake's token cache, or opened
+/// from the store (a dummy open for an unknown token, so both take the same time).
+async fn lookup(state: &AppState, hello: &Hello) -> Result<Lookup, Refusal> {
     let token_id = hello.token_id;
+    let cache = state.store.token_cache();
+    if let Some(cached) = cache.get(token_id) {
+        if cached.row.account_id == hello.account_id {
+            return Ok(Lookup { row: Some(cached.row), key: Some(cached.key), cached: true, generation: 0 });
+        }
+    }
+    // Taken before the read: a token change committed meanwhile keeps this row out of the cache.
+    let generation = cache.generation();
     let row = state
         .store
         .token(token_id)
@@ -314,13 +329,23 @@ async fn lookup(state: &AppState, hello: &Hello) -> Result<(Option<TokenRow>, Op
         .map_err(|e| Refusal::internal("token lookup failed during handshake", token_id, e))?
         .filter(|t| t.account_id == hello.account_id);
     let key = match &row {
-        Some(t) => state.master.open(t.id, &t.sealed_key).ok(),
+        Some(t) => state.master.open(t.id, &t.sealed_key).ok().map(Arc::new),
         None => {
             state.master.dummy_open();
             None
         }
     };
-    Ok((row, key))
+    Ok(Lookup { row, key, cached: false, generation })
+}
+
+/// What [`lookup`] found.
+struct Lookup {
+    row: Option<TokenRow>,
+    key: Option<Arc<TokenKey>>,
+    /// Whether it came from the cache.
+    cached: bool,
+    /// The cache's generation before the store was read (when not cached).
+    generation: u64,
 }
 
 /// The tag under the token's key; an unknown token and a bad tag are refused alike.
@@ -336,16 +361,28 @@ fn verify(
     }
 }
 
-/// Records the last use (best effort) and re-reads the token's state.
+/// Records the last use (best effort) and re-reads the token's state: from the token cache
+/// when this manager recorded the token's use within [`TOUCH_EVERY_SECS`] (the cache is
+/// emptied by every token change, and this session is registered already, so a revoke that
+/// has not emptied it yet will find the session when it fans out), otherwise from the store.
 async fn recheck(state: &AppState, token_id: Uuid, now: u64) -> Result<Option<TokenState>, Refusal> {
+    let cache = state.store.token_cache();
+    let cached = cache.get(token_id);
+    if let Some(cached) = cached.as_ref().filter(|c| now.saturating_sub(c.touched_at) < TOUCH_EVERY_SECS) {
+        return Ok(Some(cached.row.state(now)));
+    }
+    let generation = cache.generation();
     // Recording the last use is best effort: a database that cannot be written (full disk,
     // read-only, locked) must not turn into a refusal, let alone a signed, final `revoked`.
-    Ok(state
+    let row = state
         .store
         .touch_token(token_id, now)
         .await
-        .map_err(|e| Refusal::internal("token re-read failed during handshake", token_id, e))?
-        .map(|t| t.state(now)))
+        .map_err(|e| Refusal::internal("token re-read failed during handshake", token_id, e))?;
+    if let (Some(row), Some(cached)) = (&row, cached) {
+        cache.insert(generation, CachedToken { row: row.clone(), key: cached.key, touched_at: now });
+    }
+    Ok(row.map(|t| t.state(now)))
 }
 
 const REVOKED: &str = "this token was revoked; use a valid token";

@@ -1,4 +1,5 @@
-//! [`Store`] dispatches each [`StoreOps`] operation to its backend.
+//! [`Store`] dispatches each [`StoreOps`] operation to its backend; those that write token
+//! rows empty the handshake's token cache ([`super::token_cache`]) on their way back.
 use std::collections::HashMap;
 
 use uuid::Uuid;
@@ -24,6 +25,17 @@ macro_rules! dispatch {
     };
 }
 
+/// [`dispatch!`] for an operation that writes token rows: the handshake's token cache is
+/// emptied when it returns, whatever the outcome (an error may come after the commit), and
+/// before the caller tells any live session.
+macro_rules! dispatch_token_write {
+    ($self:ident . $method:ident ( $($arg:expr),* )) => {{
+        let result = dispatch!($self.$method($($arg),*));
+        $self.token_cache().invalidate();
+        result
+    }};
+}
+
 impl StoreOps for Store {
     async fn meta_get(&self, key: &str) -> Result<Option<String>, StoreError> {
         dispatch!(self.meta_get(key))
@@ -47,7 +59,7 @@ impl StoreOps for Store {
         default_token: TokenRow,
         audit: Vec<AuditEntry>,
     ) -> Result<(), StoreError> {
-        dispatch!(self.create_account(account, default_token, audit))
+        dispatch_token_write!(self.create_account(account, default_token, audit))
     }
 
     async fn account(&self, id: &str) -> Result<Option<Account>, StoreError> {
@@ -59,7 +71,7 @@ impl StoreOps for Store {
     }
 
     async fn create_token(&self, row: TokenRow, audit: AuditEntry) -> Result<(), StoreError> {
-        dispatch!(self.create_token(row, audit))
+        dispatch_token_write!(self.create_token(row, audit))
     }
 
     async fn token(&self, id: Uuid) -> Result<Option<TokenRow>, StoreError> {
@@ -81,7 +93,7 @@ impl StoreOps for Store {
         now: u64,
         actor: &Actor,
     ) -> Result<(TokenRow, bool), StoreError> {
-        dispatch!(self.revoke_token(account, id_or_name, now, actor))
+        dispatch_token_write!(self.revoke_token(account, id_or_name, now, actor))
     }
 
     async fn delete_revoked_token(
@@ -91,7 +103,7 @@ impl StoreOps for Store {
         now: u64,
         actor: &Actor,
     ) -> Result<DeleteOutcome, StoreError> {
-        dispatch!(self.delete_revoked_token(account, id_or_name, now, actor))
+        dispatch_token_write!(self.delete_revoked_token(account, id_or_name, now, actor))
     }
 
     async fn set_token_policy(
@@ -102,7 +114,7 @@ impl StoreOps for Store {
         now: u64,
         actor: &Actor,
     ) -> Result<TokenRow, StoreError> {
-        dispatch!(self.set_token_policy(account, id_or_name, policy, now, actor))
+        dispatch_token_write!(self.set_token_policy(account, id_or_name, policy, now, actor))
     }
 
     async fn touch_token(&self, id: Uuid, now: u64) -> Result<Option<TokenRow>, StoreError> {
@@ -166,7 +178,7 @@ impl StoreOps for Store {
     }
 
     async fn begin_rotation(&self, plan: RotationPlan) -> Result<bool, StoreError> {
-        dispatch!(self.begin_rotation(plan))
+        dispatch_token_write!(self.begin_rotation(plan))
     }
 
     async fn rotation(&self, id: Uuid) -> Result<Option<RotationRow>, StoreError> {
@@ -226,7 +238,7 @@ impl StoreOps for Store {
         outcome: RotationOutcome,
         actor: &Actor,
     ) -> Result<bool, StoreError> {
-        dispatch!(self.finish_rotation(rotation, old_token, now, outcome, actor))
+        dispatch_token_write!(self.finish_rotation(rotation, old_token, now, outcome, actor))
     }
 
     async fn tokens_due_for_rotation(&self, now: u64, limit: u32) -> Result<Vec<TokenRow>, StoreError> {
@@ -242,7 +254,7 @@ impl StoreOps for Store {
     }
 
     async fn restore(&self, snapshot: Snapshot) -> Result<(), StoreError> {
-        dispatch!(self.restore(snapshot))
+        dispatch_token_write!(self.restore(snapshot))
     }
 
     async fn is_empty(&self) -> Result<bool, StoreError> {

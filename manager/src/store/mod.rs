@@ -17,11 +17,13 @@ pub mod postgres;
 pub mod rotations;
 mod schema;
 pub mod sqlite;
+pub mod token_cache;
 pub mod tokens;
 
 pub use ops::{AdminRevoke, DeleteOutcome, RestrictionDelete, RotationPlan, Snapshot, StoreOps};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
+pub use token_cache::TokenCache;
 
 /// Database file name in the data dir.
 pub const DB_FILE: &str = "tether.db";
@@ -103,6 +105,8 @@ pub(crate) enum Backend {
 #[derive(Debug, Clone)]
 pub struct Store {
     backend: Arc<Backend>,
+    /// The handshake's token cache, emptied by every operation that writes a token.
+    tokens: Arc<TokenCache>,
 }
 
 impl Store {
@@ -155,21 +159,26 @@ impl Store {
     /// This store, recording the latency of every call in `timing`.
     pub fn with_timing(&self, timing: Timing) -> Self {
         match &*self.backend {
-            Backend::Sqlite(s) => Self::from(s.with_timing(timing)),
-            Backend::Postgres(p) => Self::from(p.with_timing(timing)),
+            Backend::Sqlite(s) => Self { tokens: self.tokens.clone(), ..Self::from(s.with_timing(timing)) },
+            Backend::Postgres(p) => Self { tokens: self.tokens.clone(), ..Self::from(p.with_timing(timing)) },
         }
+    }
+
+    /// The handshake's token cache (see [`token_cache`]).
+    pub fn token_cache(&self) -> &TokenCache {
+        &self.tokens
     }
 }
 
 impl From<SqliteStore> for Store {
     fn from(s: SqliteStore) -> Self {
-        Self { backend: Arc::new(Backend::Sqlite(s)) }
+        Self { backend: Arc::new(Backend::Sqlite(s)), tokens: Arc::default() }
     }
 }
 
 impl From<PgStore> for Store {
     fn from(p: PgStore) -> Self {
-        Self { backend: Arc::new(Backend::Postgres(p)) }
+        Self { backend: Arc::new(Backend::Postgres(p)), tokens: Arc::default() }
     }
 }
 
