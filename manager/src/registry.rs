@@ -99,6 +99,17 @@ impl Mailbox {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The next queued command. An emptied queue gives its storage back: an idle session
+    /// keeps none (it is part of the memory every idle session costs).
+    fn take(&self) -> Option<SessionCommand> {
+        let mut queue = self.queue();
+        let cmd = queue.pop_front();
+        if queue.is_empty() && queue.capacity() > 0 {
+            *queue = VecDeque::new();
+        }
+        cmd
+    }
+
     /// Queues `cmd`; `false` if the session no longer reads.
     fn send(&self, cmd: SessionCommand) -> bool {
         if self.receiver_gone.load(Ordering::Acquire) {
@@ -121,7 +132,7 @@ impl Commands {
     /// is queued. Cancel-safe: a command is only taken when it is returned.
     pub async fn recv(&mut self) -> Option<SessionCommand> {
         loop {
-            if let Some(cmd) = self.mailbox.queue().pop_front() {
+            if let Some(cmd) = self.mailbox.take() {
                 return Some(cmd);
             }
             if self.mailbox.sender_gone.load(Ordering::Acquire) {
@@ -187,10 +198,21 @@ impl CapHit {
     }
 }
 
+/// One session in the registry. `info` is shared with the session's own guard (one copy per
+/// session, not two: it is part of the memory every idle session costs); the last heartbeat,
+/// the one thing that changes, is kept beside it.
 #[derive(Debug)]
 struct Entry {
-    info: SessionInfo,
+    info: Arc<SessionInfo>,
+    last_heartbeat: u64,
     tx: Arc<Mailbox>,
+}
+
+impl Entry {
+    /// The session as listed: its info with the last heartbeat.
+    fn snapshot(&self) -> SessionInfo {
+        SessionInfo { last_heartbeat: self.last_heartbeat, ..(*self.info).clone() }
+    }
 }
 
 impl Drop for Entry {
@@ -244,10 +266,12 @@ impl Sessions {
         }
     }
 
-    fn insert(&mut self, info: SessionInfo) -> Commands {
+    fn insert(&mut self, info: Arc<SessionInfo>) -> Commands {
         let mailbox = Arc::new(Mailbox::default());
         self.count(&info);
-        let replaced = self.entries.insert(info.session_id, Entry { info, tx: mailbox.clone() });
+        let last_heartbeat = info.last_heartbeat;
+        let replaced =
+            self.entries.insert(info.session_id, Entry { info, last_heartbeat, tx: mailbox.clone() });
         if let Some(old) = replaced {
             self.uncount(&old.info);
         }
@@ -267,13 +291,14 @@ impl Registry {
     }
 
     /// Registers a session; returns the receiver of its commands.
-    pub fn insert(&self, info: SessionInfo) -> Commands {
-        self.lock().insert(info)
+    pub fn insert(&self, info: impl Into<Arc<SessionInfo>>) -> Commands {
+        self.lock().insert(info.into())
     }
 
     /// Registers a session unless that would exceed one of `caps` (checked and counted under
     /// one lock, so concurrent handshakes cannot overshoot a cap); which cap is full otherwise.
-    pub fn try_insert(&self, info: SessionInfo, caps: &Caps) -> Result<Commands, CapHit> {
+    pub fn try_insert(&self, info: impl Into<Arc<SessionInfo>>, caps: &Caps) -> Result<Commands, CapHit> {
+        let info = info.into();
         let mut sessions = self.lock();
         match sessions.full(&info, caps) {
             Some(hit) => Err(hit),
@@ -286,7 +311,7 @@ impl Registry {
         let mut sessions = self.lock();
         let entry = sessions.entries.remove(&session_id)?;
         sessions.uncount(&entry.info);
-        let info = entry.info.clone();
+        let info = entry.snapshot();
         drop(sessions); // the entry's drop wakes the session task: not under the lock
         drop(entry);
         Some(info)
@@ -295,13 +320,13 @@ impl Registry {
     /// Records a heartbeat.
     pub fn heartbeat(&self, session_id: Uuid, now: u64) {
         if let Some(e) = self.lock().entries.get_mut(&session_id) {
-            e.info.last_heartbeat = now;
+            e.last_heartbeat = now;
         }
     }
 
     /// One session.
     pub fn get(&self, session_id: Uuid) -> Option<SessionInfo> {
-        self.lock().entries.get(&session_id).map(|e| e.info.clone())
+        self.lock().entries.get(&session_id).map(Entry::snapshot)
     }
 
     /// Every session, optionally of one account, ordered by connection time.
@@ -311,7 +336,7 @@ impl Registry {
             .entries
             .values()
             .filter(|e| account.is_none_or(|a| e.info.account_id == a))
-            .map(|e| e.info.clone())
+            .map(Entry::snapshot)
             .collect();
         out.sort_by_key(|s| (s.connected_at, s.session_id));
         out
@@ -319,7 +344,7 @@ impl Registry {
 
     /// The sessions on a token.
     pub fn on_token(&self, token_id: Uuid) -> Vec<SessionInfo> {
-        self.lock().entries.values().filter(|e| e.info.token_id == token_id).map(|e| e.info.clone()).collect()
+        self.lock().entries.values().filter(|e| e.info.token_id == token_id).map(Entry::snapshot).collect()
     }
 
     /// Live sessions per token.
@@ -343,18 +368,22 @@ impl Registry {
     }
 
     /// Sends a command (made per session) to every session on a token; returns how many.
+    /// The mailboxes are collected under the registry's lock and filled after it is released:
+    /// a session woken by its command leaves the registry at once, and must not wait for the
+    /// rest of a 10,000-session fan-out to let go of the lock.
     pub fn send_to_token(
         &self,
         token_id: Uuid,
         mut make: impl FnMut(&SessionInfo) -> SessionCommand,
     ) -> usize {
-        let guard = self.lock();
-        guard
+        let targets: Vec<(Arc<SessionInfo>, Arc<Mailbox>)> = self
+            .lock()
             .entries
             .values()
             .filter(|e| e.info.token_id == token_id)
-            .filter(|e| e.tx.send(make(&e.info)))
-            .count()
+            .map(|e| (e.info.clone(), e.tx.clone()))
+            .collect();
+        targets.iter().filter(|(info, tx)| tx.send(make(info))).count()
     }
 
     /// Tells every live session on `token_id` that its token is no longer valid (a signed

@@ -118,9 +118,18 @@ impl Driver {
         }
     }
 
-    /// The next action to perform, in order.
+    /// The next action to perform, in order. The queue's storage is freed once it is empty
+    /// (an idle session's heartbeat would otherwise keep ~200 bytes per session), as is that
+    /// of the pending tasks.
     pub fn poll_action(&mut self) -> Option<Action> {
-        self.actions.pop_front()
+        let action = self.actions.pop_front();
+        if self.actions.is_empty() && self.actions.capacity() > 0 {
+            self.actions = VecDeque::new();
+        }
+        if self.tasks.is_empty() && self.tasks.capacity() > 0 {
+            self.tasks = HashMap::new();
+        }
+        action
     }
 
     /// When [`Driver::handle_timeout`] is due next; `None` once the session is over.

@@ -2,6 +2,7 @@
 //! run the v1 handshake ([`handshake`]), then the session: its protocol decisions without
 //! sockets or clocks ([`driver`]) and the socket loop that performs them ([`session`]); and
 //! the caps and timeouts on connections that have not authenticated ([`connections`]).
+use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -22,8 +23,12 @@ pub mod ratelimit;
 pub mod session;
 
 /// Read buffer of each delegate connection. tungstenite zero-fills and keeps the whole buffer,
-/// so it is resident for every idle session; a bigger frame grows it as needed.
-const READ_BUFFER: usize = 4 * 1024;
+/// so it is resident for every idle session; a bigger frame grows it as needed (the frame's
+/// header gives its length, and the buffer is reserved for it). A session's frames are a few
+/// hundred bytes (a hello ~450, a heartbeat ~150), so 1 KiB holds them; 4 KiB cost 3 KiB per
+/// idle session (BENCHMARKS.md, scenario 1), and 512 bytes saved nothing measurable (a hello
+/// grows it past 512). The bare baseline uses the same sizes.
+const READ_BUFFER: usize = 1024;
 
 /// Frames are gathered up to this size before a write (every send flushes anyway).
 const WRITE_BUFFER: usize = 8 * 1024;
@@ -59,16 +64,24 @@ pub async fn connect(
         .max_write_buffer_size(max + WRITE_BUFFER + 1024)
         .max_message_size(max + 1)
         .max_frame_size(max + 1)
-        .on_upgrade(move |socket| async move {
-            // Boxed: the handshake's state is freed once it is done instead of sizing the
-            // future every idle session keeps.
-            if let Some(session) = Box::pin(handshake::run(&state, socket, peer.ip())).await {
-                // Authenticated: the connection leaves the caps on unauthenticated connections
-                // and its idle timer stops (heartbeats supervise it from now on).
-                state.connections.authenticated(peer);
-                session::run(&state, session).await;
-            }
-        })
+        .on_upgrade(move |socket| connection(state, socket, peer))
+}
+
+/// The task of one delegate connection: the handshake, then the session. Every idle session
+/// keeps this future for its lifetime, so nothing in it is bigger than it must be: the
+/// handshake's state is boxed and freed once it is done, and the socket and the session pass
+/// through boxed (an upvar, or a local held across an `.await`, keeps its full size in the
+/// future even once moved out). `connection_task_size` in the tests below guards its size.
+fn connection(state: AppState, socket: WebSocket, peer: SocketAddr) -> impl Future<Output = ()> + Send {
+    let socket = Box::new(socket);
+    async move {
+        if let Some(session) = Box::pin(handshake::run(&state, socket, peer.ip())).await {
+            // Authenticated: the connection leaves the caps on unauthenticated connections
+            // and its idle timer stops (heartbeats supervise it from now on).
+            state.connections.authenticated(peer);
+            session::run(&state, session).await;
+        }
+    }
 }
 
 /// Whether `key` is what RFC 6455 asks of a `Sec-WebSocket-Key`: 16 bytes in base64, i.e. 22
@@ -152,7 +165,27 @@ pub(crate) async fn connect_doc() {}
 
 #[cfg(test)]
 mod tests {
-    use super::is_websocket_key;
+    use super::*;
+
+    /// The size of the future `f` returns, without running it.
+    fn future_size<A, B, C, Fut>(_: impl FnOnce(A, B, C) -> Fut) -> usize {
+        std::mem::size_of::<Fut>()
+    }
+
+    /// Every idle session keeps its connection task's future, so its size is part of the
+    /// memory per session (BENCHMARKS.md, scenario 1). In a release build it was 4,032 bytes
+    /// (the socket and the authenticated session each stored twice, the rotation calls'
+    /// store futures inline), now under 2 KiB; a debug build lays futures out less tightly.
+    #[test]
+    fn the_connection_task_an_idle_session_keeps_is_small() {
+        let task = future_size(connection);
+        let session =
+            future_size(|s: &'static AppState, a: Box<handshake::Authenticated<'static>>, _: ()| {
+                session::run(s, a)
+            });
+        println!("connection task future: {task} bytes, of which the session loop's: {session} bytes");
+        assert!(task <= 2560, "the connection task's future grew to {task} bytes");
+    }
 
     #[test]
     fn websocket_keys_are_16_bytes_in_base64() {

@@ -8,6 +8,7 @@
 //! Leaving the registry, the sessions gauge and the rotation bookkeeping run from a drop
 //! guard ([`SessionGuard`]), taken when the handshake registers the session, so they also run
 //! when the handshake fails after that, when the task is cancelled, or when a panic unwinds.
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket};
@@ -29,14 +30,15 @@ use super::{close_within, is_too_big};
 #[derive(Debug)]
 pub struct SessionGuard<'a> {
     state: &'a AppState,
-    /// The session.
-    pub info: SessionInfo,
+    /// The session (shared with its registry entry).
+    pub info: Arc<SessionInfo>,
 }
 
 impl<'a> SessionGuard<'a> {
     /// Puts the session in the registry and counts it in the sessions gauge until the guard
     /// is dropped; returns the guard and the receiver of the session's commands.
     pub fn register(state: &'a AppState, info: SessionInfo) -> (Self, Commands) {
+        let info = Arc::new(info);
         let commands = state.registry.insert(info.clone());
         state.metrics.sessions.inc();
         (Self { state, info }, commands)
@@ -49,6 +51,7 @@ impl<'a> SessionGuard<'a> {
         info: SessionInfo,
         caps: &Caps,
     ) -> Result<(Self, Commands), CapHit> {
+        let info = Arc::new(info);
         let commands = state.registry.try_insert(info.clone(), caps)?;
         state.metrics.sessions.inc();
         Ok((Self { state, info }, commands))
@@ -86,35 +89,57 @@ impl End {
 }
 
 /// Runs the session until it ends, then forgets it.
-pub async fn run(state: &AppState, auth: Authenticated<'_>) {
-    let Authenticated { mut socket, session, guard, mut commands, expires_at } = auth;
+/// `auth` comes boxed: an `async fn` keeps its arguments' storage for its whole life, and
+/// this future is what every idle session keeps (see the size test below).
+pub async fn run(state: &AppState, auth: Box<Authenticated<'_>>) {
+    let Authenticated { mut socket, session, guard, mut commands, expires_at } = *auth;
     let (info, write_timeout) = (&guard.info, Duration::from_secs(state.config.session_write_timeout_secs));
     if state.is_draining() {
         // Registered after the shutdown broadcast: say goodbye like the others.
         state.registry.send(info.session_id, SessionCommand::Shutdown);
     }
-    rotation::on_authenticated(state, info).await;
-    let heartbeat = Duration::from_secs(state.config.heartbeat_secs);
     let now = || Instant::now().into_std();
-    let mut driver = Driver::new(session, info.token_id, heartbeat, expires_at, now(), now_unix());
-    let end = 'session: loop {
-        while let Some(action) = driver.poll_action() {
-            if let Some(end) = perform(state, info, &mut socket, action, write_timeout).await {
-                break 'session end;
+    // This future is what every idle session keeps, so its layout matters (see
+    // `gateway::tests`): the driver lives in this block only, so the close below does not
+    // keep it; the protocol session moves into it before the first `.await`, so the future
+    // never holds both; and the rotation calls are boxed (their store calls' futures are
+    // kilobytes).
+    let end = {
+        let heartbeat = Duration::from_secs(state.config.heartbeat_secs);
+        let mut driver = Driver::new(session, info.token_id, heartbeat, expires_at, now(), now_unix());
+        Box::pin(rotation::on_authenticated(state, info)).await;
+        'session: loop {
+            while let Some(action) = driver.poll_action() {
+                // The awaits are here rather than in `perform`: a nested future would add its
+                // arguments' storage to the future every idle session keeps.
+                let end = match perform(state, info, action) {
+                    Performed::Done => None,
+                    Performed::End(end) => Some(end),
+                    Performed::Write(frame, flush) => {
+                        write(&mut socket, frame, flush, write_timeout).await.err()
+                    }
+                    Performed::Ack { rotation_id, outcome, detail } => {
+                        Box::pin(rotation::on_ack(state, info, rotation_id, outcome, detail)).await;
+                        None
+                    }
+                };
+                if let Some(end) = end {
+                    break 'session end;
+                }
             }
-        }
-        let deadline = driver.poll_timeout().map(Instant::from_std);
-        tokio::select! {
-            msg = socket.recv() => match msg {
-                Some(Ok(Message::Binary(bytes))) => driver.handle_frame(&bytes, now()),
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                Some(Ok(Message::Text(_))) => driver.handle_socket(SocketEvent::Text),
-                Some(Err(e)) if is_too_big(&e) => driver.handle_socket(SocketEvent::TooBig),
-                Some(Ok(Message::Close(_)) | Err(_)) | None => driver.handle_socket(SocketEvent::Closed),
-            },
-            // `None`: the registry forgot the session; leave as at a shutdown.
-            cmd = commands.recv() => driver.handle_command(cmd.unwrap_or(SessionCommand::Shutdown), now()),
-            _ = sleep_until_opt(deadline) => driver.handle_timeout(now()),
+            let deadline = driver.poll_timeout().map(Instant::from_std);
+            tokio::select! {
+                msg = socket.recv() => match msg {
+                    Some(Ok(Message::Binary(bytes))) => driver.handle_frame(&bytes, now()),
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                    Some(Ok(Message::Text(_))) => driver.handle_socket(SocketEvent::Text),
+                    Some(Err(e)) if is_too_big(&e) => driver.handle_socket(SocketEvent::TooBig),
+                    Some(Ok(Message::Close(_)) | Err(_)) | None => driver.handle_socket(SocketEvent::Closed),
+                },
+                // `None`: the registry forgot the session; leave as at a shutdown.
+                cmd = commands.recv() => driver.handle_command(cmd.unwrap_or(SessionCommand::Shutdown), now()),
+                _ = sleep_until_opt(deadline) => driver.handle_timeout(now()),
+            }
         }
     };
     let (session_id, token_id) = (info.session_id, info.token_id);
@@ -123,7 +148,8 @@ pub async fn run(state: &AppState, auth: Authenticated<'_>) {
     // Forgotten before the close handshake, so a revoke or a listing never waits for it.
     drop(guard);
     match end {
-        End::Close(code, reason) => close_within(&mut socket, code, reason, write_timeout).await,
+        // Boxed: at most once per session, and inline it would size every idle session.
+        End::Close(code, reason) => Box::pin(close_within(&mut socket, code, reason, write_timeout)).await,
         End::Gone => {}
         End::Stalled => {
             state.metrics.session_write_timeouts.inc();
@@ -135,38 +161,41 @@ pub async fn run(state: &AppState, auth: Authenticated<'_>) {
     tracing::info!(%session_id, %token_id, %account, %delegate, reason, close_code, "delegate disconnected");
 }
 
-/// Performs one action; `Some` when the session ends with it.
-async fn perform(
-    state: &AppState,
-    info: &SessionInfo,
-    socket: &mut WebSocket,
-    action: Action,
-    write_timeout: Duration,
-) -> Option<End> {
+/// What is left to do of an action after [`perform`].
+enum Performed {
+    /// Nothing.
+    Done,
+    /// The session ends.
+    End(End),
+    /// Write this frame, flushing it (`true`) or buffering it.
+    Write(Vec<u8>, bool),
+    /// Hand a rotate ack to the rotation service.
+    Ack { rotation_id: uuid::Uuid, outcome: tether_protocol::message::RotateOutcome, detail: String },
+}
+
+/// Performs what of one action needs no waiting, and says what is left.
+fn perform(state: &AppState, info: &SessionInfo, action: Action) -> Performed {
     match action {
-        Action::Send(frame) => write(socket, frame, true, write_timeout).await.err(),
-        Action::Feed(frame) => write(socket, frame, false, write_timeout).await.err(),
-        Action::Close(code, reason) => Some(End::Close(code, reason)),
-        Action::Ended => Some(End::Gone),
+        Action::Send(frame) => Performed::Write(frame, true),
+        Action::Feed(frame) => Performed::Write(frame, false),
+        Action::Close(code, reason) => Performed::End(End::Close(code, reason)),
+        Action::Ended => Performed::End(End::Gone),
         Action::RecordHeartbeat => {
             state.registry.heartbeat(info.session_id, now_unix());
-            None
+            Performed::Done
         }
-        Action::RotateAck { rotation_id, outcome, detail } => {
-            rotation::on_ack(state, info, rotation_id, outcome, detail).await;
-            None
-        }
+        Action::RotateAck { rotation_id, outcome, detail } => Performed::Ack { rotation_id, outcome, detail },
         Action::TaskReply { reply, result } => {
             let _ = reply.send(result); // the caller may have stopped waiting
-            None
+            Performed::Done
         }
         Action::CountRevoked => {
             state.metrics.sessions_revoked.inc();
-            None
+            Performed::Done
         }
         Action::CountHeartbeatTimeout => {
             state.metrics.heartbeat_timeouts.inc();
-            None
+            Performed::Done
         }
     }
 }

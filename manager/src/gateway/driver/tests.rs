@@ -284,3 +284,17 @@ fn the_task_table_is_bounded_and_frees_slots_of_callers_that_gave_up() {
     assert!(matches!(actions(&mut p.driver)[..], [Action::Send(_)]));
     assert_eq!(p.driver.pending_tasks(), MAX_PENDING_TASKS);
 }
+
+#[test]
+fn an_idle_session_keeps_no_queue_storage_between_frames() {
+    let mut p = pair(None);
+    let frame = heartbeat(&mut p.delegate);
+    p.driver.handle_frame(&frame, p.start + Duration::from_secs(1));
+    assert!(matches!(actions(&mut p.driver)[..], [Action::RecordHeartbeat]));
+    let (task_id, _rx) = task(&mut p.driver, p.start + Duration::from_secs(2));
+    actions(&mut p.driver);
+    let reply = p.delegate.encode(C2s::TaskResult { seq: 0, task_id, ok: true, payload: "pong".into() });
+    p.driver.handle_frame(&reply, p.start + Duration::from_secs(3));
+    assert!(matches!(actions(&mut p.driver)[..], [Action::TaskReply { .. }]));
+    assert_eq!((p.driver.actions.capacity(), p.driver.tasks.capacity()), (0, 0), "storage kept while idle");
+}
