@@ -383,7 +383,12 @@ impl Registry {
             .filter(|e| e.info.token_id == token_id)
             .map(|e| (e.info.clone(), e.tx.clone()))
             .collect();
-        targets.iter().filter(|(info, tx)| tx.send(make(info))).count()
+        // A session that left the registry meanwhile is not told (nor counted).
+        targets
+            .iter()
+            .filter(|(_, tx)| !tx.sender_gone.load(Ordering::Acquire))
+            .filter(|(info, tx)| tx.send(make(info)))
+            .count()
     }
 
     /// Tells every live session on `token_id` that its token is no longer valid (a signed

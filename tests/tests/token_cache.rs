@@ -10,12 +10,17 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use tether_protocol::error::close;
 use tether_protocol::RejectCode;
-use tether_tests::attack::handshake;
+use tether_tests::attack::{handshake, Answer};
 use tether_tests::harness::replicas::{hold_sessions, options};
 use tether_tests::harness::{poll, Manager};
 use tokio::sync::watch;
 
 const LIMIT: Duration = Duration::from_secs(30);
+
+/// `answer` is a signed reject with `code`, closed with `close_code`.
+fn assert_signed(answer: &Answer, code: RejectCode, close_code: u16) {
+    assert_eq!(answer.rejection(), (code, true, Some(close_code)), "{}", answer.describe());
+}
 
 async fn token_doc(m: &Manager, id: uuid::Uuid) -> Result<Value> {
     let path = format!("/api/v1/accounts/{}/tokens/{id}", m.init.account_id);
@@ -40,12 +45,7 @@ async fn a_token_revoked_after_a_welcome_is_refused_at_the_next_handshake() -> R
 
     m.revoke(token.id()).await?;
     let answer = handshake(&target, None, &account, &token).await?;
-    assert_eq!(
-        answer.rejection(),
-        (RejectCode::Revoked, true, Some(close::REVOKED)),
-        "{}",
-        answer.describe()
-    );
+    assert_signed(&answer, RejectCode::Revoked, close::REVOKED);
     Ok(())
 }
 
@@ -61,12 +61,7 @@ async fn a_cached_token_that_expires_is_refused_as_expired() -> Result<()> {
         Ok((!answer.is_welcome()).then_some(answer))
     })
     .await?;
-    assert_eq!(
-        refused.rejection(),
-        (RejectCode::Expired, true, Some(close::EXPIRED)),
-        "{}",
-        refused.describe()
-    );
+    assert_signed(&refused, RejectCode::Expired, close::EXPIRED);
     Ok(())
 }
 
@@ -92,11 +87,6 @@ async fn a_token_revoked_on_another_replica_is_refused_at_the_next_handshake() -
         assert!(ended.revoked, "{ended:?}");
     }
     let answer = handshake(&target_b, None, &account, &token).await?;
-    assert_eq!(
-        answer.rejection(),
-        (RejectCode::Revoked, true, Some(close::REVOKED)),
-        "{}",
-        answer.describe()
-    );
+    assert_signed(&answer, RejectCode::Revoked, close::REVOKED);
     Ok(())
 }

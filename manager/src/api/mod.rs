@@ -16,6 +16,7 @@ pub mod admin_tokens;
 pub mod audit;
 pub mod auth;
 pub mod delegates;
+pub mod detached;
 pub mod dto;
 pub mod error;
 pub mod extract;

@@ -167,15 +167,15 @@ pub async fn revoke(
 ) -> Result<Json<RevokeResponse>, AppError> {
     caller.require(Scope::TokensWrite)?;
     caller.check_account(&account)?;
-    let (row, closed) = crate::tokens::revoke(
-        &state.store,
-        &state.registry,
-        &state.metrics,
-        &account,
-        &token,
-        caller.actor(),
-    )
-    .await?;
+    // To the end even if the client goes away: the cache and the live sessions must follow.
+    let work = {
+        let (state, actor) = (state.clone(), caller.actor());
+        async move {
+            crate::tokens::revoke(&state.store, &state.registry, &state.metrics, &account, &token, actor)
+                .await
+        }
+    };
+    let (row, closed) = super::detached::to_completion(work).await??;
     Ok(Json(RevokeResponse { token: TokenDto::from_row(row, now_unix(), 0), sessions_closed: closed }))
 }
 
@@ -199,7 +199,12 @@ pub async fn rotate(
     };
     let expires_in =
         req.expires_in_secs.map(|s| validate::secs("expires_in_secs", s, 1, MAX_EXPIRY_SECS)).transpose()?;
-    let started = state.rotations.start(&account, &token, grace, expires_in, caller.actor()).await?;
+    // To the end even if the client goes away: a committed rotation must get its driver.
+    let work = {
+        let (state, actor) = (state.clone(), caller.actor());
+        async move { state.rotations.start(&account, &token, grace, expires_in, actor).await }
+    };
+    let started = super::detached::to_completion(work).await??;
     Ok((
         StatusCode::CREATED,
         Json(RotateResponse {
@@ -226,6 +231,10 @@ pub async fn delete(
 ) -> Result<StatusCode, AppError> {
     caller.require(Scope::TokensWrite)?;
     caller.check_account(&account)?;
-    crate::tokens::delete(&state.store, &account, &token, caller.actor()).await?;
+    let work = {
+        let (state, actor) = (state.clone(), caller.actor());
+        async move { crate::tokens::delete(&state.store, &account, &token, actor).await }
+    };
+    super::detached::to_completion(work).await??;
     Ok(StatusCode::NO_CONTENT)
 }

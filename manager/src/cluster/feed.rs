@@ -158,9 +158,14 @@ async fn catch_up(
         }
         for row in rows {
             if row.origin != state.cluster.replica_id() {
-                if let Some(change) = row.change {
-                    apply::apply(state, change).await?;
-                    state.metrics.changes_applied.inc();
+                match row.change {
+                    Some(change) => {
+                        apply::apply(state, change).await?;
+                        state.metrics.changes_applied.inc();
+                    }
+                    // A kind this version does not know (a newer replica's, during a rolling
+                    // upgrade) may have changed a token: the handshake's cache forgets them all.
+                    None => state.store.token_cache().invalidate(),
                 }
             }
             *applied = Some(row.seq);

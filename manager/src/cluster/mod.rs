@@ -42,6 +42,12 @@ pub const JOBS_LEASE: Duration = Duration::from_secs(6);
 /// closed long ago and re-reads the state instead).
 pub const CHANGE_LOG_KEEP_SECS: u64 = 3_600;
 
+/// How recently the feed must have read the change log for the handshake to answer from its
+/// token cache: twice the feed's catch-up period. A replica whose feed is behind reads the
+/// store on every handshake instead, so a token revoked on another replica is refused at
+/// once even before this replica fails closed.
+pub const FEED_CURRENT: Duration = Duration::from_secs(2);
+
 /// The replica set as this process sees it. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Cluster(Arc<Inner>);
@@ -120,6 +126,13 @@ impl Cluster {
     /// Whether this manager accepts delegate handshakes (false while it fails closed).
     pub fn accepting(&self) -> bool {
         self.0.accepting.load(Ordering::SeqCst)
+    }
+
+    /// Whether the handshake may answer from its token cache: always on its own store; on a
+    /// replica set, while the feed has read the change log within [`FEED_CURRENT`] (the cache
+    /// is emptied by every change the feed applies).
+    pub fn feed_current(&self) -> bool {
+        self.0.pg.is_none() || self.silent_for() < FEED_CURRENT
     }
 
     /// Whether this manager runs the single-runner jobs now (always, on its own store).

@@ -320,7 +320,7 @@ async fn authenticate<'a>(
 async fn lookup(state: &AppState, hello: &Hello) -> Result<Lookup, Refusal> {
     let token_id = hello.token_id;
     let cache = state.store.token_cache();
-    if let Some(cached) = cache.get(token_id) {
+    if let Some(cached) = state.cluster.feed_current().then(|| cache.get(token_id)).flatten() {
         if cached.row.account_id == hello.account_id {
             return Ok(Lookup { row: Some(cached.row), key: Some(cached.key), cached: true, generation: 0 });
         }
@@ -373,7 +373,8 @@ fn verify(
 async fn recheck(state: &AppState, token_id: Uuid, now: u64) -> Result<Option<TokenState>, Refusal> {
     let cache = state.store.token_cache();
     let cached = cache.get(token_id);
-    if let Some(cached) = cached.as_ref().filter(|c| now.saturating_sub(c.touched_at) < TOUCH_EVERY_SECS) {
+    let fresh = |c: &&CachedToken| now.saturating_sub(c.touched_at) < TOUCH_EVERY_SECS;
+    if let Some(cached) = cached.as_ref().filter(fresh).filter(|_| state.cluster.feed_current()) {
         return Ok(Some(cached.row.state(now)));
     }
     let generation = cache.generation();

@@ -208,7 +208,11 @@ pub fn delete_revoked(conn: &Connection, id: Uuid) -> Result<bool, StoreError> {
 
 /// Records a successful handshake.
 pub fn touch(conn: &Connection, id: Uuid, now: u64) -> Result<(), StoreError> {
-    conn.execute("UPDATE tokens SET last_used_at = ?2 WHERE id = ?1", params![id.to_string(), i64_of(now)])?;
+    // Never backwards: another writer (a replica, an earlier handshake) may have recorded a later use.
+    conn.execute(
+        "UPDATE tokens SET last_used_at = MAX(COALESCE(last_used_at, 0), ?2) WHERE id = ?1",
+        params![id.to_string(), i64_of(now)],
+    )?;
     Ok(())
 }
 

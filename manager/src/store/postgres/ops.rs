@@ -589,7 +589,8 @@ impl StoreOps for PgStore {
                 let client = self.client().await?;
                 client
                     .execute(
-                        "UPDATE tokens SET last_used_at = $2 WHERE id = $1",
+                        // Never backwards: another replica may have recorded a later use.
+                        "UPDATE tokens SET last_used_at = GREATEST(COALESCE(last_used_at, 0), $2) WHERE id = $1",
                         &[&id.to_string(), &i64_of(now)],
                     )
                     .await?;
