@@ -1,7 +1,8 @@
 //! The registry of live delegate sessions: who is connected, a command mailbox into each
 //! session task (revoke, rotate, task, disconnect, goodbye), and how many are live per token
 //! and per account, so a handshake can be refused atomically when a cap is full
-//! ([`Registry::try_insert`]).
+//! ([`Registry::try_insert`]). A revocation's fan-out is tracked ([`final_frames`]) so the
+//! sessions' teardown can wait until every revoked delegate has been told.
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,6 +12,10 @@ use tether_protocol::message::RevokedReason;
 use tether_protocol::Token;
 use tokio::sync::{oneshot, Notify};
 use uuid::Uuid;
+
+pub mod final_frames;
+
+use final_frames::FinalFrames;
 
 /// What the registry knows about one live session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,6 +97,9 @@ struct Mailbox {
     receiver_gone: AtomicBool,
     /// The registry forgot the session (its entry was dropped).
     sender_gone: AtomicBool,
+    /// A revocation is queued for the session and its final frames are not sent yet
+    /// (counted in [`FinalFrames`]).
+    final_pending: AtomicBool,
 }
 
 impl Mailbox {
@@ -125,6 +133,7 @@ impl Mailbox {
 #[derive(Debug)]
 pub struct Commands {
     mailbox: Arc<Mailbox>,
+    final_frames: Arc<FinalFrames>,
 }
 
 impl Commands {
@@ -144,9 +153,24 @@ impl Commands {
     }
 }
 
+impl Commands {
+    /// This session's final frames (a revocation's `revoked` and close) are sent, or will
+    /// never be: it no longer holds back the other sessions' teardown.
+    pub fn final_frames_sent(&self) {
+        self.final_frames.release(&self.mailbox.final_pending);
+    }
+
+    /// Returns once no session has a revocation's final frames still to send, or after
+    /// `within`: what a session waits for between sending its own and its teardown.
+    pub async fn others_told(&self, within: std::time::Duration) {
+        self.final_frames.quiet(within).await;
+    }
+}
+
 impl Drop for Commands {
     fn drop(&mut self) {
         self.mailbox.receiver_gone.store(true, Ordering::Release);
+        self.final_frames_sent();
     }
 }
 
@@ -266,7 +290,7 @@ impl Sessions {
         }
     }
 
-    fn insert(&mut self, info: Arc<SessionInfo>) -> Commands {
+    fn insert(&mut self, info: Arc<SessionInfo>) -> Arc<Mailbox> {
         let mailbox = Arc::new(Mailbox::default());
         self.count(&info);
         let last_heartbeat = info.last_heartbeat;
@@ -275,7 +299,7 @@ impl Sessions {
         if let Some(old) = replaced {
             self.uncount(&old.info);
         }
-        Commands { mailbox }
+        mailbox
     }
 }
 
@@ -283,6 +307,7 @@ impl Sessions {
 #[derive(Debug, Clone, Default)]
 pub struct Registry {
     inner: Arc<Mutex<Sessions>>,
+    final_frames: Arc<FinalFrames>,
 }
 
 impl Registry {
@@ -292,7 +317,12 @@ impl Registry {
 
     /// Registers a session; returns the receiver of its commands.
     pub fn insert(&self, info: impl Into<Arc<SessionInfo>>) -> Commands {
-        self.lock().insert(info.into())
+        let mailbox = self.lock().insert(info.into());
+        self.commands(mailbox)
+    }
+
+    fn commands(&self, mailbox: Arc<Mailbox>) -> Commands {
+        Commands { mailbox, final_frames: self.final_frames.clone() }
     }
 
     /// Registers a session unless that would exceed one of `caps` (checked and counted under
@@ -302,19 +332,23 @@ impl Registry {
         let mut sessions = self.lock();
         match sessions.full(&info, caps) {
             Some(hit) => Err(hit),
-            None => Ok(sessions.insert(info)),
+            None => {
+                let mailbox = sessions.insert(info);
+                drop(sessions);
+                Ok(self.commands(mailbox))
+            }
         }
     }
 
-    /// Forgets a session.
-    pub fn remove(&self, session_id: Uuid) -> Option<SessionInfo> {
+    /// Forgets a session; whether it was there. (No copy of it is returned: this runs once
+    /// per session of every fan-out, and a copy is four strings to allocate and free.)
+    pub fn remove(&self, session_id: Uuid) -> bool {
         let mut sessions = self.lock();
-        let entry = sessions.entries.remove(&session_id)?;
+        let Some(entry) = sessions.entries.remove(&session_id) else { return false };
         sessions.uncount(&entry.info);
-        let info = entry.snapshot();
         drop(sessions); // the entry's drop wakes the session task: not under the lock
         drop(entry);
-        Some(info)
+        true
     }
 
     /// Records a heartbeat.
@@ -371,9 +405,16 @@ impl Registry {
     /// The mailboxes are collected under the registry's lock and filled after it is released:
     /// a session woken by its command leaves the registry at once, and must not wait for the
     /// rest of a 10,000-session fan-out to let go of the lock.
-    pub fn send_to_token(
+    pub fn send_to_token(&self, token_id: Uuid, make: impl FnMut(&SessionInfo) -> SessionCommand) -> usize {
+        self.fan_out(token_id, false, make)
+    }
+
+    /// [`Self::send_to_token`]; with `final_frames`, each session told is counted in
+    /// [`FinalFrames`] until it has sent its last frames.
+    fn fan_out(
         &self,
         token_id: Uuid,
+        final_frames: bool,
         mut make: impl FnMut(&SessionInfo) -> SessionCommand,
     ) -> usize {
         let targets: Vec<(Arc<SessionInfo>, Arc<Mailbox>)> = self
@@ -384,11 +425,18 @@ impl Registry {
             .map(|e| (e.info.clone(), e.tx.clone()))
             .collect();
         // A session that left the registry meanwhile is not told (nor counted).
-        targets
-            .iter()
-            .filter(|(_, tx)| !tx.sender_gone.load(Ordering::Acquire))
-            .filter(|(info, tx)| tx.send(make(info)))
-            .count()
+        let mut told = 0;
+        for (info, tx) in targets.iter().filter(|(_, tx)| !tx.sender_gone.load(Ordering::Acquire)) {
+            if final_frames {
+                self.final_frames.expect(&tx.final_pending);
+            }
+            if tx.send(make(info)) {
+                told += 1;
+            } else if final_frames {
+                self.final_frames.release(&tx.final_pending);
+            }
+        }
+        told
     }
 
     /// Tells every live session on `token_id` that its token is no longer valid (a signed
@@ -400,7 +448,12 @@ impl Registry {
             }
             _ => "this delegate's token was revoked; restart the delegate with a valid token",
         };
-        self.send_to_token(token_id, |_| SessionCommand::Revoke { reason, message: message.to_owned() })
+        self.fan_out(token_id, true, |_| SessionCommand::Revoke { reason, message: message.to_owned() })
+    }
+
+    /// How many sessions still have a revocation's final frames to send.
+    pub fn final_frames_pending(&self) -> usize {
+        self.final_frames.pending()
     }
 
     /// Sends `Shutdown` to every session; returns how many.
@@ -441,6 +494,29 @@ mod tests {
     }
 
     #[test]
+    fn a_revocation_counts_each_session_told_until_it_sent_its_final_frames() {
+        let registry = Registry::default();
+        let token = Uuid::new_v4();
+        let (a, b, c) = (SessionInfo::sample(token), SessionInfo::sample(token), SessionInfo::sample(token));
+        let (ca, cb, cc) = (registry.insert(a), registry.insert(b), registry.insert(c));
+        let other = registry.insert(info());
+        drop(cc); // a session whose task ended: not told, not counted
+        assert_eq!(registry.kick(token, RevokedReason::Revoked), 2);
+        assert_eq!(registry.final_frames_pending(), 2);
+        assert_eq!(registry.kick(token, RevokedReason::Revoked), 2, "told again");
+        assert_eq!(registry.final_frames_pending(), 2, "but counted once each");
+        assert_eq!(registry.send_to_token(token, |_| SessionCommand::Disconnect), 2);
+        assert_eq!(registry.final_frames_pending(), 2, "only a revocation has final frames to wait for");
+        ca.final_frames_sent();
+        ca.final_frames_sent();
+        assert_eq!(registry.final_frames_pending(), 1);
+        drop(cb); // however a told session's task ends, it stops holding the others back
+        assert_eq!(registry.final_frames_pending(), 0);
+        drop(other);
+        assert_eq!(registry.final_frames_pending(), 0);
+    }
+
+    #[test]
     fn commands_arrive_in_order_and_end_when_forgotten() {
         rt().block_on(async {
             let registry = Registry::default();
@@ -459,7 +535,7 @@ mod tests {
             tokio::task::yield_now().await;
             assert_eq!(registry.send_to_token(s.token_id, |_| SessionCommand::Disconnect), 1);
             tokio::task::yield_now().await;
-            assert_eq!(registry.remove(s.session_id), Some(s.clone()));
+            assert!(registry.remove(s.session_id));
             let (first, second) = tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
                 .await
                 .expect("receiver woken")

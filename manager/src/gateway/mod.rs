@@ -126,11 +126,26 @@ pub(crate) async fn close_within(
     reason: &'static str,
     write_timeout: Duration,
 ) {
-    let frame = CloseFrame { code, reason: reason.into() };
-    match tokio::time::timeout(write_timeout, socket.send(Message::Close(Some(frame)))).await {
-        Ok(Ok(())) => {}
-        Ok(Err(_)) | Err(_) => return,
+    if send_close(socket, code, reason, write_timeout).await {
+        await_peer_close(socket).await;
     }
+}
+
+/// The first half of [`close_within`]: sends the close frame (and flushes whatever is buffered
+/// before it) within `write_timeout`; whether it went out.
+pub(crate) async fn send_close(
+    socket: &mut WebSocket,
+    code: u16,
+    reason: &'static str,
+    write_timeout: Duration,
+) -> bool {
+    let frame = CloseFrame { code, reason: reason.into() };
+    matches!(tokio::time::timeout(write_timeout, socket.send(Message::Close(Some(frame)))).await, Ok(Ok(())))
+}
+
+/// The second half of [`close_within`]: reads (at most [`CLOSE_WAIT`], at most 16 messages)
+/// until the peer's close frame, so the socket is closed cleanly after it.
+pub(crate) async fn await_peer_close(socket: &mut WebSocket) {
     let _ = tokio::time::timeout(CLOSE_WAIT, async {
         for _ in 0..16 {
             match socket.recv().await {

@@ -22,7 +22,11 @@ use crate::state::AppState;
 
 use super::driver::{Action, Driver, SocketEvent};
 use super::handshake::Authenticated;
-use super::{close_within, is_too_big};
+use super::{await_peer_close, is_too_big, send_close};
+
+/// Longest a session that sent its final frames waits for the other sessions of a revocation
+/// to send theirs before its own teardown ([`crate::registry::final_frames`]).
+const TEARDOWN_DEFER: Duration = Duration::from_secs(1);
 
 /// A registered session, forgotten when dropped, however its task ends: a refused or failed
 /// handshake, a normal end, cancellation, or a panic unwinding (the release profile unwinds,
@@ -102,26 +106,21 @@ pub async fn run(state: &AppState, auth: Box<Authenticated<'_>>) {
     // This future is what every idle session keeps, so its layout matters (see
     // `gateway::tests`): the driver lives in this block only, so the close below does not
     // keep it; the protocol session moves into it before the first `.await`, so the future
-    // never holds both; and the rotation calls are boxed (their store calls' futures are
-    // kilobytes).
+    // never holds both; and the writes and rotation calls are boxed (a write's future is
+    // ~300 bytes, the rotation calls' store futures kilobytes).
     let end = {
         let heartbeat = Duration::from_secs(state.config.heartbeat_secs);
         let mut driver = Driver::new(session, info.token_id, heartbeat, expires_at, now(), now_unix());
         Box::pin(rotation::on_authenticated(state, info)).await;
         'session: loop {
-            while let Some(action) = driver.poll_action() {
-                // The awaits are here rather than in `perform`: a nested future would add its
-                // arguments' storage to the future every idle session keeps.
+            loop {
+                // Nothing of an action is kept across an await but a boxed future: the
+                // future every idle session keeps is as large as its largest await point.
+                let Some(action) = driver.poll_action() else { break };
                 let end = match perform(state, info, action) {
                     Performed::Done => None,
                     Performed::End(end) => Some(end),
-                    Performed::Write(frame, flush) => {
-                        write(&mut socket, frame, flush, write_timeout).await.err()
-                    }
-                    Performed::Ack { rotation_id, outcome, detail } => {
-                        Box::pin(rotation::on_ack(state, info, rotation_id, outcome, detail)).await;
-                        None
-                    }
+                    waits => Box::pin(finish(state, info, &mut socket, waits, write_timeout)).await,
                 };
                 if let Some(end) = end {
                     break 'session end;
@@ -149,7 +148,19 @@ pub async fn run(state: &AppState, auth: Box<Authenticated<'_>>) {
     drop(guard);
     match end {
         // Boxed: at most once per session, and inline it would size every idle session.
-        End::Close(code, reason) => Box::pin(close_within(&mut socket, code, reason, write_timeout)).await,
+        End::Close(code, reason) => {
+            Box::pin(async {
+                let sent = send_close(&mut socket, code, reason, write_timeout).await;
+                commands.final_frames_sent();
+                if sent {
+                    // The teardown (the peer's close, the socket's) after every revoked
+                    // delegate of a fan-out has been told, not between them.
+                    commands.others_told(TEARDOWN_DEFER).await;
+                    await_peer_close(&mut socket).await;
+                }
+            })
+            .await
+        }
         End::Gone => {}
         End::Stalled => {
             state.metrics.session_write_timeouts.inc();
@@ -196,6 +207,26 @@ fn perform(state: &AppState, info: &SessionInfo, action: Action) -> Performed {
         Action::CountHeartbeatTimeout => {
             state.metrics.heartbeat_timeouts.inc();
             Performed::Done
+        }
+    }
+}
+
+/// Does what [`perform`] left that needs waiting (a write, a rotation ack); how the session
+/// ends, if it does.
+async fn finish(
+    state: &AppState,
+    info: &SessionInfo,
+    socket: &mut WebSocket,
+    performed: Performed,
+    write_timeout: Duration,
+) -> Option<End> {
+    match performed {
+        Performed::Done => None,
+        Performed::End(end) => Some(end),
+        Performed::Write(frame, flush) => write(socket, frame, flush, write_timeout).await.err(),
+        Performed::Ack { rotation_id, outcome, detail } => {
+            rotation::on_ack(state, info, rotation_id, outcome, detail).await;
+            None
         }
     }
 }
