@@ -139,31 +139,35 @@ impl fmt::Debug for SessionKeys {
     }
 }
 
-/// An HMAC-SHA256 key with its inner and outer pads already absorbed, so each tag costs only
-/// the payload's compressions plus two.
+/// An HMAC-SHA256 key: the 32 key bytes (zeroed on drop), keyed into an HMAC for each tag.
+/// Keeping the inner and outer pads' states instead would save two SHA-256 compressions per
+/// tag (~0.3 µs) but cost 152 bytes a key instead of 32; a live session holds two keys, and an
+/// idle session's memory is what every one of thousands of sessions costs (BENCHMARKS.md,
+/// "Against bare baselines").
 #[derive(Clone)]
-pub struct MacKey(HmacSha256);
+pub struct MacKey(zeroize::Zeroizing<[u8; KEY_LEN]>);
 
 impl MacKey {
     /// Prepares a key.
     pub fn new(key: &[u8; KEY_LEN]) -> Self {
-        Self(HmacSha256::new_from_slice(key).expect("HMAC accepts any key length"))
+        Self(zeroize::Zeroizing::new(*key))
+    }
+
+    fn keyed(&self, label: &[u8], payload: &[u8]) -> HmacSha256 {
+        let mut mac = HmacSha256::new_from_slice(self.0.as_slice()).expect("HMAC accepts any key length");
+        mac.update(label);
+        mac.update(payload);
+        mac
     }
 
     /// `HMAC(key, label || payload)`.
     pub fn tag(&self, label: &[u8], payload: &[u8]) -> [u8; KEY_LEN] {
-        let mut mac = self.0.clone();
-        mac.update(label);
-        mac.update(payload);
-        mac.finalize().into_bytes().into()
+        self.keyed(label, payload).finalize().into_bytes().into()
     }
 
     /// Constant-time check of `tag` against `HMAC(key, label || payload)`.
     pub fn verify(&self, label: &[u8], payload: &[u8], tag: &[u8; KEY_LEN]) -> bool {
-        let mut mac = self.0.clone();
-        mac.update(label);
-        mac.update(payload);
-        mac.verify_slice(tag).is_ok()
+        self.keyed(label, payload).verify_slice(tag).is_ok()
     }
 }
 
