@@ -8,7 +8,10 @@
 //! connections (connect, exchange, hold), and the broadcast fan-out: every held connection
 //! waits on one `watch` channel, and `POST /broadcast` wakes them all to write one small binary
 //! frame and a Close (4003, as a revoke) in one flush, then wait for the peer's Close as the
-//! manager does. The answer comes once every connection has been woken.
+//! manager does. The answer comes once every connection has been woken. The frame is a real
+//! signed `revoked` ([`broadcast_frame`], signed once at start with a key both sides know),
+//! so the client verifies and parses it as a manager session's client does its `revoked`: the
+//! client's work, on the same cores, is the same for both servers.
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -21,6 +24,9 @@ use axum::routing::{get, post};
 use axum::Router;
 use axum_server::tls_rustls::RustlsConfig;
 use futures_util::SinkExt;
+use tether_protocol::frame;
+use tether_protocol::keys::MacKey;
+use tether_protocol::message::{RevokedReason, S2c};
 use tokio::sync::watch;
 
 use super::transport::Target;
@@ -41,6 +47,35 @@ const CHALLENGE_FRAME: usize = 157;
 const WELCOME_FRAME: usize = 155;
 /// The broadcast frame: a signed `revoked` of a revoke (`registry::kick`'s message).
 pub const BROADCAST_FRAME: usize = 215;
+
+/// The key of the broadcast frame's tag, known to the bare server and its clients.
+pub const BROADCAST_KEY: [u8; 32] = [0x5a; 32];
+
+/// `registry::kick`'s message to the revoked delegates of a revoke.
+const KICK_MESSAGE: &str = "this delegate's token was revoked; restart the delegate with a valid token";
+
+/// The broadcast frame: a v1 frame of a `revoked` (seq 1, as the first after the welcome)
+/// tagged with [`BROADCAST_KEY`], the manager's frame to a revoked session byte for byte in
+/// size ([`BROADCAST_FRAME`]).
+pub fn broadcast_frame() -> Vec<u8> {
+    let revoked = S2c::Revoked {
+        seq: 1,
+        token_id: uuid::Uuid::nil(),
+        reason: RevokedReason::Revoked,
+        message: KICK_MESSAGE.into(),
+    };
+    let payload = serde_json::to_vec(&revoked).expect("a message serializes");
+    frame::signed(&MacKey::new(&BROADCAST_KEY), b"", &payload)
+}
+
+/// Whether `bytes` is a broadcast frame: its tag checked with `key` and its JSON parsed, the
+/// work a manager session's client does for its `revoked`.
+pub fn is_broadcast_frame(key: &MacKey, bytes: &[u8]) -> bool {
+    frame::split(bytes, MAX_FRAME).is_ok_and(|raw| {
+        key.verify(b"", raw.payload, raw.tag)
+            && matches!(serde_json::from_slice::<S2c>(raw.payload), Ok(S2c::Revoked { .. }))
+    })
+}
 
 /// How long a closed connection waits for the peer's Close (the manager's `CLOSE_WAIT`).
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
@@ -63,20 +98,27 @@ fn tls(dir: &Path) -> Result<RustlsConfig> {
 /// The broadcast channel every held connection watches; its value counts broadcasts.
 type Broadcast = Arc<watch::Sender<u64>>;
 
-async fn upgrade(State(broadcast): State<Broadcast>, ws: WebSocketUpgrade) -> axum::response::Response {
-    let woken = broadcast.subscribe();
+/// The server's state: the broadcast channel and the frame it sends.
+#[derive(Clone)]
+struct Shared {
+    broadcast: Broadcast,
+    frame: Arc<[u8]>,
+}
+
+async fn upgrade(State(shared): State<Shared>, ws: WebSocketUpgrade) -> axum::response::Response {
+    let woken = shared.broadcast.subscribe();
     // The manager's settings (`gateway::READ_BUFFER`, `WRITE_BUFFER`, the default max_frame).
     ws.read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
         .max_write_buffer_size(MAX_FRAME + WRITE_BUFFER + 1024)
         .max_message_size(MAX_FRAME + 1)
         .max_frame_size(MAX_FRAME + 1)
-        .on_upgrade(move |ws| exchange(ws, woken))
+        .on_upgrade(move |ws| exchange(ws, woken, shared.frame))
 }
 
 /// challenge-sized frame out, one frame in, welcome-sized frame out; then hold until the peer
 /// closes or a broadcast comes.
-async fn exchange(mut ws: WebSocket, mut woken: watch::Receiver<u64>) {
+async fn exchange(mut ws: WebSocket, mut woken: watch::Receiver<u64>, broadcast_frame: Arc<[u8]>) {
     let challenge = vec![0x42u8; CHALLENGE_FRAME];
     if ws.send(Message::Binary(challenge.into())).await.is_err() {
         return;
@@ -104,7 +146,8 @@ async fn exchange(mut ws: WebSocket, mut woken: watch::Receiver<u64>) {
         }
     }
     // The frame and the Close in one flush, then the peer's Close (bounded), as the manager.
-    let frame = vec![0x5au8; BROADCAST_FRAME];
+    // A frame of its own per connection, as the manager's (which also signs each).
+    let frame = broadcast_frame.to_vec();
     if ws.feed(Message::Binary(frame.into())).await.is_err() {
         return;
     }
@@ -124,9 +167,9 @@ async fn exchange(mut ws: WebSocket, mut woken: watch::Receiver<u64>) {
 }
 
 /// Wakes every held connection; answers with how many were watching.
-async fn broadcast(State(broadcast): State<Broadcast>) -> String {
-    broadcast.send_modify(|n| *n += 1);
-    broadcast.receiver_count().to_string()
+async fn broadcast(State(shared): State<Shared>) -> String {
+    shared.broadcast.send_modify(|n| *n += 1);
+    shared.broadcast.receiver_count().to_string()
 }
 
 /// Serves until killed; prints `LISTENING <addr>` once bound. `dir` receives `ca.pem`.
@@ -139,7 +182,7 @@ pub async fn serve(listen: SocketAddr, dir: &Path) -> Result<()> {
     let app = Router::new()
         .route("/api/v1/delegates/connect", get(upgrade))
         .route("/broadcast", post(broadcast))
-        .with_state(Arc::new(tx));
+        .with_state(Shared { broadcast: Arc::new(tx), frame: broadcast_frame().into() });
     println!("LISTENING {addr}");
     // The same acceptor stack as the manager: TLS over TCP_NODELAY sockets.
     let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(config)
@@ -214,5 +257,21 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_broadcast_frame_has_the_size_of_the_managers_revoked_and_verifies() {
+        let frame = broadcast_frame();
+        assert_eq!(frame.len(), BROADCAST_FRAME);
+        assert!(is_broadcast_frame(&MacKey::new(&BROADCAST_KEY), &frame));
+        assert!(!is_broadcast_frame(&MacKey::new(&[1; 32]), &frame), "another key's tag fails");
+        let mut flipped = frame.clone();
+        *flipped.last_mut().unwrap() ^= 1;
+        assert!(!is_broadcast_frame(&MacKey::new(&BROADCAST_KEY), &flipped));
     }
 }

@@ -84,7 +84,7 @@ impl Scale {
             rate_secs: 10,
             rate_concurrency: 64,
             revoke_sessions: 10_000,
-            revoke_rounds: 3,
+            revoke_rounds: 5,
             rotate_sessions: 100,
             echo_rounds: 2_000,
             echo_sessions: 100,

@@ -29,7 +29,8 @@ pub struct FanOut {
     pub latency: Option<Summary>,
     /// How long the trigger call itself took (the revoke API; the broadcast request), ms.
     pub call_ms: f64,
-    /// CPU the server spent from the call until every connection closed, ms.
+    /// CPU the server spent from the call until it settled after the last close (its
+    /// sessions' teardown included, however late it runs), ms.
     pub cpu_ms: f64,
     /// `cpu_ms` per connection, µs.
     pub cpu_us_per_session: f64,
@@ -140,7 +141,7 @@ async fn manager_round(ctx: &Ctx, scale: &Scale, round: usize) -> Result<FanOut>
         bail!("revoke answered {}: {}", resp.status(), resp.text().await.unwrap_or_default());
     }
     let ended = bench.fleet.wait_all(Duration::from_secs(60)).await;
-    let cpu = procfs::cpu_ticks(ctx.manager_pid()?)? - cpu_before;
+    let cpu = settled_cpu_ticks(ctx.manager_pid()?).await? - cpu_before;
     perf.stop();
     Ok(fan_out(&ended, called, answered, cpu))
 }
@@ -161,9 +162,25 @@ async fn baseline_round(server: &baseline::Server, scale: &Scale, round: usize) 
     server.broadcast().await?;
     let answered = Instant::now();
     let ended = fleet.wait_all(Duration::from_secs(60)).await;
-    let cpu = procfs::cpu_ticks(server.pid())? - cpu_before;
+    let cpu = settled_cpu_ticks(server.pid()).await? - cpu_before;
     perf.stop();
     Ok(fan_out(&ended, called, answered, cpu))
+}
+
+/// `pid`'s CPU ticks once they stop growing: the same reading for 100 ms (at most 10 s). A
+/// server may leave work until after its last close is seen (the manager defers its
+/// sessions' teardown until every revoked delegate is told); that work counts too.
+async fn settled_cpu_ticks(pid: u32) -> Result<u64> {
+    let mut last = procfs::cpu_ticks(pid)?;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = procfs::cpu_ticks(pid)?;
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    Ok(last)
 }
 
 fn p99(f: &FanOut) -> f64 {
