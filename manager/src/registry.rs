@@ -5,7 +5,7 @@
 //! sessions' teardown can wait until every revoked delegate has been told.
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tether_protocol::message::RevokedReason;
@@ -154,14 +154,17 @@ impl Commands {
 }
 
 impl Commands {
-    /// This session's final frames (a revocation's `revoked` and close) are sent, or will
-    /// never be: it no longer holds back the other sessions' teardown.
-    pub fn final_frames_sent(&self) {
-        self.final_frames.release(&self.mailbox.final_pending);
+    /// The session sent its final frames (its close, after a revocation's `revoked` if it
+    /// was revoked) or never will: it takes no more commands (a later revocation neither
+    /// tells nor counts it) and no longer holds back the other sessions' teardown. Whether a
+    /// revocation had counted it, i.e. whether it should wait for the rest ([`Self::others_told`]).
+    pub fn final_frames_sent(&self) -> bool {
+        self.mailbox.receiver_gone.store(true, Ordering::Release);
+        self.final_frames.release(&self.mailbox.final_pending)
     }
 
     /// Returns once no session has a revocation's final frames still to send, or after
-    /// `within`: what a session waits for between sending its own and its teardown.
+    /// `within`: what a revoked session waits for between sending its own and its teardown.
     pub async fn others_told(&self, within: std::time::Duration) {
         self.final_frames.quiet(within).await;
     }
@@ -169,7 +172,6 @@ impl Commands {
 
 impl Drop for Commands {
     fn drop(&mut self) {
-        self.mailbox.receiver_gone.store(true, Ordering::Release);
         self.final_frames_sent();
     }
 }
@@ -275,15 +277,16 @@ impl Sessions {
         }
     }
 
-    /// The cap that one more session like `info` would exceed.
-    fn full(&self, info: &SessionInfo, caps: &Caps) -> Option<CapHit> {
+    /// The cap that one more session like `info` would exceed, with `closing` sessions out
+    /// of the registry whose sockets are still open.
+    fn full(&self, info: &SessionInfo, caps: &Caps, closing: usize) -> Option<CapHit> {
         let on_token = self.per_token.get(&info.token_id).copied().unwrap_or(0);
         let in_account = self.per_account.get(&info.account_id).copied().unwrap_or(0);
         if on_token >= caps.per_token {
             Some(CapHit::Token)
         } else if in_account >= caps.per_account {
             Some(CapHit::Account)
-        } else if self.entries.len() >= caps.total {
+        } else if self.entries.len().saturating_add(closing) >= caps.total {
             Some(CapHit::Total)
         } else {
             None
@@ -308,6 +311,20 @@ impl Sessions {
 pub struct Registry {
     inner: Arc<Mutex<Sessions>>,
     final_frames: Arc<FinalFrames>,
+    /// Sessions out of the registry whose sockets are still open ([`Closing`]).
+    closing: Arc<AtomicUsize>,
+}
+
+/// A session that left the registry but still holds its socket (its close handshake, its
+/// teardown): counted against the total cap, which is fitted to the open-file limit, until
+/// dropped.
+#[derive(Debug)]
+pub struct Closing(Arc<AtomicUsize>);
+
+impl Drop for Closing {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Registry {
@@ -330,7 +347,7 @@ impl Registry {
     pub fn try_insert(&self, info: impl Into<Arc<SessionInfo>>, caps: &Caps) -> Result<Commands, CapHit> {
         let info = info.into();
         let mut sessions = self.lock();
-        match sessions.full(&info, caps) {
+        match sessions.full(&info, caps, self.closing.load(Ordering::Acquire)) {
             Some(hit) => Err(hit),
             None => {
                 let mailbox = sessions.insert(info);
@@ -338,6 +355,13 @@ impl Registry {
                 Ok(self.commands(mailbox))
             }
         }
+    }
+
+    /// Counts one more session closing until the returned guard is dropped: take it before
+    /// the session leaves the registry, drop it with the socket.
+    pub fn closing(&self) -> Closing {
+        self.closing.fetch_add(1, Ordering::AcqRel);
+        Closing(self.closing.clone())
     }
 
     /// Forgets a session; whether it was there. (No copy of it is returned: this runs once
@@ -425,11 +449,15 @@ impl Registry {
             .map(|e| (e.info.clone(), e.tx.clone()))
             .collect();
         // A session that left the registry meanwhile is not told (nor counted).
+        let targets: Vec<_> =
+            targets.into_iter().filter(|(_, tx)| !tx.sender_gone.load(Ordering::Acquire)).collect();
+        if final_frames {
+            // All counted before any is told: a session told early must not find the count
+            // at 0 (and start its teardown) while the rest are still being told.
+            targets.iter().for_each(|(_, tx)| self.final_frames.expect(&tx.final_pending));
+        }
         let mut told = 0;
-        for (info, tx) in targets.iter().filter(|(_, tx)| !tx.sender_gone.load(Ordering::Acquire)) {
-            if final_frames {
-                self.final_frames.expect(&tx.final_pending);
-            }
+        for (info, tx) in &targets {
             if tx.send(make(info)) {
                 told += 1;
             } else if final_frames {
@@ -494,6 +522,34 @@ mod tests {
     }
 
     #[test]
+    fn a_closing_session_keeps_its_place_under_the_total_cap_until_its_socket_is_dropped() {
+        let registry = Registry::default();
+        let caps = Caps { total: 2, ..Caps::NONE };
+        let (a, b) = (info(), info());
+        let _ca = registry.try_insert(a.clone(), &caps).unwrap();
+        let _cb = registry.try_insert(b, &caps).unwrap();
+        assert!(matches!(registry.try_insert(info(), &caps), Err(CapHit::Total)));
+        let closing = registry.closing();
+        assert!(registry.remove(a.session_id));
+        assert!(matches!(registry.try_insert(info(), &caps), Err(CapHit::Total)), "its socket is still open");
+        drop(closing);
+        assert!(registry.try_insert(info(), &caps).is_ok(), "its place is free once the socket is gone");
+    }
+
+    #[test]
+    fn a_session_that_sent_its_final_frames_is_neither_told_nor_counted_again() {
+        let registry = Registry::default();
+        let token = Uuid::new_v4();
+        let commands = registry.insert(SessionInfo::sample(token));
+        assert_eq!(registry.kick(token, RevokedReason::Revoked), 1);
+        assert!(commands.final_frames_sent(), "the revocation counted it");
+        // Still in the registry (its guard not yet dropped): a second revocation finds it.
+        assert_eq!(registry.kick(token, RevokedReason::Revoked), 0, "it takes no more commands");
+        assert_eq!(registry.final_frames_pending(), 0, "so nothing waits for it");
+        assert!(!commands.final_frames_sent());
+    }
+
+    #[test]
     fn a_revocation_counts_each_session_told_until_it_sent_its_final_frames() {
         let registry = Registry::default();
         let token = Uuid::new_v4();
@@ -507,8 +563,8 @@ mod tests {
         assert_eq!(registry.final_frames_pending(), 2, "but counted once each");
         assert_eq!(registry.send_to_token(token, |_| SessionCommand::Disconnect), 2);
         assert_eq!(registry.final_frames_pending(), 2, "only a revocation has final frames to wait for");
-        ca.final_frames_sent();
-        ca.final_frames_sent();
+        assert!(ca.final_frames_sent());
+        assert!(!ca.final_frames_sent());
         assert_eq!(registry.final_frames_pending(), 1);
         drop(cb); // however a told session's task ends, it stops holding the others back
         assert_eq!(registry.final_frames_pending(), 0);

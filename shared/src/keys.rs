@@ -93,7 +93,7 @@ impl TokenKey {
         }
     }
 
-    /// A prepared MAC under this key (for the hello tag).
+    /// The MAC key of this key (for the hello tag).
     pub(crate) fn mac_key(&self) -> MacKey {
         MacKey::new(&self.0)
     }

@@ -144,18 +144,22 @@ pub async fn run(state: &AppState, auth: Box<Authenticated<'_>>) {
     let (session_id, token_id) = (info.session_id, info.token_id);
     let (account, delegate) = (info.account_id.clone(), info.name.clone());
     let (reason, close_code) = end.why();
-    // Forgotten before the close handshake, so a revoke or a listing never waits for it.
+    // Forgotten before the close handshake, so a revoke or a listing never waits for it; its
+    // socket still counts against the total cap until it is dropped below.
+    let closing = state.registry.closing();
     drop(guard);
     match end {
         // Boxed: at most once per session, and inline it would size every idle session.
         End::Close(code, reason) => {
             Box::pin(async {
                 let sent = send_close(&mut socket, code, reason, write_timeout).await;
-                commands.final_frames_sent();
+                let revoked = commands.final_frames_sent();
                 if sent {
-                    // The teardown (the peer's close, the socket's) after every revoked
-                    // delegate of a fan-out has been told, not between them.
-                    commands.others_told(TEARDOWN_DEFER).await;
+                    if revoked {
+                        // The teardown (the peer's close, the socket's) after every revoked
+                        // delegate of the fan-out has been told, not between them.
+                        commands.others_told(TEARDOWN_DEFER).await;
+                    }
                     await_peer_close(&mut socket).await;
                 }
             })
@@ -168,6 +172,8 @@ pub async fn run(state: &AppState, auth: Box<Authenticated<'_>>) {
                 "dropping a session that could not be written to in time (the delegate stopped reading)");
         }
     }
+    drop(socket);
+    drop(closing);
     // `close_code` is left out (not `None`) when the socket was not closed with one.
     tracing::info!(%session_id, %token_id, %account, %delegate, reason, close_code, "delegate disconnected");
 }

@@ -35,11 +35,13 @@ impl FinalFrames {
         }
     }
 
-    /// Uncounts the session whose mailbox has `flag`, if it is counted.
-    pub(super) fn release(&self, flag: &AtomicBool) {
-        if flag.swap(false, Ordering::AcqRel) {
+    /// Uncounts the session whose mailbox has `flag`, if it is counted; whether it was.
+    pub(super) fn release(&self, flag: &AtomicBool) -> bool {
+        let counted = flag.swap(false, Ordering::AcqRel);
+        if counted {
             self.done_one();
         }
+        counted
     }
 
     fn done_one(&self) {
@@ -79,8 +81,8 @@ mod tests {
         frames.expect(&flag);
         frames.expect(&flag);
         assert_eq!(frames.pending(), 1, "a second revocation of the same session counts once");
-        frames.release(&flag);
-        frames.release(&flag);
+        assert!(frames.release(&flag));
+        assert!(!frames.release(&flag));
         assert_eq!(frames.pending(), 0, "released once, never below 0");
     }
 
