@@ -83,7 +83,7 @@ pub async fn hold(mut ws: Ws, mut stop: watch::Receiver<bool>, max_time: Duratio
                 }
             }
             msg = ws.next() => match msg {
-                Some(Ok(Message::Binary(bytes))) => got_frame = is_broadcast_frame(&key, &bytes),
+                Some(Ok(Message::Binary(bytes))) => got_frame |= is_broadcast_frame(&key, &bytes),
                 Some(Ok(Message::Close(frame))) => {
                     return end(got_frame, frame.map(|f| u16::from(f.code)), "closed");
                 }

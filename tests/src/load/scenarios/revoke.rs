@@ -167,18 +167,19 @@ async fn baseline_round(server: &baseline::Server, scale: &Scale, round: usize) 
     Ok(fan_out(&ended, called, answered, cpu))
 }
 
-/// `pid`'s CPU ticks once they stop growing: the same reading for 100 ms (at most 10 s). A
-/// server may leave work until after its last close is seen (the manager defers its
-/// sessions' teardown until every revoked delegate is told); that work counts too.
+/// `pid`'s CPU ticks once they stop growing: the same reading for 1.2 s, longer than the
+/// manager defers a revoked session's teardown (1 s), so work it left until after the last
+/// close counts (at most 20 s; any background work in the window counts too).
 async fn settled_cpu_ticks(pid: u32) -> Result<u64> {
-    let mut last = procfs::cpu_ticks(pid)?;
-    for _ in 0..100 {
+    let (mut last, mut same) = (procfs::cpu_ticks(pid)?, 0);
+    for _ in 0..200 {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let now = procfs::cpu_ticks(pid)?;
-        if now == last {
+        same = if now == last { same + 1 } else { 0 };
+        last = now;
+        if same >= 12 {
             break;
         }
-        last = now;
     }
     Ok(last)
 }
