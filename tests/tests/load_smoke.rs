@@ -40,7 +40,10 @@ fn smoke_suite_runs_every_scenario() {
         assert_eq!(round["sessions"], 50, "every {side} connection must close: {revoke}");
         assert_eq!(round["saw_frame"], 50, "every {side} connection must see the frame first: {revoke}");
     }
-    assert!(revoke["p99_ratio"].as_f64().unwrap() > 0.0, "{revoke}");
+    // A ratio, not a timing: at this scale every manager session may close before the revoke
+    // call even answers (counted as 0 ms), so 0 is a valid ratio.
+    let ratio = revoke["p99_ratio"].as_f64().unwrap();
+    assert!(ratio.is_finite() && ratio >= 0.0, "{revoke}");
 
     let baseline_steps = v["idle"]["baseline_steps"].as_array().unwrap();
     assert_eq!(baseline_steps.len(), 2);

@@ -220,9 +220,12 @@ pub async fn run(o: &ClusterOptions) -> Result<ClusterResult> {
         Ok((n == o.delegates).then_some(()))
     })
     .await?;
-    // Where they are: each replica's own gauge (the revoked fleet is gone).
+    // Where they are: each replica's own gauge (the revoked fleet is gone). The victim is the
+    // busiest replica but the first (whose API the run uses), unless the first holds them
+    // all: delegates pick a replica at random, so with few of them that happens (1 in 27 for
+    // three delegates on three replicas), and killing a replica that holds none moves none.
     let mut held = BTreeMap::new();
-    for (i, m) in managers.iter().enumerate().skip(1) {
+    for (i, m) in managers.iter().enumerate() {
         let body = m.http().get(format!("{}/metrics", m.url())).send().await?.text().await?;
         let n = body
             .lines()
@@ -231,7 +234,8 @@ pub async fn run(o: &ClusterOptions) -> Result<ClusterResult> {
             .unwrap_or(0.0) as usize;
         held.insert(i, n);
     }
-    let (&victim, &moving) = held.iter().max_by_key(|(_, n)| **n).context("no replica to kill")?;
+    let busiest_other = held.iter().filter(|(i, n)| **i > 0 && **n > 0).max_by_key(|(_, n)| **n);
+    let (&victim, &moving) = busiest_other.or_else(|| held.iter().next()).context("no replica to kill")?;
     let since = SystemTime::now().duration_since(UNIX_EPOCH)?;
     managers[victim].kill9()?;
     let killed = Instant::now();
