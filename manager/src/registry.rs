@@ -151,9 +151,7 @@ impl Commands {
             self.mailbox.notify.notified().await;
         }
     }
-}
 
-impl Commands {
     /// The session sent its final frames (its close, after a revocation's `revoked` if it
     /// was revoked) or never will: it takes no more commands (a later revocation neither
     /// tells nor counts it) and no longer holds back the other sessions' teardown. Whether a
@@ -441,7 +439,7 @@ impl Registry {
         final_frames: bool,
         mut make: impl FnMut(&SessionInfo) -> SessionCommand,
     ) -> usize {
-        let targets: Vec<(Arc<SessionInfo>, Arc<Mailbox>)> = self
+        let mut targets: Vec<(Arc<SessionInfo>, Arc<Mailbox>)> = self
             .lock()
             .entries
             .values()
@@ -449,8 +447,7 @@ impl Registry {
             .map(|e| (e.info.clone(), e.tx.clone()))
             .collect();
         // A session that left the registry meanwhile is not told (nor counted).
-        let targets: Vec<_> =
-            targets.into_iter().filter(|(_, tx)| !tx.sender_gone.load(Ordering::Acquire)).collect();
+        targets.retain(|(_, tx)| !tx.sender_gone.load(Ordering::Acquire));
         if final_frames {
             // All counted before any is told: a session told early must not find the count
             // at 0 (and start its teardown) while the rest are still being told.
@@ -480,6 +477,7 @@ impl Registry {
     }
 
     /// How many sessions still have a revocation's final frames to send.
+    #[cfg(test)]
     pub fn final_frames_pending(&self) -> usize {
         self.final_frames.pending()
     }

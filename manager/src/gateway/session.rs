@@ -118,9 +118,10 @@ pub async fn run(state: &AppState, auth: Box<Authenticated<'_>>) {
                 // future every idle session keeps is as large as its largest await point.
                 let Some(action) = driver.poll_action() else { break };
                 let end = match perform(state, info, action) {
-                    Performed::Done => None,
-                    Performed::End(end) => Some(end),
-                    waits => Box::pin(finish(state, info, &mut socket, waits, write_timeout)).await,
+                    Performed::Now(end) => end,
+                    Performed::Wait(waits) => {
+                        Box::pin(finish(state, info, &mut socket, waits, write_timeout)).await
+                    }
                 };
                 if let Some(end) = end {
                     break 'session end;
@@ -180,10 +181,14 @@ pub async fn run(state: &AppState, auth: Box<Authenticated<'_>>) {
 
 /// What is left to do of an action after [`perform`].
 enum Performed {
-    /// Nothing.
-    Done,
-    /// The session ends.
-    End(End),
+    /// Nothing to wait for; the session ends if an [`End`] is given.
+    Now(Option<End>),
+    /// Something to wait for, in [`finish`].
+    Wait(Waits),
+}
+
+/// The part of an action that needs waiting.
+enum Waits {
     /// Write this frame, flushing it (`true`) or buffering it.
     Write(Vec<u8>, bool),
     /// Hand a rotate ack to the rotation service.
@@ -193,26 +198,28 @@ enum Performed {
 /// Performs what of one action needs no waiting, and says what is left.
 fn perform(state: &AppState, info: &SessionInfo, action: Action) -> Performed {
     match action {
-        Action::Send(frame) => Performed::Write(frame, true),
-        Action::Feed(frame) => Performed::Write(frame, false),
-        Action::Close(code, reason) => Performed::End(End::Close(code, reason)),
-        Action::Ended => Performed::End(End::Gone),
+        Action::Send(frame) => Performed::Wait(Waits::Write(frame, true)),
+        Action::Feed(frame) => Performed::Wait(Waits::Write(frame, false)),
+        Action::Close(code, reason) => Performed::Now(Some(End::Close(code, reason))),
+        Action::Ended => Performed::Now(Some(End::Gone)),
         Action::RecordHeartbeat => {
             state.registry.heartbeat(info.session_id, now_unix());
-            Performed::Done
+            Performed::Now(None)
         }
-        Action::RotateAck { rotation_id, outcome, detail } => Performed::Ack { rotation_id, outcome, detail },
+        Action::RotateAck { rotation_id, outcome, detail } => {
+            Performed::Wait(Waits::Ack { rotation_id, outcome, detail })
+        }
         Action::TaskReply { reply, result } => {
             let _ = reply.send(result); // the caller may have stopped waiting
-            Performed::Done
+            Performed::Now(None)
         }
         Action::CountRevoked => {
             state.metrics.sessions_revoked.inc();
-            Performed::Done
+            Performed::Now(None)
         }
         Action::CountHeartbeatTimeout => {
             state.metrics.heartbeat_timeouts.inc();
-            Performed::Done
+            Performed::Now(None)
         }
     }
 }
@@ -223,14 +230,12 @@ async fn finish(
     state: &AppState,
     info: &SessionInfo,
     socket: &mut WebSocket,
-    performed: Performed,
+    waits: Waits,
     write_timeout: Duration,
 ) -> Option<End> {
-    match performed {
-        Performed::Done => None,
-        Performed::End(end) => Some(end),
-        Performed::Write(frame, flush) => write(socket, frame, flush, write_timeout).await.err(),
-        Performed::Ack { rotation_id, outcome, detail } => {
+    match waits {
+        Waits::Write(frame, flush) => write(socket, frame, flush, write_timeout).await.err(),
+        Waits::Ack { rotation_id, outcome, detail } => {
             rotation::on_ack(state, info, rotation_id, outcome, detail).await;
             None
         }

@@ -37,7 +37,7 @@ enum Cmd {
         /// Override the revoke scenario's sessions per fan-out (10,000 with --full).
         #[arg(long)]
         revoke_sessions: Option<usize>,
-        /// Override the revoke scenario's rounds (3 with --full), each a revoke on the
+        /// Override the revoke scenario's rounds (5 with --full), each a revoke on the
         /// manager then a broadcast on the bare baseline.
         #[arg(long)]
         revoke_rounds: Option<usize>,
